@@ -1,0 +1,124 @@
+"""Campaign configuration: schema validation with defaults.
+
+The schema (``schemas/config.schema.yaml``) is the single description of every key; the
+Snakefile, the scripts and the tests all validate through ``validate_config``, so an unknown key
+or a bad value fails at parse time with a message naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_schema() -> dict:
+    text = resources.files("fusedmlp").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        ref = schema["$ref"]
+        assert ref.startswith("#/"), ref
+        target = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def fill_defaults(instance, schema: dict, root: dict | None = None):
+    """Insert schema defaults into ``instance`` (recursively), in place; returns it."""
+    root = schema if root is None else root
+    schema = _resolve(schema, root)
+    if isinstance(instance, dict):
+        props = schema.get("properties", {})
+        for key, sub in props.items():
+            sub = _resolve(sub, root)
+            if key not in instance and "default" in sub:
+                instance[key] = copy.deepcopy(sub["default"])
+        extra = schema.get("additionalProperties")
+        for key, value in instance.items():
+            if key in props:
+                fill_defaults(value, props[key], root)
+            elif isinstance(extra, dict):
+                fill_defaults(value, extra, root)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for item in instance:
+            fill_defaults(item, schema["items"], root)
+    return instance
+
+
+def _describe(err: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        return f"{path}: {err.message}; allowed keys: {allowed}"
+    return f"{path}: {err.message}"
+
+
+def validate_config(config: dict, source: str = "config") -> dict:
+    """Return a validated deep copy of ``config`` with every default filled in."""
+    schema = load_schema()
+    cfg = fill_defaults(copy.deepcopy(dict(config)), schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(f"{source}: invalid configuration\n  "
+                          + "\n  ".join(_describe(e) for e in errors))
+    _check_consistency(cfg, source)
+    return cfg
+
+
+def _check_consistency(cfg: dict, source: str) -> None:
+    """Cross-key rules that a JSON schema cannot state."""
+    def fail(key, msg):
+        raise ConfigError(f"{source}: invalid configuration\n  {key}: {msg}")
+
+    fr = cfg["data"]["split"]["fractions"]
+    if abs(sum(fr) - 1.0) > 1e-9:
+        fail("data.split.fractions", f"must sum to 1, got {fr} (sum {sum(fr):g})")
+    ref = cfg["reference"]
+    for key in ("training_level", "sampling_level"):
+        if ref[key] not in ref["levels"]:
+            fail(f"reference.{key}", f"{ref[key]!r} is not one of reference.levels {sorted(ref['levels'])}")
+    for name, ph in ref["sampling"]["phases"].items():
+        if name == "hcp" and "covera" not in ph:
+            fail(f"reference.sampling.phases.{name}", "hcp needs covera (initial c/a)")
+    for i, run in enumerate(ref["sampling"]["md"]["runs"]):
+        if run["structure"] not in ref["sampling"]["phases"]:
+            fail(f"reference.sampling.md.runs.{i}.structure",
+                 f"{run['structure']!r} is not among the sampled phases {sorted(ref['sampling']['phases'])}")
+    src = cfg["data"]["source"]
+    if src == "reference" and ref["element"] not in cfg["species"]:
+        fail("reference.element", f"{ref['element']!r} is not among species {cfg['species']}")
+    if src == "release":
+        rel = cfg["data"]["release"]
+        if rel["path"] is None and rel["url"] is None:
+            fail("data.release", "source is 'release' but neither path nor url is set")
+        if rel["path"] is None and rel["sha256"] is None and not rel["trust_on_first_use"]:
+            fail("data.release.sha256", "a download needs the expected sha256 checksum "
+                                        "(or trust_on_first_use: true to record it)")
+        if rel["species"] not in cfg["species"]:
+            fail("data.release.species", f"{rel['species']!r} is not among species {cfg['species']}")
+    if src == "ase" and cfg["data"]["ase"]["path"] is None:
+        fail("data.ase.path", "source is 'ase' but no path is set")
+
+
+def load_config(path) -> dict:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return validate_config(raw, source=str(path))

@@ -1,0 +1,333 @@
+"""The canonical labelled-configuration dataset.
+
+One dataset is one ``.npz`` file (no pickles, written atomically) holding a ragged set of
+periodic configurations that may differ in size. Per-atom arrays are concatenated over
+configurations; ``n_atoms`` gives the split points.
+
+Conventions (the same as ASE and the DeePMD-style release format of the fused-training paper):
+
+* ``box[k]`` rows are the lattice vectors a, b, c in Å; a position is ``frac @ box``.
+* ``virial`` is W = -∂U/∂ε in eV (not divided by volume): the derivative of the energy with
+  respect to a homogeneous strain ε of the box at fixed fractional coordinates, sign chosen so
+  that W is positive under compression. The potential-energy part of the stress tensor
+  (tension positive, as in ASE) is ``-W / V``.
+* Missing labels are stored as zeros with the matching ``*_mask`` entry False.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from ase.data import atomic_numbers, chemical_symbols
+
+from ..io import InputError, save_npz
+
+FORMAT_VERSION = 1
+
+# How far (in fractional coordinates) a position may lie outside [0, 1) before we call the
+# configuration corrupt: one full box length, so unwrapped-by-one-image data still loads.
+MAX_FRACTIONAL_EXCURSION = 1.0
+# Smallest admissible cell volume per atom (Å³); anything below is a unit or layout error.
+MIN_VOLUME_PER_ATOM = 1.0
+
+_PER_CONFIG = ("n_atoms", "box", "energy", "virial", "energy_mask", "forces_mask",
+               "virial_mask", "fidelity", "config_type", "source")
+_PER_ATOM = ("positions", "species", "forces")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A ragged batch of labelled periodic configurations (see module docstring)."""
+
+    n_atoms: np.ndarray  # (N,) int
+    positions: np.ndarray  # (sum n, 3) Å
+    species: np.ndarray  # (sum n,) atomic numbers
+    box: np.ndarray  # (N, 3, 3) Å, rows are lattice vectors
+    energy: np.ndarray  # (N,) eV, total energy
+    forces: np.ndarray  # (sum n, 3) eV/Å
+    virial: np.ndarray  # (N, 3, 3) eV, W = -dU/dε
+    energy_mask: np.ndarray  # (N,) bool
+    forces_mask: np.ndarray  # (N,) bool
+    virial_mask: np.ndarray  # (N,) bool
+    fidelity: np.ndarray  # (N,) str, level of theory
+    config_type: np.ndarray  # (N,) str, e.g. "hcp/strained"
+    source: np.ndarray  # (N,) str, provenance of each configuration
+    metadata: dict = dataclasses.field(default_factory=dict)  # dataset-level provenance
+
+    def __len__(self) -> int:
+        return int(self.n_atoms.shape[0])
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.n_atoms)]).astype(np.int64)
+
+    def atoms_slice(self, i: int) -> slice:
+        off = self.offsets
+        return slice(int(off[i]), int(off[i + 1]))
+
+    @property
+    def volume(self) -> np.ndarray:
+        return np.abs(np.linalg.det(self.box))
+
+    def config(self, i: int) -> dict:
+        """Configuration ``i`` as a dict of plain arrays."""
+        s = self.atoms_slice(i)
+        return dict(positions=self.positions[s], species=self.species[s], box=self.box[i],
+                    energy=self.energy[i], forces=self.forces[s], virial=self.virial[i],
+                    energy_mask=bool(self.energy_mask[i]), forces_mask=bool(self.forces_mask[i]),
+                    virial_mask=bool(self.virial_mask[i]), fidelity=str(self.fidelity[i]),
+                    config_type=str(self.config_type[i]), source=str(self.source[i]))
+
+    def subset(self, indices: Sequence[int]) -> "Dataset":
+        idx = np.asarray(indices, dtype=np.int64)
+        off = self.offsets
+        atom_idx = (np.concatenate([np.arange(off[i], off[i + 1]) for i in idx])
+                    if len(idx) else np.zeros(0, np.int64))
+        per_config = {k: getattr(self, k)[idx] for k in _PER_CONFIG}
+        per_atom = {k: getattr(self, k)[atom_idx] for k in _PER_ATOM}
+        return Dataset(**per_config, **per_atom, metadata=dict(self.metadata))
+
+    def with_labels(self, energy, forces, virial, fidelity: str,
+                    energy_mask=None, forces_mask=None, virial_mask=None,
+                    metadata: dict | None = None) -> "Dataset":
+        """The same configurations with new labels (e.g. another level of theory)."""
+        n = len(self)
+        def mask(m, default):
+            return np.full(n, default, bool) if m is None else np.asarray(m, bool)
+        return dataclasses.replace(
+            self, energy=np.asarray(energy, np.float64), forces=np.asarray(forces, np.float64),
+            virial=np.asarray(virial, np.float64),
+            energy_mask=mask(energy_mask, True), forces_mask=mask(forces_mask, True),
+            virial_mask=mask(virial_mask, True) if virial_mask is not None else self.virial_mask,
+            fidelity=np.full(n, fidelity), metadata={**self.metadata, **(metadata or {})})
+
+    def species_symbols(self) -> list[str]:
+        return [chemical_symbols[z] for z in np.unique(self.species)]
+
+
+def from_configs(configs: Sequence[dict], metadata: dict | None = None) -> Dataset:
+    """Build a dataset from per-configuration dicts (keys as in ``Dataset.config``).
+
+    Label keys may be absent or None: the label is then masked out.
+    """
+    if not configs:
+        raise ValueError("from_configs: no configurations given")
+    n_atoms = np.array([len(c["positions"]) for c in configs], np.int64)
+
+    def label(c, key, shape):
+        v = c.get(key)
+        return (np.zeros(shape), False) if v is None else (np.asarray(v, np.float64), True)
+
+    energies, forces, virials, em, fm, vm = [], [], [], [], [], []
+    for c, n in zip(configs, n_atoms):
+        e, has_e = label(c, "energy", ())
+        f, has_f = label(c, "forces", (n, 3))
+        w, has_w = label(c, "virial", (3, 3))
+        energies.append(e)
+        forces.append(f)
+        virials.append(w)
+        em.append(c.get("energy_mask", has_e) and has_e)
+        fm.append(c.get("forces_mask", has_f) and has_f)
+        vm.append(c.get("virial_mask", has_w) and has_w)
+    return Dataset(
+        n_atoms=n_atoms,
+        positions=np.concatenate([np.asarray(c["positions"], np.float64) for c in configs]),
+        species=np.concatenate([np.asarray(c["species"], np.int64) for c in configs]),
+        box=np.stack([np.asarray(c["box"], np.float64) for c in configs]),
+        energy=np.array(energies, np.float64),
+        forces=np.concatenate(forces).reshape(-1, 3),
+        virial=np.stack(virials),
+        energy_mask=np.array(em, bool), forces_mask=np.array(fm, bool),
+        virial_mask=np.array(vm, bool),
+        fidelity=np.array([str(c.get("fidelity", "")) for c in configs]),
+        config_type=np.array([str(c.get("config_type", "")) for c in configs]),
+        source=np.array([str(c.get("source", "")) for c in configs]),
+        metadata=dict(metadata or {}),
+    )
+
+
+def concatenate(datasets: Sequence[Dataset], metadata: dict | None = None) -> Dataset:
+    kw = {k: np.concatenate([getattr(d, k) for d in datasets]) for k in _PER_CONFIG + _PER_ATOM}
+    meta = metadata if metadata is not None else {"parts": [d.metadata for d in datasets]}
+    return Dataset(**kw, metadata=meta)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+def validate(ds: Dataset, source, allowed_species: Sequence[str] | None = None) -> Dataset:
+    """Check shapes, finiteness, boxes, positions and species; raise ``InputError`` naming
+    ``source``, the field and the first offending configuration."""
+    n = len(ds)
+    if n == 0:
+        raise InputError(source, None, "the dataset holds no configurations")
+    n_tot = int(ds.n_atoms.sum())
+    if np.any(ds.n_atoms < 1):
+        raise InputError(source, "n_atoms", f"configuration {int(np.argmin(ds.n_atoms))} has no atoms")
+    for k in _PER_CONFIG:
+        if getattr(ds, k).shape[0] != n:
+            raise InputError(source, k, f"expected {n} entries (one per configuration), "
+                                        f"got shape {getattr(ds, k).shape}")
+    expected = {"positions": (n_tot, 3), "species": (n_tot,), "forces": (n_tot, 3),
+                "box": (n, 3, 3), "virial": (n, 3, 3), "energy": (n,)}
+    for k, shape in expected.items():
+        if getattr(ds, k).shape != shape:
+            raise InputError(source, k, f"expected shape {shape} for {n} configurations with "
+                                        f"{n_tot} atoms in total, got {getattr(ds, k).shape}")
+
+    per_atom_config = np.repeat(np.arange(n), ds.n_atoms)
+    _check_finite(source, "positions", ds.positions, per_atom_config)
+    _check_finite(source, "box", ds.box, np.arange(n))
+    _check_finite(source, "energy", np.where(ds.energy_mask, ds.energy, 0.0), np.arange(n))
+    _check_finite(source, "forces", np.where(ds.forces_mask[per_atom_config, None], ds.forces, 0.0),
+                  per_atom_config)
+    _check_finite(source, "virial", np.where(ds.virial_mask[:, None, None], ds.virial, 0.0),
+                  np.arange(n))
+
+    det = np.linalg.det(ds.box)
+    bad = np.nonzero(np.abs(det) < MIN_VOLUME_PER_ATOM * ds.n_atoms)[0]
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(source, "box", f"configuration {i}: box is singular or degenerate "
+                                        f"(volume {det[i]:.3g} Å³ for {ds.n_atoms[i]} atoms; "
+                                        "rows must be three independent lattice vectors in Å)")
+    bad = np.nonzero(det < 0)[0]
+    if bad.size:
+        raise InputError(source, "box", f"configuration {int(bad[0])}: box is left-handed "
+                                        "(det < 0); expected right-handed lattice vectors as rows")
+
+    inv = np.linalg.inv(ds.box)
+    frac = np.einsum("ai,aij->aj", ds.positions, inv[per_atom_config])
+    far = np.nonzero(np.any((frac < -MAX_FRACTIONAL_EXCURSION)
+                            | (frac > 1 + MAX_FRACTIONAL_EXCURSION), axis=1))[0]
+    if far.size:
+        a = int(far[0])
+        raise InputError(source, "positions",
+                         f"configuration {int(per_atom_config[a])}, atom {a - int(ds.offsets[per_atom_config[a]])}: "
+                         f"fractional coordinates {np.round(frac[a], 3).tolist()} lie more than "
+                         f"{MAX_FRACTIONAL_EXCURSION:g} box lengths outside the cell "
+                         "(wrong units or wrong box?)")
+
+    if np.any((ds.species < 1) | (ds.species >= len(chemical_symbols))):
+        a = int(np.nonzero((ds.species < 1) | (ds.species >= len(chemical_symbols)))[0][0])
+        raise InputError(source, "species", f"atom {a}: {ds.species[a]} is not an atomic number")
+    if allowed_species is not None:
+        allowed = {atomic_numbers[s] for s in allowed_species}
+        unknown = sorted(set(np.unique(ds.species).tolist()) - allowed)
+        if unknown:
+            raise InputError(source, "species",
+                             f"species {[chemical_symbols[z] for z in unknown]} are not among the "
+                             f"configured species {list(allowed_species)}")
+    return ds
+
+
+def _check_finite(source, field, values, owner):
+    flat = np.asarray(values).reshape(len(owner), -1)
+    bad = np.nonzero(~np.all(np.isfinite(flat), axis=1))[0]
+    if bad.size:
+        raise InputError(source, field, f"configuration {int(owner[bad[0]])} holds NaN or inf")
+
+
+# --- file format -------------------------------------------------------------------------------
+
+def save(path, ds: Dataset) -> None:
+    """Write ``ds`` to ``path`` (.npz) atomically."""
+    arrays = {k: getattr(ds, k) for k in _PER_CONFIG + _PER_ATOM}
+    for k in ("fidelity", "config_type", "source"):
+        arrays[k] = np.asarray(arrays[k], dtype=str)
+    save_npz(path, format_version=np.array(FORMAT_VERSION),
+             metadata=np.array(json.dumps(ds.metadata)), **arrays)
+
+
+def load(path, allowed_species: Sequence[str] | None = None) -> Dataset:
+    """Read and validate a dataset written by ``save``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, None, "dataset file does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError...
+        raise InputError(path, None, f"not a readable dataset file ({exc})") from exc
+    missing = [k for k in ("format_version", "metadata") + _PER_CONFIG + _PER_ATOM if k not in data]
+    if missing:
+        raise InputError(path, missing[0], f"array missing from dataset file (missing: {missing})")
+    if int(data.pop("format_version")) != FORMAT_VERSION:
+        raise InputError(path, "format_version", f"expected version {FORMAT_VERSION}")
+    meta = json.loads(str(data.pop("metadata")))
+    ds = Dataset(**{k: data[k] for k in _PER_CONFIG + _PER_ATOM}, metadata=meta)
+    return validate(ds, path, allowed_species)
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --- batching --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Configurations padded to a common atom count; padded atoms have ``atom_mask`` False,
+    species 0, zero positions and zero forces."""
+
+    positions: np.ndarray  # (B, n_pad, 3)
+    species: np.ndarray  # (B, n_pad)
+    atom_mask: np.ndarray  # (B, n_pad) bool
+    n_atoms: np.ndarray  # (B,)
+    box: np.ndarray  # (B, 3, 3)
+    energy: np.ndarray  # (B,)
+    forces: np.ndarray  # (B, n_pad, 3)
+    virial: np.ndarray  # (B, 3, 3)
+    energy_mask: np.ndarray  # (B,)
+    forces_mask: np.ndarray  # (B,)
+    virial_mask: np.ndarray  # (B,)
+
+
+def pad_batch(ds: Dataset, indices: Sequence[int], n_pad: int | None = None) -> Batch:
+    """Gather configurations ``indices`` into a padded ``Batch``.
+
+    ``n_pad`` defaults to the largest configuration of the whole dataset, so every batch of a
+    dataset has the same shape (one compilation for a jitted training step).
+    """
+    idx = np.asarray(indices, np.int64)
+    n_pad = int(ds.n_atoms.max()) if n_pad is None else int(n_pad)
+    if np.any(ds.n_atoms[idx] > n_pad):
+        raise ValueError(f"pad_batch: n_pad={n_pad} is smaller than a configuration "
+                         f"({int(ds.n_atoms[idx].max())} atoms)")
+    b = len(idx)
+    pos = np.zeros((b, n_pad, 3))
+    frc = np.zeros((b, n_pad, 3))
+    spc = np.zeros((b, n_pad), np.int64)
+    msk = np.zeros((b, n_pad), bool)
+    off = ds.offsets
+    for k, i in enumerate(idx):
+        n = ds.n_atoms[i]
+        s = slice(off[i], off[i + 1])
+        pos[k, :n], frc[k, :n], spc[k, :n], msk[k, :n] = ds.positions[s], ds.forces[s], ds.species[s], True
+    return Batch(positions=pos, species=spc, atom_mask=msk, n_atoms=ds.n_atoms[idx].copy(),
+                 box=ds.box[idx].copy(), energy=ds.energy[idx].copy(), forces=frc,
+                 virial=ds.virial[idx].copy(), energy_mask=ds.energy_mask[idx].copy(),
+                 forces_mask=ds.forces_mask[idx].copy(), virial_mask=ds.virial_mask[idx].copy())
+
+
+def summary(ds: Dataset) -> "list[dict]":
+    """Counts and label statistics per (fidelity, config_type), for tables and logs."""
+    rows = []
+    keys = sorted(set(zip(ds.fidelity.tolist(), ds.config_type.tolist())))
+    for fid, ct in keys:
+        sel = np.nonzero((ds.fidelity == fid) & (ds.config_type == ct))[0]
+        e_per_atom = ds.energy[sel] / ds.n_atoms[sel]
+        rows.append(dict(fidelity=fid, config_type=ct, configurations=len(sel),
+                         atoms_min=int(ds.n_atoms[sel].min()), atoms_max=int(ds.n_atoms[sel].max()),
+                         energy_per_atom_mean_eV=float(e_per_atom.mean()),
+                         energy_per_atom_std_eV=float(e_per_atom.std()),
+                         with_virial=int(ds.virial_mask[sel].sum())))
+    return rows

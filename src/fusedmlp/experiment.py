@@ -1,0 +1,64 @@
+"""Experimental reference tables: CSV files with a '#' comment header that names the source.
+
+The tables are published measurements shipped under ``resources/experiment/``; the loader checks
+that the columns a consumer needs are present and numeric, so a wrong file fails early with the
+file and the column named.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .io import InputError
+
+ELASTIC_COLUMNS = ("T_K", "C11_GPa", "C12_GPa", "C13_GPa", "C33_GPa", "C44_GPa")
+LATTICE_COLUMNS = ("T_K", "a_A", "c_A")
+DIFFUSION_COLUMNS = ("T_K", "D_1e-9_m2_s", "uncertainty_1e-9_m2_s")
+
+
+def citation(path) -> str:
+    """The comment header of a table (its source and units)."""
+    lines = []
+    for line in Path(path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# ").rstrip())
+    return " ".join(lines)
+
+
+def load_table(path, columns: Sequence[str]) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, None, "experimental table does not exist")
+    try:
+        df = pd.read_csv(path, comment="#")
+    except Exception as exc:
+        raise InputError(path, None, f"not a readable CSV table ({exc})") from exc
+    for col in columns:
+        if col not in df.columns:
+            raise InputError(path, col, f"column missing; expected columns {list(columns)}, "
+                                        f"found {list(df.columns)}")
+        values = pd.to_numeric(df[col], errors="coerce")
+        if values.isna().any() or not np.all(np.isfinite(values)):
+            row = int(np.nonzero(values.isna().to_numpy() | ~np.isfinite(values.to_numpy()))[0][0])
+            raise InputError(path, col, f"row {row}: expected a finite number, got {df[col].iloc[row]!r}")
+        df[col] = values.astype(float)
+    if "T_K" in columns and np.any(df["T_K"] <= 0):
+        raise InputError(path, "T_K", "temperatures must be positive (K)")
+    return df
+
+
+def elastic_constants(path) -> pd.DataFrame:
+    return load_table(path, ELASTIC_COLUMNS)
+
+
+def lattice_constants(path) -> pd.DataFrame:
+    return load_table(path, LATTICE_COLUMNS)
+
+
+def diffusion(path) -> pd.DataFrame:
+    return load_table(path, DIFFUSION_COLUMNS)

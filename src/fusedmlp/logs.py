@@ -1,0 +1,25 @@
+"""Logging for workflow jobs: everything goes to the rule's log file and to stderr."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+
+def setup(log_file=None, level=logging.INFO) -> logging.Logger:
+    """Route the package's log records (and warnings) to ``log_file`` and stderr."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    root.setLevel(level)
+    logging.captureWarnings(True)
+    return logging.getLogger("fusedmlp")

@@ -1,0 +1,41 @@
+"""Mechanical quantities of any energy function U(positions, box) by automatic differentiation.
+
+This is the one definition of forces and of the virial used by the reference data, the
+trainers and the observables:
+
+    F_i = -∂U/∂r_i
+    W   = -∂U(ε)/∂ε |_(ε=0),   U(ε) = U(r (1+ε)ᵀ, box (1+ε)ᵀ)
+
+i.e. the virial is the strain derivative of the energy at fixed fractional coordinates (box rows
+are lattice vectors; a homogeneous deformation 1+ε maps every row vector x to (1+ε) x). For an
+energy invariant under rotations W is symmetric; it equals Σ_i r_i ⊗ F_i − (∂U/∂h) hᵀ of the
+fused-training paper for box columns h. The potential part of the Cauchy stress (tension
+positive) is −W/V.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def strained_energy(energy_fn: Callable, positions, box, strain, **kwargs):
+    """U at the homogeneously strained configuration (fixed fractional coordinates)."""
+    deform = jnp.eye(3, dtype=box.dtype) + strain
+    return energy_fn(positions @ deform.T, box @ deform.T, **kwargs)
+
+
+def energy_forces_virial(energy_fn: Callable) -> Callable:
+    """Return ``f(positions, box, **kw) -> (U, F, W)`` for ``energy_fn(positions, box, **kw)``."""
+
+    def wrapped(positions, box, **kwargs):
+        def u_of(pos, strain):
+            return strained_energy(energy_fn, pos, box, strain, **kwargs)
+
+        zero = jnp.zeros((3, 3), dtype=box.dtype)
+        u, (g_pos, g_strain) = jax.value_and_grad(u_of, argnums=(0, 1))(positions, zero)
+        return u, -g_pos, -g_strain
+
+    return wrapped

@@ -1,0 +1,66 @@
+"""Units and physical constants: the one place where conversions live.
+
+Internal unit system (used by every array inside the package):
+
+    length  Å          energy  eV          time  ps
+    mass    eV ps²/Å² (convert atomic masses with ``AMU``)
+    temperature K      (thermal energy ``KB * T`` in eV)
+
+Reported quantities: eV, eV/atom, eV/Å, GPa, Å, K, ps, m²/s. Every other module converts
+through the names defined here; a bare numeric conversion factor anywhere else is a bug.
+
+Constants are CODATA 2018 values.
+"""
+
+from __future__ import annotations
+
+# --- base constants ---------------------------------------------------------------
+KB = 8.617333262e-5  # Boltzmann constant, eV/K
+EV_J = 1.602176634e-19  # 1 eV in J (exact)
+AVOGADRO = 6.02214076e23  # 1/mol (exact)
+AMU_KG = 1.66053906660e-27  # atomic mass unit, kg
+ANGSTROM_M = 1e-10
+PS_S = 1e-12
+
+# --- derived internal units -----------------------------------------------------------
+# 1 u expressed in eV ps²/Å²:  kg -> J s²/m² -> eV ps²/Å².
+AMU = AMU_KG / EV_J * (ANGSTROM_M / PS_S) ** 2  # ≈ 1.0364e-4
+FS = 1e-3  # 1 fs in ps
+
+# --- pressure / stress ------------------------------------------------------------------
+EV_PER_A3_IN_GPA = EV_J / ANGSTROM_M**3 / 1e9  # ≈ 160.2177 GPa per eV/Å³
+GPA = 1.0 / EV_PER_A3_IN_GPA  # 1 GPa in eV/Å³
+BAR = 1e-4 * GPA
+
+# --- transport ----------------------------------------------------------------------------
+A2_PER_PS_IN_M2_PER_S = ANGSTROM_M**2 / PS_S  # 1 Å²/ps = 1e-8 m²/s
+
+# --- units of the original paper code (nm, kJ/mol, ps, u) -----------------------------------
+KJ_PER_MOL = 1e3 / AVOGADRO / EV_J  # 1 kJ/mol in eV ≈ 0.010364
+NM = 10.0  # 1 nm in Å
+MEV = 1e-3  # 1 meV in eV
+
+
+def ev_per_a3_to_gpa(x):
+    """Stress or pressure from eV/Å³ to GPa."""
+    return x * EV_PER_A3_IN_GPA
+
+
+def gpa_to_ev_per_a3(x):
+    """Stress or pressure from GPa to eV/Å³."""
+    return x * GPA
+
+
+def a2_per_ps_to_m2_per_s(x):
+    """Diffusion coefficient from Å²/ps to m²/s."""
+    return x * A2_PER_PS_IN_M2_PER_S
+
+
+def kT(temperature_k):
+    """Thermal energy k_B T in eV."""
+    return KB * temperature_k
+
+
+def mass_to_internal(mass_u):
+    """Atomic mass from u to eV ps²/Å²."""
+    return mass_u * AMU

@@ -1,0 +1,25 @@
+import numpy as np
+
+from fusedmlp import units
+
+
+def test_pressure_and_energy_conversions_match_paper_code_constants():
+    # Units of the original code (science.md): 1 eV = 96.4853722 kJ/mol, 1 GPa = 602.214 kJ/mol/nm³.
+    assert np.isclose(1.0 / units.KJ_PER_MOL, 96.4853722, rtol=1e-6)  # older CODATA in the paper code
+    gpa_in_kj_mol_nm3 = units.GPA / units.KJ_PER_MOL * units.NM**3
+    assert np.isclose(gpa_in_kj_mol_nm3, 602.214, rtol=1e-6)
+    # k_B of the paper code, 0.0083145107 kJ/mol/K (an older CODATA value): agree to 1e-5.
+    assert np.isclose(units.KB / units.KJ_PER_MOL, 0.0083145107, rtol=1e-5)
+
+
+def test_internal_time_unit_from_mass_energy_length():
+    # Kinetic energy of 1 u moving at 1 Å/ps: ½ m v² = ½ · 1.66054e-27 kg · (100 m/s)² in eV.
+    e_joule = 0.5 * 1.66053906660e-27 * 100.0**2
+    assert np.isclose(0.5 * units.AMU * 1.0**2, e_joule / 1.602176634e-19, rtol=1e-12)
+
+
+def test_gpa_and_diffusion_conversions():
+    assert np.isclose(units.ev_per_a3_to_gpa(1.0), 160.2176634, rtol=1e-9)
+    assert np.isclose(units.gpa_to_ev_per_a3(units.ev_per_a3_to_gpa(0.37)), 0.37)
+    assert np.isclose(units.a2_per_ps_to_m2_per_s(1.0), 1e-8, rtol=1e-12)
+    assert np.isclose(units.kT(300.0), 0.025852, rtol=1e-4)

@@ -1,0 +1,53 @@
+# Shared set-up: the package import path, config validation, and path helpers.
+import os
+import sys
+from pathlib import Path
+
+# Rules always run the package of this checkout, with or without an installed copy.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+
+from fusedmlp.config import ConfigError, validate_config
+
+try:
+    _validated = validate_config(config, source=" + ".join(map(str, workflow.configfiles)) or "config")
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+config.clear()
+config.update(_validated)
+
+CONDA_ENV = str(Path(workflow.basedir) / config["compute"]["conda_env"])
+NAME = r"[A-Za-z0-9_-]+"
+
+wildcard_constraints:
+    stem=NAME,
+    level=NAME,
+
+
+def compute(kind):
+    """Resources of one kind of job from config.compute."""
+    return dict(config["compute"][kind])
+
+
+def bottom_up_dataset():
+    """The dataset the bottom-up trainer uses."""
+    if config["data"]["source"] == "reference":
+        return f"results/data/reference_{config['reference']['training_level']}.npz"
+    return f"results/data/{config['data']['name']}.npz"
+
+
+def dataset_stems():
+    if config["data"]["source"] == "reference":
+        return [f"reference_{lvl}" for lvl in config["reference"]["levels"]]
+    return [config["data"]["name"]]
+
+
+def all_targets():
+    stems = dataset_stems()
+    return (
+        expand("results/data/{stem}.npz", stem=stems)
+        + expand("results/data/{stem}.split.json", stem=stems)
+        + expand("results/data/{stem}.summary.md", stem=stems)
+        + expand("results/data/{stem}.summary.png", stem=stems)
+    )
