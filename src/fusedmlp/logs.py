@@ -22,4 +22,11 @@ def setup(log_file=None, level=logging.INFO) -> logging.Logger:
         root.addHandler(h)
     root.setLevel(level)
     logging.captureWarnings(True)
-    return logging.getLogger("fusedmlp")
+    log = logging.getLogger("fusedmlp")
+
+    def excepthook(exc_type, exc, tb):
+        # An uncaught error ends up in the rule's log, not only on the terminal.
+        log.error("%s: %s", exc_type.__name__, exc, exc_info=(exc_type, exc, tb))
+
+    sys.excepthook = excepthook
+    return log

@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fusedmlp.config import ConfigError, load_config, load_schema, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_fill_every_section():
+    cfg = validate_config({})
+    assert cfg["data"]["split"]["fractions"] == [0.7, 0.1, 0.2]
+    assert cfg["reference"]["levels"]["ref_hard"]["alpha_scale"] == 1.05
+    assert cfg["reference"]["levels"]["ref"] == {"alpha_scale": 1.0, "A_scale": 1.0, "length_scale": 1.0}
+
+
+def test_demo_config_equals_the_schema_defaults():
+    # config/config.yaml spells out the demo; the schema defaults are the same demo
+    demo = load_config(ROOT / "config" / "config.yaml")
+    assert demo == validate_config({})
+
+
+def test_paper_config_is_valid_and_paper_scale():
+    cfg = load_config(ROOT / "config" / "paper.yaml")
+    assert cfg["data"]["source"] == "release"
+    assert cfg["data"]["release"]["subdir"] == "Data DFT and EXP/DFT_data"
+    assert cfg["data"]["release"]["url"].endswith("Data_DFT_and_Exp.zip")
+
+
+@pytest.mark.parametrize("cfg, names", [
+    ({"dataa": {}}, ["<top level>", "dataa"]),
+    ({"data": {"split": {"fractons": [0.7, 0.1, 0.2]}}}, ["data.split", "fractons"]),
+    ({"data": {"source": "vasp"}}, ["data.source", "vasp"]),
+    ({"data": {"split": {"fractions": [0.7, 0.1]}}}, ["data.split.fractions"]),
+    ({"data": {"split": {"fractions": [0.7, 0.2, 0.2]}}}, ["data.split.fractions", "sum to 1"]),
+    ({"reference": {"training_level": "pbe"}}, ["reference.training_level", "pbe"]),
+    ({"reference": {"levels": {"x": {"alpha_scale": -1}}}}, ["reference.levels.x.alpha_scale"]),
+    ({"reference": {"sampling": {"phases": {"hcp": {"a": 2.9, "supercells": [[1, 1, 1]]}}}}},
+     ["reference.sampling.phases.hcp", "covera"]),
+    ({"species": ["ti"]}, ["species.0"]),
+    ({"data": {"source": "release"}}, ["data.release", "neither path nor url"]),
+    ({"data": {"source": "release", "release": {"url": "https://x/y.zip"}}}, ["data.release.sha256"]),
+    ({"data": {"source": "ase"}}, ["data.ase.path"]),
+])
+def test_invalid_configs_name_the_key(cfg, names):
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, source="my.yaml")
+    msg = str(err.value)
+    assert msg.startswith("my.yaml")
+    for n in names:
+        assert n in msg, msg
+
+
+def test_bad_yaml_file(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="c.yaml"):
+        load_config(tmp_path / "c.yaml")
+
+
+def _keys(node, prefix=""):
+    for k, v in node.get("properties", {}).items():
+        yield prefix + k
+        yield from _keys(v, prefix + k + ".")
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict) and "properties" in extra:
+        yield from _keys(extra, prefix + "<name>.")
+
+
+def test_readme_documents_every_key():
+    text = (ROOT / "config" / "README.md").read_text()
+    keys = list(_keys(load_schema()))
+    assert len(keys) > 40
+    missing = [k for k in keys if f"`{k}`" not in text and f"`{k}." not in text]
+    assert not missing, f"config/README.md does not document {missing}"
+
+
+def test_schema_keys_have_defaults():
+    def walk(node, prefix=""):
+        for k, v in node.get("properties", {}).items():
+            yield prefix + k, v
+            yield from walk(v, prefix + k + ".")
+    schema = load_schema()
+    no_default = [k for k, v in walk(schema) if "default" not in v]
+    assert not no_default, no_default

@@ -1,0 +1,148 @@
+"""The Snakemake workflow: DAG, config validation at parse time, profiles, and small real runs."""
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from fusedmlp.data import dataset as D
+from fusedmlp.data.readers import write_release
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def smk(*args, cwd=ROOT, check=True):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    res = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, env=env)
+    if check and res.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def dry_run_jobs(res):
+    """Job names and counts from the dry-run's job-stats table."""
+    table = res.stdout.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_default_dry_run_lists_the_dag():
+    jobs = dry_run_jobs(smk("-n", "--forceall"))
+    assert jobs == {"reference_configurations": 1, "label_reference": 2, "split": 2,
+                    "dataset_summary": 2, "all": 1}
+
+
+def test_paper_config_dry_run_downloads_and_ingests():
+    jobs = dry_run_jobs(smk("-n", "--forceall", "--configfile", "config/paper.yaml"))
+    assert jobs["download_release"] == 1 and jobs["ingest_release"] == 1
+    assert "reference_configurations" not in jobs
+
+
+def test_invalid_config_fails_at_parse_time_naming_the_key():
+    res = smk("-n", "--config", "campaing=x", check=False)
+    assert res.returncode != 0
+    assert "campaing" in res.stderr + res.stdout and "invalid configuration" in res.stderr + res.stdout
+
+
+def test_slurm_profile_dry_run():
+    res = smk("--profile", "slurm", "-n", "--forceall")
+    assert "slurm" in res.stderr + res.stdout
+    assert dry_run_jobs(res)["label_reference"] == 2
+
+
+def _plugin_resource_names():
+    import snakemake_executor_plugin_slurm as plugin
+
+    src = "".join(p.read_text() for p in Path(plugin.__file__).parent.glob("*.py"))
+    return set(re.findall(r'resources\.get\("(\w+)"', src))
+
+
+def test_slurm_profile_names_existing_rules_and_resources():
+    profile = yaml.safe_load((ROOT / "slurm" / "config.v9+.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    rules = set(smk("--list-rules").stdout.split())
+    rules |= set(smk("--list-rules", "--configfile", "config/paper.yaml").stdout.split())
+    known = _plugin_resource_names() | {"mem_mb", "runtime", "disk_mb", "tmpdir"}
+    assert {"slurm_partition", "slurm_account", "gpu", "gpu_model"} <= known
+    for key in profile["default-resources"]:
+        assert key in known, key
+    for rule, res in profile["set-resources"].items():
+        assert rule in rules, f"profile sets resources of unknown rule {rule}"
+        for key in res:
+            assert key in known, f"{rule}: unknown resource {key}"
+    local = yaml.safe_load((ROOT / "profiles" / "default" / "config.v9+.yaml").read_text())
+    assert "executor" not in local and "default-resources" not in local  # would override slurm
+
+
+def tiny_config(tmp_path, **data):
+    cfg = {
+        "reference": {"sampling": {
+            "phases": {"hcp": {"a": 2.94, "covera": 1.62, "supercells": [[2, 2, 1]]}},
+            "strained": {"per_phase": 3}, "perturbed": {"per_phase": 3},
+            "md": {"equilibration_steps": 20, "snapshots": 2, "interval_steps": 5,
+                   "runs": [{"structure": "hcp", "supercell": [2, 2, 1], "temperatures": [500]}]}}},
+        "data": {"split": {"fractions": [0.5, 0.25, 0.25]}, **data},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_tiny_reference_campaign_runs(tmp_path):
+    cfg = tiny_config(tmp_path)
+    smk("-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(cfg), "--cores", "2")
+    ref = D.load(tmp_path / "results/data/reference_ref.npz")
+    hard = D.load(tmp_path / "results/data/reference_ref_hard.npz")
+    assert len(ref) == 1 + 3 + 3 + 2
+    np.testing.assert_array_equal(ref.positions, hard.positions)  # same configurations ...
+    assert not np.allclose(ref.forces, hard.forces)  # ... another level of theory
+    assert set(ref.fidelity) == {"ref"} and set(hard.fidelity) == {"ref_hard"}
+    assert ref.virial_mask.sum() == 1 + 3 + 3  # MD snapshots keep no virial
+    split = json.loads((tmp_path / "results/data/reference_ref.split.json").read_text())
+    assert [len(split[k]) for k in ("train", "val", "test")] == [5, 2, 2]
+    assert (tmp_path / "results/data/reference_ref.summary.png").stat().st_size > 10_000
+    assert "MD hcp" in (tmp_path / "results/logs/reference_configurations.log").read_text()
+
+
+def _release_zip(tmp_path, ds, corrupt=False):
+    sub = tmp_path / "rel" / "DFT_data"
+    write_release(sub, ds)
+    if corrupt:
+        e = np.load(sub / "energy.npy")
+        e[0] = np.nan
+        np.save(sub / "energy.npy", e)
+    archive = tmp_path / ("bad.zip" if corrupt else "release.zip")
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sub.iterdir():
+            z.write(f, f"DFT_data/{f.name}")
+    return archive
+
+
+def test_release_ingestion_rule_and_bad_release(tmp_path, small_dataset):
+    ds = small_dataset.subset([i for i in range(len(small_dataset))
+                               if small_dataset.n_atoms[i] == small_dataset.n_atoms[0]])
+    good = _release_zip(tmp_path, ds)
+    cfg = tiny_config(tmp_path, source="release", name="dft",
+                      release={"path": str(good), "species": "Ti"})
+    smk("-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(cfg), "--cores", "1",
+        "results/data/dft.split.json")
+    out = D.load(tmp_path / "results/data/dft.npz")
+    np.testing.assert_array_equal(out.energy, ds.energy)
+
+    bad = _release_zip(tmp_path, ds, corrupt=True)
+    work = tmp_path / "badrun"
+    work.mkdir()
+    cfg = tiny_config(work, source="release", name="dft", release={"path": str(bad), "species": "Ti"})
+    res = smk("-s", str(ROOT / "Snakefile"), "-d", str(work), "--configfile", str(cfg), "--cores", "1",
+              "results/data/dft.npz", check=False)
+    assert res.returncode != 0
+    log = (work / "results/logs/ingest_release.log").read_text()
+    assert "energy.npy" in log and "NaN" in log
+    assert not (work / "results/data/dft.npz").exists()
+    assert not list((work / "results").rglob("*.tmp*"))
