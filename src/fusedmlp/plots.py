@@ -30,17 +30,22 @@ def save(fig, path) -> None:
 def dataset_overview(ds, path, title: str = "") -> None:
     """Energy per atom vs volume per atom by configuration type, and the force distribution."""
     with plt.rc_context(STYLE):
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"wspace": 0.75})
         e = ds.energy / ds.n_atoms
         v = ds.volume / ds.n_atoms
-        types = sorted(set(ds.config_type.tolist()))
-        cmap = plt.get_cmap("tab20", max(len(types), 1))
-        for k, t in enumerate(types):
+        # colour = structure (the part before "/"), marker = kind of configuration
+        groups = sorted({t.split("/")[0] for t in ds.config_type})
+        kinds = sorted({t.split("/")[-1] for t in ds.config_type})
+        colours = {g: plt.get_cmap("tab10")(k % 10) for k, g in enumerate(groups)}
+        markers = dict(zip(kinds, "o^sDv<>pP*X"))
+        for t in sorted(set(ds.config_type.tolist())):
             sel = (ds.config_type == t) & ds.energy_mask
-            ax1.scatter(v[sel], e[sel], s=12, color=cmap(k), label=f"{t} ({sel.sum()})")
+            g, kind = t.split("/")[0], t.split("/")[-1]
+            ax1.scatter(v[sel], e[sel], s=14, color=colours[g], marker=markers[kind],
+                        alpha=0.8, label=f"{t} ({sel.sum()})")
         ax1.set_xlabel("volume per atom (Å³)")
         ax1.set_ylabel("energy per atom (eV)")
-        ax1.legend(fontsize=7, ncol=2)
+        ax1.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         per_atom = np.repeat(ds.forces_mask, ds.n_atoms)
         f = ds.forces[per_atom].ravel()
         if f.size:
