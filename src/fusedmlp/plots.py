@@ -56,3 +56,55 @@ def dataset_overview(ds, path, title: str = "") -> None:
         ax2.set_ylabel("count")
         fig.suptitle(f"{title}: {len(ds)} configurations, {int(ds.n_atoms.sum())} atoms")
         save(fig, path)
+
+
+def training_curve(rows, path, title: str = "") -> None:
+    """Loss and validation errors per epoch of a bottom-up training log."""
+    import pandas as pd
+
+    df = pd.DataFrame(list(rows))
+    with plt.rc_context(STYLE):
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+        ax1.semilogy(df["epoch"], df["train_loss"], label="train")
+        ax1.semilogy(df["epoch"], df["val_loss"], label="validation")
+        if "best_epoch" in df and len(df):
+            best = int(df["best_epoch"].iloc[-1])
+            ax1.axvline(best, color="0.5", ls=":", label=f"best epoch {best}")
+        ax1.set_xlabel("epoch")
+        ax1.set_ylabel("loss")
+        ax1.legend()
+        for col, label in (("val_energy_rmse_meV_atom", "energy (meV/atom)"),
+                           ("val_forces_rmse_meV_A", "forces (meV/Å)"),
+                           ("val_virial_rmse_meV_atom", "virial (meV/atom)")):
+            if col in df and np.isfinite(df[col]).any():
+                ax2.semilogy(df["epoch"], df[col], label=label)
+        ax2.set_xlabel("epoch")
+        ax2.set_ylabel("validation RMSE")
+        ax2.legend()
+        fig.suptitle(title)
+        save(fig, path)
+
+
+def parity(panels, path, title: str = "") -> None:
+    """Predicted vs reference scatter plots. ``panels``: list of (reference, predicted, label, unit)."""
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
+        for ax, (ref, pred, label, unit) in zip(np.atleast_1d(axes), panels):
+            ref, pred = np.ravel(ref), np.ravel(pred)
+            if ref.size == 0:
+                ax.set_title(f"{label}: no data")
+                continue
+            lo, hi = min(ref.min(), pred.min()), max(ref.max(), pred.max())
+            pad = 0.05 * (hi - lo or 1.0)
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", lw=1)
+            ax.scatter(ref, pred, s=4, alpha=0.5, rasterized=True)
+            rmse = np.sqrt(np.mean((pred - ref) ** 2))
+            mae = np.mean(np.abs(pred - ref))
+            ax.set_title(f"{label}\nRMSE {rmse:.4g}, MAE {mae:.4g} {unit}")
+            ax.set_xlabel(f"reference ({unit})")
+            ax.set_ylabel(f"model ({unit})")
+            ax.set_xlim(lo - pad, hi + pad)
+            ax.set_ylim(lo - pad, hi + pad)
+            ax.set_aspect("equal")
+        fig.suptitle(title)
+        save(fig, path)

@@ -25,6 +25,10 @@ wildcard_constraints:
     level=NAME,
 
 
+# Trained models, each in results/<model>/model.npz (later stages add theirs).
+MODELS = ["pretrained"]
+
+
 def compute(kind):
     """Resources of one kind of job from config.compute."""
     return dict(config["compute"][kind])
@@ -50,4 +54,7 @@ def all_targets():
         + expand("results/data/{stem}.split.json", stem=stems)
         + expand("results/data/{stem}.summary.md", stem=stems)
         + expand("results/data/{stem}.summary.png", stem=stems)
+        + ["results/pretrained/training_curve.png"]
+        + expand("results/{model}/test_errors.md", model=MODELS)
+        + expand("results/{model}/parity.png", model=MODELS)
     )

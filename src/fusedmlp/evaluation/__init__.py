@@ -1,0 +1,1 @@
+"""Evaluation of trained models: reference-data errors and physical properties."""

@@ -1,0 +1,53 @@
+"""Errors of a model on the test split of a labelled dataset: tables and parity plots."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..data import dataset as D
+from ..data.splits import load_split
+from ..model.potential import load_model
+from ..plots import parity
+from ..tables import write_table
+from ..training.dft import dft_trainer, prepare
+from ..training.settings import dft_trainer_settings, dtype, model_settings
+
+log = logging.getLogger(__name__)
+
+
+def dft_errors(cfg: dict, model_path, dataset_path, split_path, table_csv, table_md, figure,
+                model_name: str = "model", subset: str = "test") -> dict:
+    settings, params, meta = load_model(model_path, expected=model_settings(cfg))
+    ds = D.load(dataset_path, allowed_species=cfg["species"])
+    split = load_split(split_path, len(ds))
+    idx = split[subset]
+    if len(idx) == 0:
+        raise ValueError(f"{split_path}: the {subset} split is empty")
+    data = prepare(ds, settings)
+    trainer = dft_trainer(settings, data, split["train"], dft_trainer_settings(cfg), dtype(cfg))
+    u, f, w = trainer.predict(params, idx)
+    m = trainer.evaluate(params, idx)
+    rows = [{"model": model_name, "dataset": str(dataset_path), "split": subset,
+             "configurations": len(idx),
+             "energy_rmse_meV_atom": 1e3 * m["energy_rmse"], "energy_mae_meV_atom": 1e3 * m["energy_mae"],
+             "forces_rmse_meV_A": 1e3 * m["forces_rmse"], "forces_mae_meV_A": 1e3 * m["forces_mae"],
+             "virial_rmse_meV_atom": 1e3 * m["virial_rmse"], "virial_mae_meV_atom": 1e3 * m["virial_mae"],
+             "reference_forces_rms_meV_A": 1e3 * float(np.sqrt(np.mean(np.concatenate(
+                 [data.forces[i, :data.n_atoms[i]] for i in idx]) ** 2))),
+             "n_virial": m["n_virial"]}]
+    write_table(rows, csv_path=table_csv, markdown_path=table_md,
+                title=f"{model_name}: errors on the {subset} split")
+    n = data.n_atoms[idx]
+    em, fm, wm = data.energy_mask[idx], data.forces_mask[idx], data.virial_mask[idx]
+    f_ref = np.concatenate([data.forces[i, :data.n_atoms[i]] for i, k in zip(idx, fm) if k] or [np.zeros((0, 3))])
+    f_pred = np.concatenate([fi for fi, k in zip(f, fm) if k] or [np.zeros((0, 3))])
+    parity([(data.energy[idx][em] / n[em], u[em] / n[em], "energy per atom", "eV/atom"),
+            (f_ref, f_pred, "force components", "eV/Å"),
+            ((data.virial[idx] / n[:, None, None])[wm], (w / n[:, None, None])[wm], "virial per atom", "eV/atom")],
+           figure, title=f"{model_name} on the {subset} split of {dataset_path}")
+    log.info("%s on %d %s configurations: energy %.2f meV/atom, forces %.1f meV/Å, virial %.1f meV/atom (RMSE)",
+             model_name, len(idx), subset, rows[0]["energy_rmse_meV_atom"], rows[0]["forces_rmse_meV_A"],
+             rows[0]["virial_rmse_meV_atom"])
+    return rows[0]

@@ -1,0 +1,1 @@
+"""Machine-learning potentials: graphs, DimeNet++, the energy function and model files."""

@@ -1,0 +1,138 @@
+"""Periodic neighbour graphs in a per-atom layout with a fixed capacity.
+
+Row i of the graph lists the neighbours j of atom i (the senders of the messages into i):
+
+    d[i, s] = r_j + n_s · box − r_i,     j = neighbors[i, s],  n_s an integer lattice shift,
+
+so cells narrower than twice the cutoff, where an atom sees several images of a neighbour or of
+itself, are exact. Every row has K slots; a directed edge is a slot, and the triplets k → j → i
+of DimeNet are pairs of slots of the same row j: the edges into j and the edge from j to i
+(the reverse of a slot of row j). Triplets therefore need no index lists: they are dense
+(N, K, K) blocks, and the edge and triplet capacities are N·K and N·K². An atom with more than K
+neighbours within the cutoff sets ``overflow``; the caller reallocates and recomputes, nothing is
+truncated silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import space
+
+
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["neighbors", "shifts", "mask", "reverse", "max_neighbors",
+                                "reverse_ok"], meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class Graph:
+    neighbors: jnp.ndarray  # (N, K) sender of each slot
+    shifts: jnp.ndarray  # (N, K, 3) lattice shift of the sender image
+    mask: jnp.ndarray  # (N, K) slot holds a neighbour within the cutoff
+    reverse: jnp.ndarray  # (N, K) slot of row neighbors[i, s] that holds i (with the opposite shift)
+    max_neighbors: jnp.ndarray  # () largest neighbour count within the cutoff
+    reverse_ok: jnp.ndarray  # () every edge has its reverse edge in the table
+
+    @property
+    def capacity(self) -> int:
+        return self.neighbors.shape[1]
+
+    @property
+    def overflow(self):
+        return (self.max_neighbors > self.capacity) | ~self.reverse_ok
+
+
+def edge_vectors(positions, box, graph: Graph):
+    """d[i, s] = r_j + n·box − r_i, differentiable in positions and box."""
+    return positions[graph.neighbors] + graph.shifts @ box - positions[:, None, :]
+
+
+def build_graph(positions, box, candidates, candidate_shifts, candidate_mask, cutoff: float,
+                capacity: int) -> Graph:
+    """Keep the candidates within ``cutoff``, at most ``capacity`` per atom (jittable).
+
+    ``candidates`` (N, M): neighbour indices per atom from a neighbour list with a skin (MD) or
+    an exact host enumeration (training cells), with their lattice shifts (N, M, 3).
+    """
+    n, m = candidates.shape
+    d = positions[candidates] + candidate_shifts @ box - positions[:, None, :]
+    inside = candidate_mask & (jnp.sum(d**2, -1) < cutoff**2)
+    count = jnp.sum(inside, axis=1)
+    k = min(capacity, m)
+    order = jnp.argsort(~inside, axis=1, stable=True)[:, :k]  # neighbours within the cutoff first
+    nbr = jnp.take_along_axis(candidates, order, axis=1)
+    shf = jnp.take_along_axis(candidate_shifts, order[..., None], axis=1)
+    mask = jnp.arange(k)[None, :] < count[:, None]
+    if k < capacity:  # pad to the requested capacity
+        pad = capacity - k
+        nbr = jnp.pad(nbr, ((0, 0), (0, pad)))
+        shf = jnp.pad(shf, ((0, 0), (0, pad), (0, 0)))
+        mask = jnp.pad(mask, ((0, 0), (0, pad)))
+    nbr = jnp.where(mask, nbr, 0)
+    shf = jnp.where(mask[..., None], shf, 0)
+    reverse, reverse_ok = _reverse_slots(nbr, shf, mask)
+    return Graph(neighbors=nbr, shifts=shf, mask=mask, reverse=reverse,
+                 max_neighbors=jnp.max(count) if n else jnp.int32(0), reverse_ok=reverse_ok)
+
+
+def _reverse_slots(nbr, shf, mask):
+    """For slot (i, s) with neighbour j, the slot t of row j with neighbour i and shift −n_s."""
+    n = nbr.shape[0]
+    row_nbr = nbr[nbr]  # (N, K, K): neighbours of the neighbour
+    row_shf = shf[nbr]
+    row_mask = mask[nbr]
+    match = (row_mask & (row_nbr == jnp.arange(n)[:, None, None])
+             & jnp.all(row_shf == -shf[:, :, None, :], axis=-1))
+    found = jnp.any(match, axis=-1)
+    return jnp.argmax(match, axis=-1), jnp.all(found | ~mask)
+
+
+# --- candidate neighbours ---------------------------------------------------------------------------
+
+def enumerate_pairs(positions, box, cutoff: float):
+    """All directed pairs (sender, receiver, shift) closer than ``cutoff`` (host, numpy).
+
+    Exact for any cell, including cells narrower than twice the cutoff. Sorted by receiver.
+    """
+    positions = np.asarray(positions, np.float64)
+    box = np.asarray(box, np.float64)
+    n = len(positions)
+    shifts = space.image_shifts(box, cutoff)
+    frac = positions @ np.linalg.inv(box)
+    dfrac = frac[None, :, :] - frac[:, None, :]  # [i, j] = f_j − f_i
+    wrap = np.round(dfrac)
+    d = (dfrac - wrap)[None] @ box + (shifts @ box)[:, None, None, :]  # (M, i, j, 3)
+    inside = np.sum(d**2, axis=-1) < cutoff**2
+    zero = np.all(shifts == 0, axis=1)
+    inside[zero] &= ~np.eye(n, dtype=bool)
+    mm, i, j = np.nonzero(inside)
+    total_shift = shifts[mm] - wrap[i, j]  # so that d = r_j + n·box − r_i
+    order = np.lexsort((j, i))
+    return j[order].astype(np.int32), i[order].astype(np.int32), total_shift[order]
+
+
+def neighbor_table(positions, box, cutoff: float, capacity: int | None = None):
+    """Exact candidate table (neighbors (N, M), shifts (N, M, 3), mask (N, M)) of one cell."""
+    snd, rcv, shf = enumerate_pairs(positions, box, cutoff)
+    n = len(positions)
+    counts = np.bincount(rcv, minlength=n)
+    m = int(counts.max()) if n else 0
+    m = m if capacity is None else capacity
+    if counts.max(initial=0) > m:
+        raise ValueError(f"neighbour table capacity {m} < {counts.max()} neighbours")
+    slot = np.arange(len(rcv)) - np.r_[0, np.cumsum(counts)][rcv]
+    nbr = np.zeros((n, m), np.int32)
+    shifts = np.zeros((n, m, 3), np.float64)
+    mask = np.zeros((n, m), bool)
+    nbr[rcv, slot], shifts[rcv, slot], mask[rcv, slot] = snd, shf, True
+    return nbr, shifts, mask
+
+
+def minimum_image_shifts(positions, box, neighbors):
+    """Shifts of the nearest image (neighbour lists of boxes wider than twice the cutoff)."""
+    frac = space.to_fractional(positions, box)
+    return -jnp.round(frac[neighbors] - frac[:, None, :])

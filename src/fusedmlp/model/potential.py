@@ -1,0 +1,190 @@
+"""A trained potential: network settings, energy scale, parameters; the one energy function.
+
+The total energy of head h (one head per level of theory) is
+
+    U_h = Σ_i [ σ_h · o_ih + μ_h(Z_i) ]
+
+with o the network's per-atom output, σ_h a fixed energy scale and μ_h(Z) fixed per-species
+reference energies, both taken from the training data so that the network learns O(1) numbers.
+``energy_fn`` is a pure function of (params, positions, box, species, graph): MD, training and
+phonons all call it. Forces and virials come from ``fusedmlp.quantity``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ase.data import chemical_symbols
+
+from .. import io as fio
+from .dimenet import DimeNetSettings, dimenet_pp
+from .graph import Graph, build_graph, neighbor_table
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    dimenet: DimeNetSettings
+    species: tuple[int, ...]  # atomic numbers, in embedding order
+    heads: tuple[str, ...] = ("default",)  # level-of-theory names, one output head each
+
+    def __post_init__(self):
+        if self.dimenet.n_species != len(self.species) or self.dimenet.n_heads != len(self.heads):
+            raise ValueError("DimeNet n_species / n_heads must match species / heads")
+
+    @staticmethod
+    def create(species_symbols: Sequence[str], heads: Sequence[str] = ("default",),
+               **dimenet_kwargs) -> "ModelSettings":
+        from ase.data import atomic_numbers
+        z = tuple(atomic_numbers[s] for s in species_symbols)
+        return ModelSettings(DimeNetSettings(n_species=len(z), n_heads=len(heads), **dimenet_kwargs),
+                             z, tuple(heads))
+
+    def hyperparameters(self) -> dict:
+        """What the configuration decides (everything but data-derived normalisations)."""
+        d = {k: v for k, v in dataclasses.asdict(self.dimenet).items() if k != "aggregation_scale"}
+        return {**d, "species": list(self.species), "heads": list(self.heads)}
+
+    def to_dict(self) -> dict:
+        return {"dimenet": dataclasses.asdict(self.dimenet), "species": list(self.species),
+                "heads": list(self.heads)}
+
+    @staticmethod
+    def from_dict(d: dict) -> "ModelSettings":
+        return ModelSettings(DimeNetSettings(**d["dimenet"]), tuple(d["species"]), tuple(d["heads"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class EnergyScale:
+    scale: np.ndarray  # (H,) eV
+    shift: np.ndarray  # (H, S) eV per atom of each species
+
+    @staticmethod
+    def identity(n_heads: int, n_species: int) -> "EnergyScale":
+        return EnergyScale(np.ones(n_heads), np.zeros((n_heads, n_species)))
+
+
+def fit_energy_scale(counts: np.ndarray, energies: np.ndarray, force_rms: float) -> tuple[float, np.ndarray]:
+    """Per-species reference energies by least squares (E ≈ Σ_s n_s μ_s) and the force RMS as
+    the energy scale. ``counts`` (B, S) atoms of each species per configuration."""
+    mu, *_ = np.linalg.lstsq(np.asarray(counts, float), np.asarray(energies, float), rcond=None)
+    return float(force_rms) if force_rms > 0 else 1.0, mu
+
+
+def atomic_energies(settings: ModelSettings):
+    """``f(params, positions, box, species_idx, graph) -> (N, H)`` scaled per-atom energies."""
+    _, apply = dimenet_pp(settings.dimenet)
+
+    def per_atom(params, positions, box, species_idx, graph: Graph):
+        out = apply(params["net"], positions, box, species_idx, graph)
+        return params["scale"] * out + params["shift"][:, species_idx].T
+
+    return per_atom
+
+
+def energy_fn(settings: ModelSettings, head: int = 0):
+    """``energy(params, positions, box, species_idx, graph, atom_mask=None) -> U`` (eV)."""
+    per_atom = atomic_energies(settings)
+
+    def energy(params, positions, box, species_idx, graph, atom_mask=None):
+        e = per_atom(params, positions, box, species_idx, graph)[:, head]
+        if atom_mask is not None:
+            e = jnp.where(atom_mask, e, 0.0)
+        return jnp.sum(e)
+
+    return energy
+
+
+def init_params(settings: ModelSettings, key, scale: EnergyScale | None = None, dtype=jnp.float32):
+    """Network parameters from a small example cell, plus the fixed energy scale."""
+    init, _ = dimenet_pp(settings.dimenet)
+    # A simple cubic cell of two atoms is enough to create every parameter.
+    pos = jnp.array([[0.0, 0.0, 0.0], [1.2, 1.3, 1.1]], dtype)
+    box = jnp.eye(3, dtype=dtype) * 2.6
+    nbr, shf, msk = neighbor_table(np.asarray(pos), np.asarray(box), settings.dimenet.cutoff)
+    graph = build_graph(pos, box, jnp.asarray(nbr), jnp.asarray(shf, dtype), jnp.asarray(msk),
+                        settings.dimenet.cutoff, nbr.shape[1])
+    net = init(key, pos, box, jnp.zeros(2, jnp.int32), graph)
+    scale = scale or EnergyScale.identity(len(settings.heads), len(settings.species))
+    return {"net": jax.tree_util.tree_map(lambda a: a.astype(dtype), net),
+            "scale": jnp.asarray(scale.scale, dtype),
+            "shift": jnp.asarray(scale.shift, dtype)}
+
+
+def trainable(params) -> dict:
+    """The part of ``params`` an optimizer updates (the energy scale is fixed)."""
+    return params["net"]
+
+
+def with_trainable(params, net) -> dict:
+    return {**params, "net": net}
+
+
+# --- model files -------------------------------------------------------------------------------------
+
+def _flatten(params) -> dict[str, np.ndarray]:
+    flat = {f"scale": np.asarray(params["scale"]), "shift": np.asarray(params["shift"])}
+    for module, leaves in params["net"].items():
+        for name, value in leaves.items():
+            flat[f"net/{module}/{name}"] = np.asarray(value)
+    return flat
+
+
+def _unflatten(flat: dict) -> dict:
+    net: dict = {}
+    for key, value in flat.items():
+        if key.startswith("net/"):
+            module, name = key[4:].rsplit("/", 1)
+            net.setdefault(module, {})[name] = jnp.asarray(value)
+    return {"net": net, "scale": jnp.asarray(flat["scale"]), "shift": jnp.asarray(flat["shift"])}
+
+
+def save_model(path, settings: ModelSettings, params, metadata: dict | None = None) -> None:
+    """One self-contained file: settings (JSON), parameters and provenance, written atomically."""
+    header = {"format_version": FORMAT_VERSION, "settings": settings.to_dict(),
+              "metadata": metadata or {}}
+    arrays = {f"param:{k}": v for k, v in _flatten(params).items()}
+    fio.save_npz(path, header=np.array(json.dumps(header)), **arrays)
+
+
+def load_model(path, expected: ModelSettings | None = None):
+    """(settings, params, metadata) from a model file, checked against ``expected`` settings."""
+    path = Path(path)
+    if not path.is_file():
+        raise fio.InputError(path, None, "model file does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(str(z["header"]))
+            flat = {k[len("param:"):]: z[k] for k in z.files if k.startswith("param:")}
+    except Exception as exc:
+        raise fio.InputError(path, None, f"not a readable model file ({exc})") from exc
+    if header.get("format_version") != FORMAT_VERSION:
+        raise fio.InputError(path, "format_version", f"expected {FORMAT_VERSION}")
+    settings = ModelSettings.from_dict(header["settings"])
+    if expected is not None:
+        a, b = settings.hyperparameters(), expected.hyperparameters()
+        diff = {k: (a[k], b[k]) for k in b if a.get(k) != b[k]}
+        if diff:
+            raise fio.InputError(path, "settings", "the model file was made with a different model "
+                                                   f"configuration (file, expected): {diff}")
+    params = _unflatten(flat)
+    template = init_params(settings, jax.random.PRNGKey(0))
+    want = {k: v.shape for k, v in _flatten(template).items()}
+    got = {k: v.shape for k, v in _flatten(params).items()}
+    if want != got:
+        missing = sorted(set(want) - set(got))
+        wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])
+        raise fio.InputError(path, "params", f"parameters do not fit the settings (missing "
+                                             f"{missing[:5]}, wrong shape {wrong[:5]})")
+    return settings, params, header.get("metadata", {})
+
+
+def species_symbols(settings: ModelSettings) -> list[str]:
+    return [chemical_symbols[z] for z in settings.species]

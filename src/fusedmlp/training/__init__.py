@@ -1,0 +1,1 @@
+"""Trainers: bottom-up (DFT labels) and top-down (experimental observables, DiffTRe)."""

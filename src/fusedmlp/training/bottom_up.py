@@ -1,0 +1,61 @@
+"""The `pretrain` job: from a dataset and its split to a model file, a log and a figure."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import jax
+import numpy as np
+
+from ..data import dataset as D
+from ..data.splits import load_split
+from ..model.dimenet import species_index
+from ..model.potential import EnergyScale, fit_energy_scale, init_params, save_model
+from .dft import prepare
+from .pretrain import fit_dft
+from .settings import dft_trainer_settings, dtype, model_settings
+
+log = logging.getLogger(__name__)
+
+
+def pretrain(cfg: dict, dataset_path, split_path, model_path, log_csv, checkpoint_path,
+             figure_path=None, max_epochs_this_run=None):
+    t0 = time.time()
+    ds = D.load(dataset_path, allowed_species=cfg["species"])
+    split = load_split(split_path, len(ds))
+    settings = model_settings(cfg)
+    log.info("dataset %s: %d configurations (%d train, %d val, %d test)", dataset_path, len(ds),
+             len(split["train"]), len(split["val"]), len(split["test"]))
+    data = prepare(ds, settings, progress=log.info)
+    train = split["train"]
+    # mean number of neighbours within the cutoff: the aggregation normalisation of the network
+    nbrs = data.neighbor_mask[train].sum(-1)[data.atom_mask[train]]
+    settings = dataclasses.replace(settings, dimenet=dataclasses.replace(
+        settings.dimenet, aggregation_scale=round(float(nbrs.mean()), 2)))
+    sub = ds.subset(train)
+    counts = np.stack([np.bincount(species_index(sub.species[sub.atoms_slice(i)], settings.species),
+                                   minlength=len(settings.species)) for i in range(len(sub))])
+    per_atom_forces = np.repeat(sub.forces_mask, sub.n_atoms)
+    force_rms = float(np.sqrt(np.mean(sub.forces[per_atom_forces] ** 2))) if per_atom_forces.any() else 1.0
+    scale, mu = fit_energy_scale(counts[sub.energy_mask], sub.energy[sub.energy_mask], force_rms)
+    log.info("model: %s; neighbour capacity %d, mean neighbours %.2f; energy scale %.3f eV, "
+             "reference energies %s eV/atom", settings.dimenet, data.capacity,
+             settings.dimenet.aggregation_scale, scale, np.round(mu, 4).tolist())
+    params = init_params(settings, jax.random.PRNGKey(cfg["model"]["seed"]),
+                         EnergyScale(np.array([scale]), mu[None, :]), dtype=dtype(cfg))
+    ts = dft_trainer_settings(cfg)
+    result = fit_dft(settings, params, data, split, ts, checkpoint_path, log_csv=log_csv,
+                     dtype=dtype(cfg), progress=log.info, max_epochs_this_run=max_epochs_this_run)
+    save_model(model_path, settings, result.best_params, metadata={
+        "trained_on": str(dataset_path), "dataset_sha256": D.file_sha256(dataset_path),
+        "scheme": "pretrained (bottom-up)", "best_epoch": result.best_epoch,
+        "epochs_run": len(result.rows), "stopped_early": result.stopped_early,
+        "trainer": dataclasses.asdict(ts), "campaign": cfg["campaign"]})
+    if figure_path is not None:
+        from ..plots import training_curve
+        training_curve(result.rows, figure_path, title="Bottom-up pre-training")
+    log.info("best epoch %d of %d; wrote %s (%.1f min)", result.best_epoch, len(result.rows),
+             model_path, (time.time() - t0) / 60)
+    return result

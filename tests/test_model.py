@@ -1,0 +1,202 @@
+"""DimeNet++ potential: derivatives, invariances, periodic images, padding, capacities, files."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fusedmlp.data.dataset import from_configs
+from fusedmlp.io import InputError
+from fusedmlp.model import graph as G
+from fusedmlp.model.api import Potential
+from fusedmlp.model.potential import ModelSettings, energy_fn, init_params, load_model, save_model
+from fusedmlp.structures import crystal
+from fusedmlp.training.dft import batch_predictor, prepare, take
+
+SMALL = dict(embed_size=8, out_embed_size=8, type_embed_size=4, int_embed_size=4, basis_embed_size=3,
+             n_blocks=2, aggregation_scale=20.0)
+
+
+def random_params(settings, seed=0):
+    """Initial parameters with non-zero output layers, so that energies depend on everything."""
+    p = init_params(settings, jax.random.PRNGKey(seed), dtype=jnp.float64)
+    net = {k: ({"w": 0.3 * jax.random.normal(jax.random.PRNGKey(hash(k) % 1000), v["w"].shape)}
+               if k.endswith("lin_out") else v) for k, v in p["net"].items()}
+    return {**p, "net": net}
+
+
+@pytest.fixture(scope="module")
+def model():
+    s = ModelSettings.create(["Ti", "Zr"], **SMALL)
+    return s, random_params(s)
+
+
+@pytest.fixture(scope="module")
+def pot(model):
+    return Potential(*model)
+
+
+def triclinic_cell(seed=0, supercell=(2, 1, 1)):
+    rng = np.random.default_rng(seed)
+    at = crystal("Ti", "hcp", 2.95, 1.6, supercell)
+    d = np.eye(3) + rng.uniform(-0.04, 0.04, (3, 3))
+    numbers = at.numbers.copy()
+    numbers[0] = 40  # one Zr: two species
+    return at.positions @ d.T + rng.normal(scale=0.1, size=at.positions.shape), np.asarray(at.cell) @ d.T, numbers
+
+
+def test_cell_is_narrower_than_twice_the_cutoff():
+    from fusedmlp.space import plane_spacings
+    _, box, _ = triclinic_cell()
+    assert plane_spacings(box).min() < 2 * 5.0
+
+
+def test_forces_are_minus_gradient(pot):
+    pos, box, z = triclinic_cell()
+    u, f, _ = pot(pos, box, z)
+    h = 1e-5
+    for i, a in [(0, 0), (1, 2), (3, 1)]:
+        p, m = pos.copy(), pos.copy()
+        p[i, a] += h
+        m[i, a] -= h
+        fd = -(pot(p, box, z)[0] - pot(m, box, z)[0]) / (2 * h)
+        assert abs(f[i, a] - fd) < 1e-6 * max(1.0, abs(fd)), (i, a, f[i, a], fd)
+    assert np.abs(f).max() > 1e-3
+
+
+def test_virial_is_strain_derivative(pot):
+    pos, box, z = triclinic_cell(seed=1)
+    _, _, w = pot(pos, box, z)
+    h = 1e-5
+    for a, b in [(0, 0), (2, 2), (0, 1), (1, 2)]:
+        e = np.zeros((3, 3))
+        e[a, b] = h
+        up = pot(pos @ (np.eye(3) + e).T, box @ (np.eye(3) + e).T, z)[0]
+        dn = pot(pos @ (np.eye(3) - e).T, box @ (np.eye(3) - e).T, z)[0]
+        assert abs(w[a, b] + (up - dn) / (2 * h)) < 1e-6, (a, b)
+    np.testing.assert_allclose(w, w.T, atol=1e-8)
+
+
+def test_invariances(pot):
+    pos, box, z = triclinic_cell(seed=2)
+    u0, f0, _ = pot(pos, box, z)
+    th = 0.9
+    rot = np.array([[np.cos(th), -np.sin(th), 0], [np.sin(th), np.cos(th), 0], [0, 0, 1]])
+    rot = rot @ np.array([[np.cos(0.4), 0, np.sin(0.4)], [0, 1, 0], [-np.sin(0.4), 0, np.cos(0.4)]])
+    u1, f1, _ = pot(pos @ rot.T, box @ rot.T, z)
+    assert abs(u1 - u0) < 1e-9
+    np.testing.assert_allclose(f1, f0 @ rot.T, atol=1e-9)  # forces rotate with the system
+    perm = np.random.default_rng(0).permutation(len(pos))
+    u2, f2, _ = pot(pos[perm], box, z[perm])
+    assert abs(u2 - u0) < 1e-9
+    np.testing.assert_allclose(f2, f0[perm], atol=1e-9)
+    moved = pos.copy()
+    moved[2] += 2 * box[1] - box[2]  # a periodic image of the same atom
+    assert abs(pot(moved, box, z)[0] - u0) < 1e-9
+
+
+def test_periodic_images_are_exact(pot):
+    # a 2-atom cell (an atom interacts with many images of itself) and its 3×3×2 supercell
+    small = crystal("Ti", "hcp", 2.95, 1.6, (1, 1, 1))
+    big = crystal("Ti", "hcp", 2.95, 1.6, (3, 3, 2))
+    u1 = pot(small.positions, np.asarray(small.cell), small.numbers)[0]
+    u2 = pot(big.positions, np.asarray(big.cell), big.numbers)[0]
+    assert abs(u1 / len(small) - u2 / len(big)) < 1e-10
+
+
+def test_padded_batch_equals_single_configurations(model, pot):
+    s, p = model
+    cfgs = []
+    for k, sc in enumerate([(2, 1, 1), (1, 1, 1), (2, 2, 1)]):
+        pos, box, z = triclinic_cell(seed=k, supercell=sc)
+        cfgs.append(dict(positions=pos, box=box, species=z))
+    ds = from_configs(cfgs)
+    data = prepare(ds, s)
+    pred = jax.jit(batch_predictor(s, data.capacity))
+    u, f, w, overflow = pred(p, take(data, [0, 1, 2], jnp.float64))
+    assert not np.any(overflow)
+    for k, c in enumerate(cfgs):
+        u1, f1, w1 = pot(c["positions"], c["box"], c["species"])
+        n = len(c["positions"])
+        assert abs(float(u[k]) - u1) < 1e-9
+        np.testing.assert_allclose(np.asarray(f[k, :n]), f1, atol=1e-9)
+        np.testing.assert_allclose(np.asarray(f[k, n:]), 0.0)
+        np.testing.assert_allclose(np.asarray(w[k]), w1, atol=1e-9)
+
+
+def test_neighbour_list_candidates_with_skin_give_the_same_energy(model):
+    """MD path: jax-md neighbour list (with skin, minimum image) vs exact host enumeration."""
+    from jax_md import partition, space as jspace
+
+    s, p = model
+    at = crystal("Ti", "hcp", 2.95, 1.6, (4, 4, 3))
+    rng = np.random.default_rng(0)
+    pos = at.positions + rng.normal(scale=0.1, size=at.positions.shape)
+    box = np.asarray(at.cell)
+    z = np.full(len(pos), 0, np.int32)
+    energy = energy_fn(s)
+    # exact table
+    nbr, shf, msk = G.neighbor_table(pos, box, 5.0)
+    g_exact = G.build_graph(jnp.asarray(pos), jnp.asarray(box), jnp.asarray(nbr), jnp.asarray(shf),
+                            jnp.asarray(msk), 5.0, nbr.shape[1])
+    u_exact = energy(p, jnp.asarray(pos), jnp.asarray(box), z, g_exact)
+    # jax-md dense neighbour list with a 1 Å skin, fractional coordinates, triclinic box
+    disp, _ = jspace.periodic_general(jnp.asarray(box.T), fractional_coordinates=True)
+    frac = jnp.asarray(pos @ np.linalg.inv(box))
+    nl = partition.neighbor_list(disp, jnp.asarray(box.T), 6.0, fractional_coordinates=True,
+                                 format=partition.NeighborListFormat.Dense).allocate(frac)
+    idx = nl.idx
+    cand_mask = idx < len(pos)
+    cand = jnp.where(cand_mask, idx, 0)
+    shifts = G.minimum_image_shifts(jnp.asarray(pos), jnp.asarray(box), cand)
+    g_md = G.build_graph(jnp.asarray(pos), jnp.asarray(box), cand, shifts, cand_mask, 5.0, nbr.shape[1] + 4)
+    assert int(g_md.max_neighbors) == nbr.shape[1] and not bool(g_md.overflow)
+    u_md = energy(p, jnp.asarray(pos), jnp.asarray(box), z, g_md)
+    assert abs(float(u_md) - float(u_exact)) < 1e-9
+    # too small a capacity is reported, not silently truncated
+    g_small = G.build_graph(jnp.asarray(pos), jnp.asarray(box), cand, shifts, cand_mask, 5.0, nbr.shape[1] - 2)
+    assert bool(g_small.overflow)
+
+
+def test_model_file_round_trip_and_mismatch(tmp_path, model, pot):
+    s, p = model
+    save_model(tmp_path / "m.npz", s, p, metadata={"note": "test"})
+    s2, p2, meta = load_model(tmp_path / "m.npz", expected=s)
+    assert s2 == s and meta["note"] == "test"
+    pos, box, z = triclinic_cell()
+    assert Potential(s2, p2)(pos, box, z)[0] == pot(pos, box, z)[0]
+    other = dataclasses.replace(s, dimenet=dataclasses.replace(s.dimenet, n_blocks=3))
+    with pytest.raises(InputError, match="different model configuration.*n_blocks"):
+        load_model(tmp_path / "m.npz", expected=other)
+    with pytest.raises(InputError, match="does not exist"):
+        load_model(tmp_path / "none.npz")
+
+
+def test_unknown_species_is_a_clear_error(model, pot):
+    s, _ = model
+    pos, box, z = triclinic_cell()
+    z[1] = 72  # Hf
+    with pytest.raises(ValueError, match=r"species \['Hf'\] are unknown to the model"):
+        pot(pos, box, z)
+    with pytest.raises(ValueError, match="unknown to the model"):
+        prepare(from_configs([dict(positions=pos, box=box, species=z)]), s)
+
+
+def test_ase_calculator_stress_is_minus_virial_over_volume(pot):
+    from ase import Atoms
+
+    pos, box, z = triclinic_cell(seed=3)
+    atoms = Atoms(numbers=z, positions=pos, cell=box, pbc=True)
+    atoms.calc = pot.calculator()
+    u, f, w = pot(pos, box, z)
+    assert atoms.get_potential_energy() == u
+    s = atoms.get_stress(voigt=False)
+    np.testing.assert_allclose(s, -w / atoms.get_volume(), atol=1e-12)
+    # and the stress is the strain derivative of the energy per volume, through ASE itself
+    eps = 1e-5
+    a2 = atoms.copy()
+    a2.calc = pot.calculator()
+    a2.set_cell(box @ (np.eye(3) + np.diag([eps, 0, 0])).T, scale_atoms=True)
+    de = (a2.get_potential_energy() - u) / eps / atoms.get_volume()
+    assert abs(de - s[0, 0]) < 1e-4
