@@ -35,7 +35,7 @@ def dry_run_jobs(res):
 def test_default_dry_run_lists_the_dag():
     jobs = dry_run_jobs(smk("-n", "--forceall"))
     assert jobs == {"reference_configurations": 1, "label_reference": 2, "split": 2,
-                    "dataset_summary": 2, "all": 1}
+                    "dataset_summary": 2, "pretrain": 1, "dft_errors": 1, "all": 1}
 
 
 def test_paper_config_dry_run_downloads_and_ingests():
@@ -88,6 +88,9 @@ def tiny_config(tmp_path, **data):
             "md": {"equilibration_steps": 20, "snapshots": 2, "interval_steps": 5,
                    "runs": [{"structure": "hcp", "supercell": [2, 2, 1], "temperatures": [500]}]}}},
         "data": {"split": {"fractions": [0.5, 0.25, 0.25]}, **data},
+        "model": {"embed_size": 4, "out_embed_size": 4, "type_embed_size": 2, "int_embed_size": 2,
+                  "basis_embed_size": 2, "n_blocks": 1, "n_output_layers": 1},
+        "pretrain": {"epochs": 2, "batch_size": 4},
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -108,6 +111,12 @@ def test_tiny_reference_campaign_runs(tmp_path):
     assert [len(split[k]) for k in ("train", "val", "test")] == [5, 2, 2]
     assert (tmp_path / "results/data/reference_ref.summary.png").stat().st_size > 10_000
     assert "MD hcp" in (tmp_path / "results/logs/reference_configurations.log").read_text()
+    # pre-training and its test errors ran on these data
+    log = (tmp_path / "results/logs/pretrain.log").read_text()
+    assert "epoch 2/2" in log and "ETA" in log
+    errors = (tmp_path / "results/pretrained/test_errors.csv").read_text().splitlines()
+    assert errors[0].startswith("model,dataset,split") and len(errors) == 2
+    assert (tmp_path / "results/checkpoints/pretrained/dft.npz").exists()
 
 
 def _release_zip(tmp_path, ds, corrupt=False):

@@ -1,0 +1,1 @@
+"""Molecular dynamics on jax-md with any energy function of this package."""

@@ -1,0 +1,155 @@
+"""Neighbour graphs for MD-size boxes: jax-md neighbour lists feeding ``model.graph``.
+
+The jax-md list (dense per-atom format, cell list in fractional coordinates, so any triclinic
+box works) holds candidates within cutoff + skin and is rebuilt only when an atom has moved more
+than skin/2. Every force call keeps the candidates within the cutoff, at most ``capacity`` per
+atom. Both the jax-md list and the graph report overflow; ``NeighborGraph.reallocate`` then
+rebuilds with larger capacities, and the caller recomputes the chunk of steps that overflowed.
+Cells narrower than twice (cutoff + skin), such as small DFT-like cells, instead get a host-built
+Verlet table with explicit image shifts (``HostNeighbors``); it flags itself stale once an atom
+has moved more than skin/2 and is then rebuilt on the host the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax_md import partition
+from jax_md import space as jmd_space
+
+from .. import space
+from ..model.graph import Graph, build_graph, minimum_image_shifts, neighbor_table
+
+
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["idx", "shifts", "mask", "reference", "stale"], meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class HostNeighbors:
+    """Verlet table with explicit lattice shifts, for cells narrower than 2 (cutoff + skin)."""
+
+    idx: jnp.ndarray  # (N, M)
+    shifts: jnp.ndarray  # (N, M, 3)
+    mask: jnp.ndarray  # (N, M)
+    reference: jnp.ndarray  # (N, 3) positions at the build
+    stale: jnp.ndarray  # () an atom moved more than skin/2 since the build
+
+    @property
+    def did_buffer_overflow(self):
+        return self.stale
+
+
+@dataclasses.dataclass
+class NeighborGraph:
+    """jax-md neighbour list + per-atom graph capacity for one box."""
+
+    box: np.ndarray  # rows are lattice vectors
+    cutoff: float
+    skin: float = 1.0
+    capacity: int = 0  # neighbours per atom kept within the cutoff (0: size from the first call)
+    margin: float = 1.25  # headroom of the candidate list
+    extra: int = 4  # headroom of the graph capacity over the largest neighbour count seen
+
+    def __post_init__(self):
+        self.box = np.asarray(self.box, float)
+        self.host = space.plane_spacings(self.box).min() < 2 * (self.cutoff + self.skin)
+        self._inv = jnp.asarray(np.linalg.inv(self.box))
+        if not self.host:
+            disp, _ = jmd_space.periodic_general(jnp.asarray(self.box.T), fractional_coordinates=True)
+            self._fn = partition.neighbor_list(
+                disp, jnp.asarray(self.box.T), self.cutoff, dr_threshold=self.skin,
+                capacity_multiplier=self.margin, fractional_coordinates=True,
+                format=partition.NeighborListFormat.Dense)
+
+    def fractional(self, positions):
+        f = positions @ self._inv.astype(positions.dtype)
+        return f - jnp.floor(f)
+
+    def allocate(self, positions):
+        """A new list sized for ``positions`` with headroom (host call: not jittable)."""
+        if self.host:
+            pos = np.asarray(positions, float)
+            nbr, shf, msk = neighbor_table(pos, self.box, self.cutoff + self.skin)
+            m = int(math.ceil(nbr.shape[1] * self.margin))
+            pad = ((0, 0), (0, m - nbr.shape[1]))
+            nbrs = HostNeighbors(jnp.asarray(np.pad(nbr, pad)),
+                                 jnp.asarray(np.pad(shf, pad + ((0, 0),)), positions.dtype),
+                                 jnp.asarray(np.pad(msk, pad)), positions, jnp.asarray(False))
+        else:
+            nbrs = self._fn.allocate(self.fractional(positions))
+        g = self._graph(positions, nbrs, nbrs.idx.shape[1])
+        # triplet work grows as capacity², so the headroom is additive, not a factor
+        self.capacity = max(self.capacity, int(g.max_neighbors) + self.extra)
+        return nbrs
+
+    def grow(self, positions, nbrs) -> None:
+        """After an overflow: raise the graph capacity to what ``positions`` need (host call)."""
+        box = jnp.asarray(self.box, positions.dtype)
+        if self.host:
+            cand, shifts, mask = nbrs.idx, nbrs.shifts, nbrs.mask
+        else:
+            mask = nbrs.idx < positions.shape[0]
+            cand = jnp.where(mask, nbrs.idx, 0)
+            shifts = minimum_image_shifts(positions, box, cand)
+        d = positions[cand] + shifts @ box - positions[:, None, :]
+        need = int(jnp.max(jnp.sum(mask & (jnp.sum(d**2, -1) < self.cutoff**2), axis=1)))
+        self.capacity = max(self.capacity, need + self.extra)
+
+    def update(self, positions, nbrs):
+        if self.host:
+            # minimum-image displacement: the integrator wraps atoms back into the box
+            box = jnp.asarray(self.box, positions.dtype)
+            df = (positions - nbrs.reference) @ self._inv.astype(positions.dtype)
+            dr = (df - jnp.round(df)) @ box
+            moved = jnp.max(jnp.sum(dr**2, -1))
+            return dataclasses.replace(nbrs, stale=nbrs.stale | (moved > (0.5 * self.skin) ** 2))
+        return self._fn.update(self.fractional(positions), nbrs)
+
+    def _graph(self, positions, nbrs, capacity) -> Graph:
+        box = jnp.asarray(self.box, positions.dtype)
+        if self.host:
+            return build_graph(positions, box, nbrs.idx, nbrs.shifts, nbrs.mask, self.cutoff, capacity)
+        mask = nbrs.idx < positions.shape[0]
+        cand = jnp.where(mask, nbrs.idx, 0)
+        shifts = minimum_image_shifts(positions, box, cand)
+        return build_graph(positions, box, cand, shifts, mask, self.cutoff, capacity)
+
+    def graph(self, positions, nbrs) -> Graph:
+        return self._graph(positions, nbrs, self.capacity)
+
+    def exceeded(self, positions, nbrs):
+        """Cheap per-step check: list overflowed or stale, or an atom has more neighbours within
+        the cutoff than the graph capacity."""
+        box = jnp.asarray(self.box, positions.dtype)
+        if self.host:
+            cand, shifts, mask = nbrs.idx, nbrs.shifts, nbrs.mask
+        else:
+            mask = nbrs.idx < positions.shape[0]
+            cand = jnp.where(mask, nbrs.idx, 0)
+            shifts = minimum_image_shifts(positions, box, cand)
+        d = positions[cand] + shifts @ box - positions[:, None, :]
+        count = jnp.sum(mask & (jnp.sum(d**2, -1) < self.cutoff**2), axis=1)
+        return nbrs.did_buffer_overflow | (jnp.max(count) > self.capacity)
+
+    def overflow(self, nbrs, graph: Graph):
+        """True if the list overflowed or went stale, or the graph exceeded its capacity."""
+        return nbrs.did_buffer_overflow | graph.overflow
+
+
+def energy_with_neighbors(energy: Callable, ng: NeighborGraph, species, atom_mask=None):
+    """``U(positions, neighbor)`` for jax-md integrators, from ``energy(positions, box, species,
+    graph)``; the graph's overflow flag is returned by ``overflow(positions, neighbor)``."""
+    box = jnp.asarray(ng.box)
+
+    def u(positions, neighbor, **kwargs):
+        return energy(positions, box.astype(positions.dtype), species, ng.graph(positions, neighbor))
+
+    def overflow(positions, neighbor):
+        return ng.overflow(neighbor, ng.graph(positions, neighbor))
+
+    return u, overflow
