@@ -1,4 +1,8 @@
-"""Neighbour graphs for MD-size boxes: jax-md neighbour lists feeding ``model.graph``.
+"""Neighbour graphs for MD: Verlet tables with a skin feeding ``model.graph``.
+
+Current state: every box uses the host-built table below (``HostNeighbors``); the jax-md list
+path is kept for when jax-md lists can be scanned (see ``NeighborGraph.__post_init__``).
+
 
 The jax-md list (dense per-atom format, cell list in fractional coordinates, so any triclinic
 box works) holds candidates within cutoff + skin and is rebuilt only when an atom has moved more
@@ -57,7 +61,9 @@ class NeighborGraph:
 
     def __post_init__(self):
         self.box = np.asarray(self.box, float)
-        self.host = space.plane_spacings(self.box).min() < 2 * (self.cutoff + self.skin)
+        # jax-md list objects cannot yet be carried through lax.scan with this JAX (their static
+        # fields fail the carry's equality check), so every box uses the host Verlet table.
+        self.host = True
         self._inv = jnp.asarray(np.linalg.inv(self.box))
         if not self.host:
             disp, _ = jmd_space.periodic_general(jnp.asarray(self.box.T), fractional_coordinates=True)
@@ -87,11 +93,18 @@ class NeighborGraph:
         self.capacity = max(self.capacity, int(g.max_neighbors) + self.extra)
         return nbrs
 
+    def _host_candidates(self, positions, nbrs):
+        """Table entries with shifts corrected for atoms the integrator wrapped into the box
+        since the build: r_true = r + w·box with w = round((r_ref − r)·box⁻¹)."""
+        w = jnp.round((nbrs.reference - positions) @ self._inv.astype(positions.dtype))
+        shifts = nbrs.shifts + w[nbrs.idx] - w[:, None, :]
+        return nbrs.idx, shifts, nbrs.mask
+
     def grow(self, positions, nbrs) -> None:
         """After an overflow: raise the graph capacity to what ``positions`` need (host call)."""
         box = jnp.asarray(self.box, positions.dtype)
         if self.host:
-            cand, shifts, mask = nbrs.idx, nbrs.shifts, nbrs.mask
+            cand, shifts, mask = self._host_candidates(positions, nbrs)
         else:
             mask = nbrs.idx < positions.shape[0]
             cand = jnp.where(mask, nbrs.idx, 0)
@@ -99,6 +112,20 @@ class NeighborGraph:
         d = positions[cand] + shifts @ box - positions[:, None, :]
         need = int(jnp.max(jnp.sum(mask & (jnp.sum(d**2, -1) < self.cutoff**2), axis=1)))
         self.capacity = max(self.capacity, need + self.extra)
+
+    # jax-md lists carry static fields that may hold arrays (cell sizes), which a scan carry
+    # cannot compare; loops therefore carry only the array fields and rebuild the list.
+    def split(self, nbrs) -> tuple:
+        if self.host:
+            return (nbrs.idx, nbrs.shifts, nbrs.mask, nbrs.reference, nbrs.stale)
+        self._template = nbrs
+        return (nbrs.idx, nbrs.reference_position, nbrs.error)
+
+    def join(self, arrays):
+        if self.host:
+            return HostNeighbors(*arrays)
+        idx, ref, err = arrays
+        return self._template.set(idx=idx, reference_position=ref, error=err)
 
     def update(self, positions, nbrs):
         if self.host:
@@ -113,7 +140,8 @@ class NeighborGraph:
     def _graph(self, positions, nbrs, capacity) -> Graph:
         box = jnp.asarray(self.box, positions.dtype)
         if self.host:
-            return build_graph(positions, box, nbrs.idx, nbrs.shifts, nbrs.mask, self.cutoff, capacity)
+            cand, shifts, mask = self._host_candidates(positions, nbrs)
+            return build_graph(positions, box, cand, shifts, mask, self.cutoff, capacity)
         mask = nbrs.idx < positions.shape[0]
         cand = jnp.where(mask, nbrs.idx, 0)
         shifts = minimum_image_shifts(positions, box, cand)
@@ -127,18 +155,18 @@ class NeighborGraph:
         the cutoff than the graph capacity."""
         box = jnp.asarray(self.box, positions.dtype)
         if self.host:
-            cand, shifts, mask = nbrs.idx, nbrs.shifts, nbrs.mask
+            cand, shifts, mask = self._host_candidates(positions, nbrs)
         else:
             mask = nbrs.idx < positions.shape[0]
             cand = jnp.where(mask, nbrs.idx, 0)
             shifts = minimum_image_shifts(positions, box, cand)
         d = positions[cand] + shifts @ box - positions[:, None, :]
         count = jnp.sum(mask & (jnp.sum(d**2, -1) < self.cutoff**2), axis=1)
-        return nbrs.did_buffer_overflow | (jnp.max(count) > self.capacity)
+        return (jnp.asarray(nbrs.did_buffer_overflow) != 0) | (jnp.max(count) > self.capacity)
 
     def overflow(self, nbrs, graph: Graph):
         """True if the list overflowed or went stale, or the graph exceeded its capacity."""
-        return nbrs.did_buffer_overflow | graph.overflow
+        return (jnp.asarray(nbrs.did_buffer_overflow) != 0) | graph.overflow
 
 
 def energy_with_neighbors(energy: Callable, ng: NeighborGraph, species, atom_mask=None):

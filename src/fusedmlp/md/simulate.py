@@ -63,17 +63,22 @@ def nvt_langevin(energy: Callable, positions, box, species, mass_u: float, s: La
                                                  gamma=s.friction_per_ps)
 
         @jax.jit
-        def chunk(state, nbrs):
+        def chunk_arrays(state, nb_arrays):
             def body(carry, _):
-                st, nb, bad = carry
+                st, nba, bad = carry
+                nb = ng.join(nba)
                 st = step_fn(st, neighbor=nb)
                 nb = ng.update(st.position, nb)
                 bad = bad | ng.exceeded(st.position, nb)
-                return (st, nb, bad), kinetic_temperature(st.momentum, mass, n)
+                return (st, ng.split(nb), bad), kinetic_temperature(st.momentum, mass, n)
 
-            (st, nb, bad), temps = jax.lax.scan(body, (state, nbrs, jnp.asarray(False)), None,
-                                                length=length)
-            return st, nb, bad, temps
+            (st, nba, bad), temps = jax.lax.scan(body, (state, nb_arrays, jnp.asarray(False)), None,
+                                                 length=length)
+            return st, nba, bad, temps
+
+        def chunk(state, nbrs):
+            st, nba, bad, temps = chunk_arrays(state, ng.split(nbrs))
+            return st, ng.join(nba), bad, temps
 
         return init_fn, chunk
 
