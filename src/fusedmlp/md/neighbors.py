@@ -100,18 +100,22 @@ class NeighborGraph:
         shifts = nbrs.shifts + w[nbrs.idx] - w[:, None, :]
         return nbrs.idx, shifts, nbrs.mask
 
+    def _candidates(self, positions, nbrs):
+        if self.host:
+            return self._host_candidates(positions, nbrs)
+        mask = nbrs.idx < positions.shape[0]
+        cand = jnp.where(mask, nbrs.idx, 0)
+        return cand, minimum_image_shifts(positions, jnp.asarray(self.box, positions.dtype), cand), mask
+
+    def _max_count(self, positions, nbrs):
+        """Largest number of candidates of one atom within the cutoff."""
+        cand, shifts, mask = self._candidates(positions, nbrs)
+        d = positions[cand] + shifts @ jnp.asarray(self.box, positions.dtype) - positions[:, None, :]
+        return jnp.max(jnp.sum(mask & (jnp.sum(d**2, -1) < self.cutoff**2), axis=1))
+
     def grow(self, positions, nbrs) -> None:
         """After an overflow: raise the graph capacity to what ``positions`` need (host call)."""
-        box = jnp.asarray(self.box, positions.dtype)
-        if self.host:
-            cand, shifts, mask = self._host_candidates(positions, nbrs)
-        else:
-            mask = nbrs.idx < positions.shape[0]
-            cand = jnp.where(mask, nbrs.idx, 0)
-            shifts = minimum_image_shifts(positions, box, cand)
-        d = positions[cand] + shifts @ box - positions[:, None, :]
-        need = int(jnp.max(jnp.sum(mask & (jnp.sum(d**2, -1) < self.cutoff**2), axis=1)))
-        self.capacity = max(self.capacity, need + self.extra)
+        self.capacity = max(self.capacity, int(self._max_count(positions, nbrs)) + self.extra)
 
     # jax-md lists carry static fields that may hold arrays (cell sizes), which a scan carry
     # cannot compare; loops therefore carry only the array fields and rebuild the list.
@@ -138,14 +142,9 @@ class NeighborGraph:
         return self._fn.update(self.fractional(positions), nbrs)
 
     def _graph(self, positions, nbrs, capacity) -> Graph:
-        box = jnp.asarray(self.box, positions.dtype)
-        if self.host:
-            cand, shifts, mask = self._host_candidates(positions, nbrs)
-            return build_graph(positions, box, cand, shifts, mask, self.cutoff, capacity)
-        mask = nbrs.idx < positions.shape[0]
-        cand = jnp.where(mask, nbrs.idx, 0)
-        shifts = minimum_image_shifts(positions, box, cand)
-        return build_graph(positions, box, cand, shifts, mask, self.cutoff, capacity)
+        cand, shifts, mask = self._candidates(positions, nbrs)
+        return build_graph(positions, jnp.asarray(self.box, positions.dtype), cand, shifts, mask,
+                           self.cutoff, capacity)
 
     def graph(self, positions, nbrs) -> Graph:
         return self._graph(positions, nbrs, self.capacity)
@@ -153,16 +152,8 @@ class NeighborGraph:
     def exceeded(self, positions, nbrs):
         """Cheap per-step check: list overflowed or stale, or an atom has more neighbours within
         the cutoff than the graph capacity."""
-        box = jnp.asarray(self.box, positions.dtype)
-        if self.host:
-            cand, shifts, mask = self._host_candidates(positions, nbrs)
-        else:
-            mask = nbrs.idx < positions.shape[0]
-            cand = jnp.where(mask, nbrs.idx, 0)
-            shifts = minimum_image_shifts(positions, box, cand)
-        d = positions[cand] + shifts @ box - positions[:, None, :]
-        count = jnp.sum(mask & (jnp.sum(d**2, -1) < self.cutoff**2), axis=1)
-        return (jnp.asarray(nbrs.did_buffer_overflow) != 0) | (jnp.max(count) > self.capacity)
+        return ((jnp.asarray(nbrs.did_buffer_overflow) != 0)
+                | (self._max_count(positions, nbrs) > self.capacity))
 
     def overflow(self, nbrs, graph: Graph):
         """True if the list overflowed or went stale, or the graph exceeded its capacity."""
