@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
 from fusedmlp.config import ConfigError, load_config, load_schema, validate_config
 

@@ -27,7 +27,6 @@ import numpy as np
 from jax_md import partition
 from jax_md import space as jmd_space
 
-from .. import space
 from ..model.graph import Graph, build_graph, minimum_image_shifts, neighbor_table
 
 

@@ -130,7 +130,7 @@ def with_trainable(params, net) -> dict:
 # --- model files -------------------------------------------------------------------------------------
 
 def _flatten(params) -> dict[str, np.ndarray]:
-    flat = {f"scale": np.asarray(params["scale"]), "shift": np.asarray(params["shift"])}
+    flat = {"scale": np.asarray(params["scale"]), "shift": np.asarray(params["shift"])}
     for module, leaves in params["net"].items():
         for name, value in leaves.items():
             flat[f"net/{module}/{name}"] = np.asarray(value)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable
 
 import jax.numpy as jnp
-import numpy as np
 
 from ..tables import write_table
 from . import checkpoint
