@@ -1,17 +1,16 @@
 """Neighbour graphs for MD: Verlet tables with a skin feeding ``model.graph``.
 
-Current state: every box uses the host-built table below (``HostNeighbors``); the jax-md list
-path is kept for when jax-md lists can be scanned (see ``NeighborGraph.__post_init__``).
+A table holds, per atom, the candidates within cutoff + skin with explicit lattice shifts
+(``HostNeighbors``, built on the host, exact for any cell shape and size); shifts are corrected
+for atoms the integrator wraps back into the box. Every force call keeps the candidates within
+the cutoff, at most ``capacity`` per atom. The table flags itself stale once an atom has moved
+more than skin/2, and ``exceeded`` flags an atom with more neighbours than the capacity; the
+MD driver then discards the chunk of steps, calls ``grow`` and ``allocate``, and recomputes it.
 
-
-The jax-md list (dense per-atom format, cell list in fractional coordinates, so any triclinic
-box works) holds candidates within cutoff + skin and is rebuilt only when an atom has moved more
-than skin/2. Every force call keeps the candidates within the cutoff, at most ``capacity`` per
-atom. Both the jax-md list and the graph report overflow; ``NeighborGraph.reallocate`` then
-rebuilds with larger capacities, and the caller recomputes the chunk of steps that overflowed.
-Cells narrower than twice (cutoff + skin), such as small DFT-like cells, instead get a host-built
-Verlet table with explicit image shifts (``HostNeighbors``); it flags itself stale once an atom
-has moved more than skin/2 and is then rebuilt on the host the same way.
+Current state: every box uses the host table. A jax-md neighbour list (dense format, cell list in
+fractional coordinates) is wired in the ``not host`` branches, but jax-md ``NeighborList`` objects
+cannot yet be carried through ``lax.scan`` with JAX 0.10 (the carry's equality check fails on
+their static fields), so that branch is switched off in ``__post_init__``.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from ..model.graph import Graph, build_graph, minimum_image_shifts, neighbor_tab
                    data_fields=["idx", "shifts", "mask", "reference", "stale"], meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class HostNeighbors:
-    """Verlet table with explicit lattice shifts, for cells narrower than 2 (cutoff + skin)."""
+    """Verlet table with explicit lattice shifts (any cell, including narrow ones)."""
 
     idx: jnp.ndarray  # (N, M)
     shifts: jnp.ndarray  # (N, M, 3)
@@ -49,7 +48,7 @@ class HostNeighbors:
 
 @dataclasses.dataclass
 class NeighborGraph:
-    """jax-md neighbour list + per-atom graph capacity for one box."""
+    """Candidate table + per-atom graph capacity for one box."""
 
     box: np.ndarray  # rows are lattice vectors
     cutoff: float
