@@ -11,7 +11,7 @@ from ..data.splits import load_split
 from ..model.potential import load_model
 from ..plots import parity
 from ..tables import write_table
-from ..training.dft import dft_trainer, prepare
+from ..training.dft import dft_trainer, error_metrics, prepare
 from ..training.settings import dft_trainer_settings, dtype, model_settings
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def dft_errors(cfg: dict, model_path, dataset_path, split_path, table_csv, table
     data = prepare(ds, settings)
     trainer = dft_trainer(settings, data, split["train"], dft_trainer_settings(cfg), dtype(cfg))
     u, f, w = trainer.predict(params, idx)
-    m = trainer.evaluate(params, idx)
+    m = error_metrics(data, np.asarray(idx), u, f, w)
     rows = [{"model": model_name, "dataset": str(dataset_path), "split": subset,
              "configurations": len(idx),
              "energy_rmse_meV_atom": 1e3 * m["energy_rmse"], "energy_mae_meV_atom": 1e3 * m["energy_mae"],

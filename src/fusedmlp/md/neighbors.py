@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -152,21 +150,3 @@ class NeighborGraph:
         the cutoff than the graph capacity."""
         return ((jnp.asarray(nbrs.did_buffer_overflow) != 0)
                 | (self._max_count(positions, nbrs) > self.capacity))
-
-    def overflow(self, nbrs, graph: Graph):
-        """True if the list overflowed or went stale, or the graph exceeded its capacity."""
-        return (jnp.asarray(nbrs.did_buffer_overflow) != 0) | graph.overflow
-
-
-def energy_with_neighbors(energy: Callable, ng: NeighborGraph, species, atom_mask=None):
-    """``U(positions, neighbor)`` for jax-md integrators, from ``energy(positions, box, species,
-    graph)``; the graph's overflow flag is returned by ``overflow(positions, neighbor)``."""
-    box = jnp.asarray(ng.box)
-
-    def u(positions, neighbor, **kwargs):
-        return energy(positions, box.astype(positions.dtype), species, ng.graph(positions, neighbor))
-
-    def overflow(positions, neighbor):
-        return ng.overflow(neighbor, ng.graph(positions, neighbor))
-
-    return u, overflow

@@ -19,6 +19,7 @@ import numpy as np
 from jax_md import simulate, space as jmd_space
 
 from .. import units
+from ..space import wrap_positions
 from .neighbors import NeighborGraph
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,6 @@ class LangevinSettings:
     chunk: int = 100
     seed: int = 0
     max_temperature_factor: float = 5.0  # "runaway" above this multiple of the target
-
-
-def _wrapped(positions, box):
-    f = positions @ np.linalg.inv(box)
-    return (f - np.floor(f)) @ box
 
 
 def kinetic_temperature(momentum, mass, n_atoms: int):
@@ -82,7 +78,7 @@ def nvt_langevin(energy: Callable, positions, box, species, mass_u: float, s: La
 
         return init_fn, chunk
 
-    positions = jnp.asarray(_wrapped(np.asarray(positions), np.asarray(box)), positions.dtype)
+    positions = jnp.asarray(wrap_positions(positions, box), positions.dtype)
     nbrs = ng.allocate(positions)
     length = s.chunk
     init_fn, chunk = make(ng.capacity, length)
