@@ -14,6 +14,8 @@ Constants are CODATA 2018 values.
 
 from __future__ import annotations
 
+import math
+
 # --- base constants ---------------------------------------------------------------
 KB = 8.617333262e-5  # Boltzmann constant, eV/K
 EV_J = 1.602176634e-19  # 1 eV in J (exact)
@@ -34,6 +36,11 @@ BAR = 1e-4 * GPA
 
 # --- transport ----------------------------------------------------------------------------
 A2_PER_PS_IN_M2_PER_S = ANGSTROM_M**2 / PS_S  # 1 Å²/ps = 1e-8 m²/s
+
+# --- phonons ---------------------------------------------------------------------------------
+THZ = 1.0  # 1 THz in 1/ps: phonon frequencies in THz are already internal inverse times
+# ν = sqrt(k/m) / 2π in THz for k in eV/Å² and m in u (phonopy's default, "VASP", unit factor).
+EV_A2_AMU_TO_THZ = 1.0 / (2.0 * math.pi * math.sqrt(AMU)) / THZ  # ≈ 15.6333
 
 # --- units of the original paper code (nm, kJ/mol, ps, u) -----------------------------------
 KJ_PER_MOL = 1e3 / AVOGADRO / EV_J  # 1 kJ/mol in eV ≈ 0.010364

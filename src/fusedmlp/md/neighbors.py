@@ -1,16 +1,24 @@
-"""Neighbour graphs for MD: Verlet tables with a skin feeding ``model.graph``.
+"""Neighbour lists for MD feeding ``model.graph``: jax-md lists for MD-size boxes, exact host
+tables with lattice shifts for narrow cells.
 
-A table holds, per atom, the candidates within cutoff + skin with explicit lattice shifts
-(``HostNeighbors``, built on the host, exact for any cell shape and size); shifts are corrected
-for atoms the integrator wraps back into the box. Every force call keeps the candidates within
-the cutoff, at most ``capacity`` per atom. The table flags itself stale once an atom has moved
-more than skin/2, and ``exceeded`` flags an atom with more neighbours than the capacity; the
-MD driver then discards the chunk of steps, calls ``grow`` and ``allocate``, and recomputes it.
+A list holds, per atom, the candidates within cutoff + skin; every force call keeps the
+candidates within the cutoff, at most ``capacity`` per atom (``model.graph.build_graph``).
 
-Current state: every box uses the host table. A jax-md neighbour list (dense format, cell list in
-fractional coordinates) is wired in the ``not host`` branches, but jax-md ``NeighborList`` objects
-cannot yet be carried through ``lax.scan`` with JAX 0.10 (the carry's equality check fails on
-their static fields), so that branch is switched off in ``__post_init__``.
+* **jax-md** (``partition.neighbor_list``, per-atom format, fractional coordinates) whenever
+  cutoff + skin is below half of the smallest plane spacing of the box: the minimum image is then
+  the only image within reach, and the list rebuilds itself inside the jitted loop when an atom
+  has moved more than skin/2.
+* **host** tables (``model.graph.neighbor_table``) with explicit lattice shifts otherwise, so
+  cells narrower than twice the cutoff stay exact; the table flags itself stale instead of
+  rebuilding, and the MD driver reallocates it.
+
+With a variable box (NPT) both kinds also go stale once the cell has deformed so much since the
+build that a pair could have crossed the skin: 2·max|δ| + ‖h_ref⁻¹h − 1‖·(r_c + skin) > skin,
+with δ the atomic displacements relative to the affine deformation.
+
+Failures are never truncations: an overflowing list, a stale table or an atom with more
+neighbours than the graph capacity sets a flag; the MD driver discards the chunk, calls ``grow``
+and ``allocate`` on the state before it, and recomputes.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,10 +34,12 @@ from jax_md import partition
 from jax_md import space as jmd_space
 
 from ..model.graph import Graph, build_graph, minimum_image_shifts, neighbor_table
+from ..space import plane_spacings
 
 
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["idx", "shifts", "mask", "reference", "stale"], meta_fields=[])
+                   data_fields=["idx", "shifts", "mask", "reference", "ref_box", "stale"],
+                   meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class HostNeighbors:
     """Verlet table with explicit lattice shifts (any cell, including narrow ones)."""
@@ -37,116 +48,173 @@ class HostNeighbors:
     shifts: jnp.ndarray  # (N, M, 3)
     mask: jnp.ndarray  # (N, M)
     reference: jnp.ndarray  # (N, 3) positions at the build
-    stale: jnp.ndarray  # () an atom moved more than skin/2 since the build
+    ref_box: jnp.ndarray  # (3, 3) box at the build
+    stale: jnp.ndarray  # () a pair may have crossed the skin since the build
 
     @property
-    def did_buffer_overflow(self):
+    def overflow(self):
         return self.stale
+
+
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["nl", "reference", "ref_box", "stale"], meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class JaxMDNeighbors:
+    """A jax-md neighbour list plus the build state used by the variable-box check."""
+
+    nl: partition.NeighborList
+    reference: jnp.ndarray
+    ref_box: jnp.ndarray
+    stale: jnp.ndarray
+
+    @property
+    def overflow(self):
+        return self.nl.did_buffer_overflow | self.stale
+
+
+def uses_jaxmd(box, cutoff: float, skin: float) -> bool:
+    """The minimum image is exact for every pair within cutoff + skin."""
+    return bool(cutoff + skin < 0.5 * plane_spacings(box).min())
+
+
+def _affine_displacement(positions, reference, ref_box, box):
+    """Largest displacement since the build relative to the affine map of the cell, and the
+    deformation ‖h_ref⁻¹h − 1‖ (rows are lattice vectors: box = ref_box @ M)."""
+    deform = jnp.linalg.solve(ref_box, box)
+    moved = reference @ deform
+    df = (positions - moved) @ jnp.linalg.inv(box)
+    dr = (df - jnp.round(df)) @ box
+    strain = jnp.sqrt(jnp.sum((deform - jnp.eye(3, dtype=box.dtype)) ** 2))
+    return jnp.sqrt(jnp.max(jnp.sum(dr**2, -1))), strain
 
 
 @dataclasses.dataclass
 class NeighborGraph:
-    """Candidate table + per-atom graph capacity for one box."""
+    """Candidate list + per-atom graph capacity for one system."""
 
-    box: np.ndarray  # rows are lattice vectors
     cutoff: float
     skin: float = 1.0
     capacity: int = 0  # neighbours per atom kept within the cutoff (0: size from the first call)
     margin: float = 1.25  # headroom of the candidate list
     extra: int = 4  # headroom of the graph capacity over the largest neighbour count seen
+    backend: str = "auto"  # "auto", "jax-md" or "host"
+    variable_box: bool = False  # NPT: also go stale on cell deformation
 
     def __post_init__(self):
-        self.box = np.asarray(self.box, float)
-        # jax-md list objects cannot yet be carried through lax.scan with this JAX (their static
-        # fields fail the carry's equality check), so every box uses the host Verlet table.
-        self.host = True
-        self._inv = jnp.asarray(np.linalg.inv(self.box))
-        if not self.host:
-            disp, _ = jmd_space.periodic_general(jnp.asarray(self.box.T), fractional_coordinates=True)
-            self._fn = partition.neighbor_list(
-                disp, jnp.asarray(self.box.T), self.cutoff, dr_threshold=self.skin,
-                capacity_multiplier=self.margin, fractional_coordinates=True,
-                format=partition.NeighborListFormat.Dense)
+        if self.backend not in ("auto", "jax-md", "host"):
+            raise ValueError(f"neighbour backend {self.backend!r}: expected auto, jax-md or host")
+        self.kind = None  # the backend in use, fixed at the first allocation
 
-    def fractional(self, positions):
-        f = positions @ self._inv.astype(positions.dtype)
-        return f - jnp.floor(f)
-
-    def allocate(self, positions):
-        """A new list sized for ``positions`` with headroom (host call: not jittable)."""
-        if self.host:
-            pos = np.asarray(positions, float)
-            nbr, shf, msk = neighbor_table(pos, self.box, self.cutoff + self.skin)
+    # --- host calls -------------------------------------------------------------------------
+    def allocate(self, positions, box):
+        """A new list for ``positions`` in ``box`` with headroom (host call: not jittable)."""
+        box_np = np.asarray(box, float)
+        exact_mi = uses_jaxmd(box_np, self.cutoff, self.skin)
+        if self.backend == "jax-md" and not exact_mi:
+            raise ValueError(f"a jax-md list needs cutoff + skin = {self.cutoff + self.skin:g} Å "
+                             f"below half the smallest plane spacing "
+                             f"{plane_spacings(box_np).min():.3f} Å; use the host backend")
+        self.kind = "jax-md" if (self.backend == "jax-md" or (self.backend == "auto" and exact_mi)) \
+            else "host"
+        box_j = jnp.asarray(box_np, positions.dtype)
+        if self.kind == "host":
+            nbr, shf, msk = neighbor_table(np.asarray(positions, float), box_np, self.cutoff + self.skin)
             m = int(math.ceil(nbr.shape[1] * self.margin))
             pad = ((0, 0), (0, m - nbr.shape[1]))
             nbrs = HostNeighbors(jnp.asarray(np.pad(nbr, pad)),
                                  jnp.asarray(np.pad(shf, pad + ((0, 0),)), positions.dtype),
-                                 jnp.asarray(np.pad(msk, pad)), positions, jnp.asarray(False))
+                                 jnp.asarray(np.pad(msk, pad)), positions, box_j, jnp.asarray(False))
         else:
-            nbrs = self._fn.allocate(self.fractional(positions))
-        g = self._graph(positions, nbrs, nbrs.idx.shape[1])
+            # jax-md boxes are column matrices; the list is built for this box and rebuilt
+            # with the box passed at each update
+            disp, _ = jmd_space.periodic_general(box_j.T, fractional_coordinates=True)
+            self._fn = partition.neighbor_list(
+                disp, box_j.T, self.cutoff, dr_threshold=self.skin, capacity_multiplier=self.margin,
+                fractional_coordinates=True, format=partition.NeighborListFormat.Dense)
+            nl = self._fn.allocate(self._fractional(positions, box_j), box=box_j.T)
+            nbrs = JaxMDNeighbors(nl, positions, box_j, jnp.asarray(False))
+        g = self._graph(positions, box_j, nbrs, nbrs_width(nbrs))
         # triplet work grows as capacity², so the headroom is additive, not a factor
         self.capacity = max(self.capacity, int(g.max_neighbors) + self.extra)
         return nbrs
 
-    def _host_candidates(self, positions, nbrs):
-        """Table entries with shifts corrected for atoms the integrator wrapped into the box
-        since the build: r_true = r + w·box with w = round((r_ref − r)·box⁻¹)."""
-        w = jnp.round((nbrs.reference - positions) @ self._inv.astype(positions.dtype))
-        shifts = nbrs.shifts + w[nbrs.idx] - w[:, None, :]
-        return nbrs.idx, shifts, nbrs.mask
+    def grow(self, positions, box, nbrs) -> None:
+        """After an overflow: raise the graph capacity to what ``positions`` need."""
+        self.capacity = max(self.capacity, int(self._max_count(positions, box, nbrs)) + self.extra)
 
-    def _candidates(self, positions, nbrs):
-        if self.host:
-            return self._host_candidates(positions, nbrs)
-        mask = nbrs.idx < positions.shape[0]
-        cand = jnp.where(mask, nbrs.idx, 0)
-        return cand, minimum_image_shifts(positions, jnp.asarray(self.box, positions.dtype), cand), mask
+    # --- jittable -----------------------------------------------------------------------------
+    @staticmethod
+    def _fractional(positions, box):
+        f = positions @ jnp.linalg.inv(box)
+        return f - jnp.floor(f)
 
-    def _max_count(self, positions, nbrs):
+    def _candidates(self, positions, box, nbrs):
+        if self.kind == "host":
+            # shifts corrected for atoms that crossed the cell since the build:
+            # r_true = r + w·box with w = round((r_ref·M − r)·box⁻¹)
+            deform = jnp.linalg.solve(nbrs.ref_box, box)
+            w = jnp.round((nbrs.reference @ deform - positions) @ jnp.linalg.inv(box))
+            return nbrs.idx, nbrs.shifts + w[nbrs.idx] - w[:, None, :], nbrs.mask
+        idx = nbrs.nl.idx
+        mask = idx < positions.shape[0]
+        cand = jnp.where(mask, idx, 0)
+        return cand, minimum_image_shifts(positions, box, cand), mask
+
+    def _max_count(self, positions, box, nbrs):
         """Largest number of candidates of one atom within the cutoff."""
-        cand, shifts, mask = self._candidates(positions, nbrs)
-        d = positions[cand] + shifts @ jnp.asarray(self.box, positions.dtype) - positions[:, None, :]
+        cand, shifts, mask = self._candidates(positions, box, nbrs)
+        d = positions[cand] + shifts @ box - positions[:, None, :]
         return jnp.max(jnp.sum(mask & (jnp.sum(d**2, -1) < self.cutoff**2), axis=1))
 
-    def grow(self, positions, nbrs) -> None:
-        """After an overflow: raise the graph capacity to what ``positions`` need (host call)."""
-        self.capacity = max(self.capacity, int(self._max_count(positions, nbrs)) + self.extra)
+    def update(self, positions, box, nbrs):
+        if self.kind == "host":
+            # fixed box: the strain term vanishes and this is the usual skin/2 criterion
+            return dataclasses.replace(nbrs, stale=nbrs.stale | self._moved_too_far(positions, box, nbrs))
+        nl = self._fn.update(self._fractional(positions, box), nbrs.nl, box=box.T)
+        stale = nbrs.stale
+        if self.variable_box:
+            # the list rebuilds itself for moved atoms, not for a deformed cell
+            stale = stale | self._moved_too_far(positions, box, nbrs)
+        return dataclasses.replace(nbrs, nl=nl, stale=stale)
 
-    # jax-md lists carry static fields that may hold arrays (cell sizes), which a scan carry
-    # cannot compare; loops therefore carry only the array fields and rebuild the list.
-    def split(self, nbrs) -> tuple:
-        if self.host:
-            return (nbrs.idx, nbrs.shifts, nbrs.mask, nbrs.reference, nbrs.stale)
-        self._template = nbrs
-        return (nbrs.idx, nbrs.reference_position, nbrs.error)
+    def _moved_too_far(self, positions, box, nbrs):
+        moved, strain = _affine_displacement(positions, nbrs.reference, nbrs.ref_box, box)
+        return 2.0 * moved + strain * (self.cutoff + self.skin) > self.skin
 
-    def join(self, arrays):
-        if self.host:
-            return HostNeighbors(*arrays)
-        idx, ref, err = arrays
-        return self._template.set(idx=idx, reference_position=ref, error=err)
+    def _graph(self, positions, box, nbrs, capacity) -> Graph:
+        cand, shifts, mask = self._candidates(positions, box, nbrs)
+        return build_graph(positions, box, cand, shifts, mask, self.cutoff, capacity)
 
-    def update(self, positions, nbrs):
-        if self.host:
-            # minimum-image displacement: the integrator wraps atoms back into the box
-            box = jnp.asarray(self.box, positions.dtype)
-            df = (positions - nbrs.reference) @ self._inv.astype(positions.dtype)
-            dr = (df - jnp.round(df)) @ box
-            moved = jnp.max(jnp.sum(dr**2, -1))
-            return dataclasses.replace(nbrs, stale=nbrs.stale | (moved > (0.5 * self.skin) ** 2))
-        return self._fn.update(self.fractional(positions), nbrs)
+    def graph(self, positions, box, nbrs) -> Graph:
+        return self._graph(positions, box, nbrs, self.capacity)
 
-    def _graph(self, positions, nbrs, capacity) -> Graph:
-        cand, shifts, mask = self._candidates(positions, nbrs)
-        return build_graph(positions, jnp.asarray(self.box, positions.dtype), cand, shifts, mask,
-                           self.cutoff, capacity)
+    def exceeded(self, positions, box, nbrs):
+        """Per-step check: list overflowed or stale, or an atom has more neighbours within the
+        cutoff than the graph capacity."""
+        return (jnp.asarray(nbrs.overflow) != 0) | (self._max_count(positions, box, nbrs) > self.capacity)
 
-    def graph(self, positions, nbrs) -> Graph:
-        return self._graph(positions, nbrs, self.capacity)
 
-    def exceeded(self, positions, nbrs):
-        """Cheap per-step check: list overflowed or stale, or an atom has more neighbours within
-        the cutoff than the graph capacity."""
-        return ((jnp.asarray(nbrs.did_buffer_overflow) != 0)
-                | (self._max_count(positions, nbrs) > self.capacity))
+def nbrs_width(nbrs) -> int:
+    return (nbrs.idx if isinstance(nbrs, HostNeighbors) else nbrs.nl.idx).shape[1]
+
+
+def frame_graphs(positions, boxes, cutoff: float, capacity: int | None = None, extra: int = 2):
+    """Exact graphs of recorded frames (host tables; for observables and reweighting).
+
+    ``positions`` (F, N, 3), ``boxes`` (F, 3, 3) or (3, 3). Returns a stacked ``Graph`` with one
+    capacity for all frames (the largest neighbour count + ``extra`` unless given).
+    """
+    positions = np.asarray(positions, float)
+    boxes = np.broadcast_to(np.asarray(boxes, float), (len(positions), 3, 3))
+    tables = [neighbor_table(r, b, cutoff) for r, b in zip(positions, boxes)]
+    need = max(t[0].shape[1] for t in tables)
+    k = need + extra if capacity is None else capacity
+    if need > k:
+        raise ValueError(f"frame graphs need {need} neighbours per atom, capacity is {k}")
+    pad = [((0, 0), (0, k - t[0].shape[1])) for t in tables]
+    nbr = np.stack([np.pad(t[0], p) for t, p in zip(tables, pad)])
+    shf = np.stack([np.pad(t[1], p + ((0, 0),)) for t, p in zip(tables, pad)])
+    msk = np.stack([np.pad(t[2], p) for t, p in zip(tables, pad)])
+    build = jax.jit(jax.vmap(lambda r, b, n, s, m: build_graph(r, b, n, s, m, cutoff, k)))
+    return build(jnp.asarray(positions), jnp.asarray(boxes), jnp.asarray(nbr), jnp.asarray(shf),
+                 jnp.asarray(msk))

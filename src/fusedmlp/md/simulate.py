@@ -1,9 +1,14 @@
-"""Chunked, jitted MD with neighbour-list overflow handling and progress reports.
+"""Chunked, jitted MD for any energy function, with recorded frames, progress and restarts.
 
-A run advances in chunks of steps scanned inside one jitted call. After every chunk the
-neighbour structures are checked; if the list or the graph overflowed (or a host Verlet table
-went stale) the chunk is discarded, capacities are reallocated and the chunk is recomputed from
-the state before it. A non-finite position or a runaway temperature stops the run with an error.
+``run`` advances a system in chunks of steps scanned inside one jitted call and records a frame
+(positions, momenta, box, potential energy, temperature) every ``record_every`` steps. After
+every chunk the neighbour structures are checked; if the list or the graph overflowed (or a host
+table went stale) the chunk is discarded, capacities are reallocated and the chunk is recomputed
+from the state before it. Non-finite positions or a runaway temperature stop the run with an
+error. With a checkpoint path the run saves its state and frames (atomically, at most every
+``checkpoint_s`` seconds) and a rerun continues from there.
+
+The energy function is ``energy(positions, box, graph) -> U`` (eV), the one used everywhere.
 """
 
 from __future__ import annotations
@@ -11,120 +16,254 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax_md import simulate, space as jmd_space
+from jax_md import space as jmd_space
 
 from .. import units
-from ..space import wrap_positions
+from ..io import save_npz
+from ..observables.stress import pressure_tensor
+from ..quantity import energy_forces_virial
+from .ensembles import Barostat, Thermostat, barostat_step, degrees_of_freedom, integrator
 from .neighbors import NeighborGraph
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class LangevinSettings:
-    temperature: float  # K
+class MDSettings:
+    thermostat: Thermostat = Thermostat()
+    barostat: Barostat | None = None  # None: fixed box
     timestep_fs: float = 0.5
-    friction_per_ps: float = 4.0
     steps: int = 1000
-    chunk: int = 100
+    record_every: int = 10  # steps between recorded frames (0: record nothing)
+    chunk: int = 200  # steps per jitted call (rounded up to a multiple of record_every)
     seed: int = 0
-    max_temperature_factor: float = 5.0  # "runaway" above this multiple of the target
+    max_temperature_factor: float = 5.0  # runaway above this multiple of the target
+    checkpoint_s: float = 120.0  # wall seconds between checkpoints
+
+    @property
+    def ensemble(self) -> str:
+        if self.barostat is not None:
+            return "NPT"
+        return "NVE" if self.thermostat.kind == "none" else "NVT"
 
 
-def kinetic_temperature(momentum, mass, n_atoms: int):
-    """T from the kinetic energy with 3N − 3 degrees of freedom (K)."""
-    ke = 0.5 * jnp.sum(momentum**2 / mass)
-    return 2.0 * ke / ((3 * n_atoms - 3) * units.KB)
+@dataclasses.dataclass
+class Trajectory:
+    """Recorded frames (F leading) and the final state of a run."""
+
+    positions: np.ndarray  # (F, N, 3) unwrapped, Å
+    momenta: np.ndarray  # (F, N, 3) eV ps/Å
+    boxes: np.ndarray  # (F, 3, 3)
+    energies: np.ndarray  # (F,) potential energy, eV
+    temperatures: np.ndarray  # (F,) kinetic temperature, K
+    times: np.ndarray  # (F,) ps since the start of the run
+    masses: np.ndarray  # (N,) eV ps²/Å²
+    final: dict  # positions, momenta, box of the last step
+    stats: dict
+
+    def velocities(self):
+        return self.momenta / self.masses[None, :, None]
 
 
-def nvt_langevin(energy: Callable, positions, box, species, mass_u: float, s: LangevinSettings,
-                 ng: NeighborGraph, progress: Callable[[str], None] = log.info, record_every: int = 0):
-    """Run NVT Langevin MD; returns (final state, list of recorded positions, statistics)."""
-    box_j = jnp.asarray(box, positions.dtype)
-    _, shift = jmd_space.periodic_general(box_j.T, fractional_coordinates=False)
-    mass = units.mass_to_internal(mass_u)
+def kinetic_temperature(momenta, masses, dof: int):
+    """T = 2K/(dof k_B) (K)."""
+    m = jnp.reshape(masses, (-1, 1))
+    return jnp.sum(momenta**2 / m) / (dof * units.KB)
+
+
+def _state_arrays(state) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
+
+
+def _restore(template, arrays):
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    if len(leaves) != len(arrays) or any(np.shape(a) != np.shape(b) for a, b in zip(leaves, arrays)):
+        raise ValueError("checkpoint does not match this system or ensemble")
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a, b.dtype) for a, b in zip(arrays, leaves)])
+
+
+def run(energy: Callable, positions, box, masses, s: MDSettings, ng: NeighborGraph,
+        momenta=None, checkpoint: str | Path | None = None,
+        progress: Callable[[str], None] = log.info) -> Trajectory:
+    """Run MD from ``positions`` (N, 3) in ``box`` (rows = lattice vectors) with per-atom
+    ``masses`` (N,) in u; ``momenta`` continues from a previous state (else Maxwell–Boltzmann)."""
+    dtype = jnp.asarray(positions).dtype
+    positions = jnp.asarray(positions, dtype)
+    box = jnp.asarray(box, dtype)
     n = positions.shape[0]
-    kT = units.kT(s.temperature)
+    mass = jnp.asarray(units.mass_to_internal(np.asarray(masses, float)), dtype)
+    mass_col = mass[:, None]
+    dt = s.timestep_fs * units.FS
+    dof = degrees_of_freedom(s.thermostat, n)
+    record = max(0, s.record_every)
+    per_call = max(1, s.chunk) if not record else record * max(1, -(-s.chunk // record))
+    if s.steps % (record or 1):
+        raise ValueError(f"steps {s.steps} is not a multiple of record_every {record}")
+    if s.barostat is not None:
+        s.barostat.check_box(np.asarray(box))
+        ng.variable_box = True
+    _, shift = jmd_space.free()  # unwrapped positions; periodicity lives in the neighbour list
 
-    def make(capacity, length):  # new capacity or chunk length: new shapes, recompile
-        def u(r, neighbor, **kw):
-            return energy(r, box_j, species, ng.graph(r, neighbor))
+    def u(r, neighbor, box, **kw):
+        return energy(r, box, ng.graph(r, box, neighbor))
 
-        init_fn, step_fn = simulate.nvt_langevin(u, shift, s.timestep_fs * units.FS, kT,
-                                                 gamma=s.friction_per_ps)
+    efv = energy_forces_virial(lambda r, b, neighbor: u(r, neighbor, b))
+    init_fn, step_fn = integrator(s.thermostat, u, shift, dt)
+    baro = (barostat_step(s.barostat, s.thermostat.temperature, dt) if s.barostat is not None else None)
+
+    def make(length):  # new capacities or chunk length mean new shapes: recompile
+        def one_step(i, carry):
+            st, bx, nb, bad, key, step = carry
+            st = step_fn(st, neighbor=nb, box=bx)
+            nb = ng.update(st.position, bx, nb)
+            bad = bad | ng.exceeded(st.position, bx, nb)
+            step = step + 1
+            if baro is not None:
+                def scale(args):
+                    st, bx, nb, key = args
+                    key, sub = jax.random.split(key)
+                    _, _, w = efv(st.position, bx, neighbor=nb)
+                    r, p, bx = baro(sub, st.position, st.momentum, mass_col, w, bx)
+                    nb = ng.update(r, bx, nb)
+                    f = -jax.grad(u)(r, nb, bx)
+                    return st.set(position=r, momentum=p, force=f), bx, nb, key
+
+                st, bx, nb, key = jax.lax.cond(step % s.barostat.every == 0, scale, lambda a: a,
+                                               (st, bx, nb, key))
+                bad = bad | ng.exceeded(st.position, bx, nb)
+            return st, bx, nb, bad, key, step
 
         @jax.jit
-        def chunk_arrays(state, nb_arrays):
-            def body(carry, _):
-                st, nba, bad = carry
-                nb = ng.join(nba)
-                st = step_fn(st, neighbor=nb)
-                nb = ng.update(st.position, nb)
-                bad = bad | ng.exceeded(st.position, nb)
-                return (st, ng.split(nb), bad), kinetic_temperature(st.momentum, mass, n)
+        def chunk(carry):
+            if not record:
+                carry = jax.lax.fori_loop(0, length, one_step, carry)
+                return carry, None
 
-            (st, nba, bad), temps = jax.lax.scan(body, (state, nb_arrays, jnp.asarray(False)), None,
-                                                 length=length)
-            return st, nba, bad, temps
+            def frame(carry, _):
+                carry = jax.lax.fori_loop(0, record, one_step, carry)
+                st, bx, nb = carry[:3]
+                pot = u(st.position, nb, bx)
+                return carry, (st.position, st.momentum, bx, pot,
+                               kinetic_temperature(st.momentum, mass, dof))
 
-        def chunk(state, nbrs):
-            st, nba, bad, temps = chunk_arrays(state, ng.split(nbrs))
-            return st, ng.join(nba), bad, temps
+            return jax.lax.scan(frame, carry, None, length=length // record)
 
-        return init_fn, chunk
+        return chunk
 
-    positions = jnp.asarray(wrap_positions(positions, box), positions.dtype)
-    nbrs = ng.allocate(positions)
-    length = s.chunk
-    init_fn, chunk = make(ng.capacity, length)
-    state = init_fn(jax.random.PRNGKey(s.seed), positions, mass=mass, neighbor=nbrs)
-    frames, temps, done, reallocations, retries, last_bad = [], [], 0, 0, 0, -1
-    t0 = time.time()
-    compile_s = None
+    nbrs = ng.allocate(positions, box)
+    key = jax.random.PRNGKey(s.seed)
+    key, k_init = jax.random.split(key)
+    state = init_fn(k_init, positions, mass=mass_col, neighbor=nbrs, box=box,
+                    **({} if momenta is None else {"momenta": jnp.asarray(momenta, dtype)}))
+    if s.thermostat.kind != "langevin" and momenta is None:
+        # conserve a zero total momentum (the dof count assumes it)
+        p = state.momentum - mass_col * jnp.sum(state.momentum, 0) / jnp.sum(mass)
+        state = state.set(momentum=p)
+    done = 0
+    frames: list[tuple] = []
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and ckpt.exists():
+        state, box, key, done, frames = _load_checkpoint(ckpt, state, n, s)
+        nbrs = ng.allocate(state.position, box)
+        progress(f"resumed from {ckpt} at step {done}")
+    length = min(per_call, s.steps) if s.steps else per_call
+    chunk, made = make(length), length
+    reallocations, retries, last_bad, last_ckpt = 0, 0, -1, time.time()
+    t0, first_call_s, start_step = time.time(), None, done
     while done < s.steps:
+        length = min(length, s.steps - done)
+        if length != made:
+            chunk, made = make(length), length
+        carry = (state, box, nbrs, jnp.asarray(False), key, jnp.asarray(done))
         tc = time.time()
-        new_state, new_nbrs, bad, chunk_temps = chunk(state, nbrs)
+        (new_state, new_box, new_nbrs, bad, new_key, _), out = chunk(carry)
         bad = bool(bad)
-        if compile_s is None:
-            compile_s = time.time() - tc
+        if first_call_s is None:
+            first_call_s = time.time() - tc
         if bad:
             # Discard the chunk; size the graph for where the atoms went, rebuild the list from
-            # the state before the chunk, and recompute. If that keeps failing (a host Verlet
-            # table going stale within one chunk), shorten the chunk.
+            # the state before the chunk, recompute. If that keeps failing, shorten the chunk.
             reallocations += 1
             retries = retries + 1 if last_bad == done else 1
             last_bad = done
             if retries > 8:
                 raise RuntimeError(f"neighbour structures still overflow after {retries - 1} "
                                    f"reallocations at step {done}; atoms too close or too fast?")
-            ng.grow(new_state.position, new_nbrs)
-            nbrs = ng.allocate(state.position)
+            if bool(jnp.all(jnp.isfinite(new_state.position))):
+                ng.grow(new_state.position, new_box, new_nbrs)
+            nbrs = ng.allocate(state.position, box)
             if retries > 2:
-                length = max(1, length // 2)
-            init_fn, chunk = make(ng.capacity, length)
+                length = max(record or 1, (length // 2) // (record or 1) * (record or 1))
+            chunk, made = make(length), length
             continue
         if not bool(jnp.all(jnp.isfinite(new_state.position))):
             raise FloatingPointError(f"MD blew up between steps {done} and {done + length}: "
                                      "non-finite positions (time step too large or a bad potential?)")
-        t_now = float(chunk_temps[-1])
-        if t_now > s.max_temperature_factor * s.temperature:
+        t_now = float(kinetic_temperature(new_state.momentum, mass, dof))
+        if t_now > s.max_temperature_factor * max(s.thermostat.temperature, 1.0):
             raise FloatingPointError(f"runaway temperature {t_now:.0f} K at step {done + length} "
-                                     f"(target {s.temperature:g} K)")
-        state, nbrs = new_state, new_nbrs
+                                     f"(target {s.thermostat.temperature:g} K)")
+        state, box, nbrs, key = new_state, new_box, new_nbrs, new_key
         done += length
-        temps.append(np.asarray(chunk_temps))
-        if record_every and done % record_every == 0:
-            frames.append(np.asarray(state.position))
-        elapsed = time.time() - t0
-        rate = done / elapsed
-        progress(f"step {done}/{s.steps}  T {np.mean(chunk_temps):.0f} K  {rate:.1f} steps/s  "
-                 f"ETA {(s.steps - done) / rate:.0f} s")
-    stats = dict(steps=done, wall_s=time.time() - t0, first_chunk_s=compile_s,
-                 reallocations=reallocations, capacity=ng.capacity,
-                 temperatures=np.concatenate(temps) if temps else np.zeros(0))
-    return state, frames, stats
+        if record:
+            frames.append(tuple(np.asarray(x) for x in out))
+        if ckpt is not None and (time.time() - last_ckpt > s.checkpoint_s or done == s.steps):
+            _save_checkpoint(ckpt, state, box, key, done, frames, n, s)
+            last_ckpt = time.time()
+        rate = (done - start_step) / (time.time() - t0)
+        _, _, w = efv(state.position, box, neighbor=nbrs)
+        p_gpa = units.ev_per_a3_to_gpa(float(jnp.trace(pressure_tensor(state.momentum, mass_col, w, box))) / 3)
+        cell = ""
+        if s.barostat is not None:
+            cell = "  cell " + " ".join(f"{x:.4f}" for x in np.linalg.norm(np.asarray(box), axis=1))
+        progress(f"{s.ensemble} step {done}/{s.steps}  T {t_now:.0f} K  P {p_gpa:+.3f} GPa{cell}  "
+                 f"{rate:.1f} steps/s  ETA {(s.steps - done) / max(rate, 1e-9):.0f} s")
+    stats = dict(steps=done, wall_s=time.time() - t0, first_call_s=first_call_s,
+                 reallocations=reallocations, capacity=ng.capacity, neighbor_backend=ng.kind,
+                 ensemble=s.ensemble)
+    return _trajectory(frames, state, box, mass, s, stats)
+
+
+def _trajectory(frames, state, box, mass, s: MDSettings, stats) -> Trajectory:
+    n = state.position.shape[0]
+    if frames:
+        cols = [np.concatenate([f[k] for f in frames]) for k in range(5)]
+    else:
+        cols = [np.zeros((0, n, 3)), np.zeros((0, n, 3)), np.zeros((0, 3, 3)), np.zeros(0), np.zeros(0)]
+    times = (np.arange(len(cols[0])) + 1) * s.record_every * s.timestep_fs * units.FS
+    final = dict(positions=np.asarray(state.position), momenta=np.asarray(state.momentum),
+                 box=np.asarray(box))
+    return Trajectory(*cols, times=times, masses=np.asarray(mass), final=final, stats=stats)
+
+
+def _signature(n: int, s: MDSettings) -> str:
+    return f"{n} atoms | {s!r}"
+
+
+def _save_checkpoint(path: Path, state, box, key, done, frames, n, s: MDSettings) -> None:
+    arrays = {f"state_{i}": a for i, a in enumerate(_state_arrays(state))}
+    if frames:
+        for k, name in enumerate(("positions", "momenta", "boxes", "energies", "temperatures")):
+            arrays[f"frame_{name}"] = np.concatenate([f[k] for f in frames])
+    save_npz(path, box=np.asarray(box), key=np.asarray(key), step=np.asarray(done),
+             signature=np.asarray(_signature(n, s)), **arrays)
+
+
+def _load_checkpoint(path: Path, template, n, s: MDSettings):
+    with np.load(path) as z:
+        if str(z["signature"]) != _signature(n, s):
+            raise ValueError(f"{path}: MD checkpoint is from another run "
+                             f"({str(z['signature'])[:200]}); delete it to start afresh")
+        count = len([k for k in z.files if k.startswith("state_")])
+        state = _restore(template, [z[f"state_{i}"] for i in range(count)])
+        frames = []
+        if "frame_positions" in z.files:
+            frames = [tuple(z[f"frame_{k}"] for k in ("positions", "momenta", "boxes", "energies",
+                                                       "temperatures"))]
+        return state, jnp.asarray(z["box"]), jnp.asarray(z["key"]), int(z["step"]), frames

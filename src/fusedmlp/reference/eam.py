@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import space
+from ..model.graph import edge_vectors
 from ..quantity import energy_forces_virial
 
 
@@ -170,3 +171,12 @@ class ReferenceCalculator:
     def potential_energy(self, positions, box) -> float:
         box = jnp.asarray(box, jnp.float64)
         return float(self._e(jnp.asarray(positions, jnp.float64), box, self.shifts(box)))
+
+
+def graph_energy_fn(p: ZhouParams) -> Callable:
+    """``energy(positions, box, graph)`` on a ``model.graph.Graph`` built with cutoff ``p.cutoff``:
+    the MD interface shared with the learned potentials (any system size)."""
+    def energy(positions, box, graph):
+        return energy_from_displacements(p, edge_vectors(positions, box, graph), graph.mask)
+
+    return energy
