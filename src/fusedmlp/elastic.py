@@ -78,3 +78,37 @@ def cubic(c: np.ndarray) -> dict:
     off = [c[0, 1], c[1, 0], c[0, 2], c[2, 0], c[1, 2], c[2, 1]]
     return {"C11": float(np.mean(np.diag(c)[:3])), "C12": float(np.mean(off)),
             "C44": float(np.mean(np.diag(c)[3:]))}
+
+
+def moduli(c: np.ndarray) -> dict:
+    """Voigt, Reuss and Hill bulk (K) and shear (G) moduli and Poisson ratios of a 6×6 stiffness
+    (any units; Voigt order, engineering shears)."""
+    c = np.asarray(c, float)
+    s = np.linalg.inv(c)
+    kv = (c[0, 0] + c[1, 1] + c[2, 2] + 2 * (c[0, 1] + c[0, 2] + c[1, 2])) / 9
+    gv = (c[0, 0] + c[1, 1] + c[2, 2] - (c[0, 1] + c[0, 2] + c[1, 2])
+          + 3 * (c[3, 3] + c[4, 4] + c[5, 5])) / 15
+    kr = 1 / (s[0, 0] + s[1, 1] + s[2, 2] + 2 * (s[0, 1] + s[0, 2] + s[1, 2]))
+    gr = 15 / (4 * (s[0, 0] + s[1, 1] + s[2, 2]) - 4 * (s[0, 1] + s[0, 2] + s[1, 2])
+               + 3 * (s[3, 3] + s[4, 4] + s[5, 5]))
+    out = {"K_V": kv, "G_V": gv, "K_R": kr, "G_R": gr, "K_H": 0.5 * (kv + kr), "G_H": 0.5 * (gv + gr)}
+    for k in "VRH":
+        out[f"nu_{k}"] = poisson_ratio(out[f"K_{k}"], out[f"G_{k}"])
+    return {k: float(v) for k, v in out.items()}
+
+
+def poisson_ratio(k, g):
+    """ν = (3K − 2G) / (2(3K + G)) of an isotropic solid."""
+    return (3 * k - 2 * g) / (2 * (3 * k + g))
+
+
+def hexagonal_matrix(c11, c33, c44, c12, c13) -> np.ndarray:
+    """Full 6×6 stiffness of a hexagonal crystal from its five constants (C66 = (C11 − C12)/2)."""
+    c = np.zeros((6, 6))
+    c[0, 0] = c[1, 1] = c11
+    c[2, 2] = c33
+    c[3, 3] = c[4, 4] = c44
+    c[5, 5] = 0.5 * (c11 - c12)
+    c[0, 1] = c[1, 0] = c12
+    c[0, 2] = c[2, 0] = c[1, 2] = c[2, 1] = c13
+    return c

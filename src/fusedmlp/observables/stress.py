@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from .. import units
 from ..elastic import VOIGT
+from .averages import weighted_average
 
 # (δ_ik δ_jl + δ_il δ_jk) in Voigt form: 2 on the normal diagonal, 1 on the shear diagonal
 KINETIC_VOIGT = jnp.diag(jnp.array([2.0, 2.0, 2.0, 1.0, 1.0, 1.0]))
@@ -81,13 +82,6 @@ def born_terms(energy: Callable) -> Callable:
     return f
 
 
-def weighted_mean(x, weights=None):
-    """Average over the leading (frame) axis with optional weights summing to one."""
-    if weights is None:
-        return jnp.mean(x, axis=0)
-    return jnp.tensordot(weights, x, axes=1)
-
-
 def stress_fluctuation(born_stress, born_stiffness, volume_a3, n_atoms: int, temperature: float,
                        weights=None):
     """Isothermal elastic tensor C (6×6, eV/Å³) from per-frame Born terms at fixed box.
@@ -95,10 +89,10 @@ def stress_fluctuation(born_stress, born_stiffness, volume_a3, n_atoms: int, tem
     ``born_stress`` (F, 6), ``born_stiffness`` (F, 6, 6) in eV/Å³; ``volume_a3`` the box volume.
     """
     kT = units.kT(temperature)
-    mean_s = weighted_mean(born_stress, weights)
+    mean_s = weighted_average(born_stress, weights)
     ds = born_stress - mean_s
-    cov = weighted_mean(ds[:, :, None] * ds[:, None, :], weights)
-    return (weighted_mean(born_stiffness, weights) - (volume_a3 / kT) * cov
+    cov = weighted_average(ds[:, :, None] * ds[:, None, :], weights)
+    return (weighted_average(born_stiffness, weights) - (volume_a3 / kT) * cov
             + (n_atoms * kT / volume_a3) * KINETIC_VOIGT)
 
 
@@ -106,4 +100,4 @@ def frame_pressure(born_stress, kinetic, volume_a3, weights=None):
     """Mean pressure tensor (3×3 diagonal part as a Voigt 6-vector, eV/Å³) of NVT frames:
     P = ⟨Σ p⊗p/m⟩/V − ⟨σᴮ⟩ with ``kinetic`` (F, 3, 3) the per-frame Σ p⊗p/m."""
     kin = jax.vmap(tensor_to_voigt)(kinetic) / volume_a3
-    return weighted_mean(kin - born_stress, weights)
+    return weighted_average(kin - born_stress, weights)

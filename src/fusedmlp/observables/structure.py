@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..space import plane_spacings
+from .averages import weighted_average
 
 _ROW_BLOCK_ELEMENTS = 2**19  # pairs per row block: keeps a block's displacements at a few MB
 
@@ -61,30 +62,6 @@ def _check_bins(n_bins) -> int:
     if int(n_bins) != n_bins or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer; got {n_bins}")
     return int(n_bins)
-
-
-def frame_weights(weights, n_frames: int):
-    """Per-frame weights (n_frames,), uniform when ``weights`` is None.
-
-    Concrete weights are checked (non-negative, summing to 1); traced ones (inside a DiffTRe
-    gradient) are passed through unchecked.
-    """
-    if weights is None:
-        return jnp.full(n_frames, 1.0 / n_frames)
-    w = jnp.asarray(weights)
-    if w.shape != (n_frames,):
-        raise ValueError(f"weights must have shape ({n_frames},); got {w.shape}")
-    if not isinstance(w, jax.core.Tracer):
-        wn = np.asarray(w, float)
-        if np.any(wn < 0) or abs(wn.sum() - 1.0) > 1e-6:
-            raise ValueError(f"weights must be non-negative and sum to 1; sum is {wn.sum():g}")
-    return w
-
-
-def weighted_average(per_frame, weights=None):
-    """Average of per-frame values (F, ...) with frame ``weights`` (uniform when None)."""
-    per_frame = jnp.asarray(per_frame)
-    return jnp.tensordot(frame_weights(weights, per_frame.shape[0]), per_frame, axes=1)
 
 
 def number_density(frames, boxes, weights=None):
