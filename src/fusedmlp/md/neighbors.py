@@ -8,17 +8,20 @@ candidates within the cutoff, at most ``capacity`` per atom (``model.graph.build
   cutoff + skin is below half of the smallest plane spacing of the box: the minimum image is then
   the only image within reach, and the list rebuilds itself inside the jitted loop when an atom
   has moved more than skin/2.
-* **host** tables (``model.graph.neighbor_table``) with explicit lattice shifts otherwise, so
-  cells narrower than twice the cutoff stay exact; the table flags itself stale instead of
-  rebuilding, and the MD driver reallocates it.
+* **images** otherwise, for small cells: every atom in every lattice translation that can reach
+  within cutoff + skin is a candidate (N·S per atom), exact at every step and never stale in a
+  fixed box; cells narrower than twice the cutoff, as DFT cells often are, stay exact.
+* **host** tables (``model.graph.neighbor_table``) with explicit lattice shifts for larger narrow
+  cells; the table flags itself stale instead of rebuilding, and the MD driver reallocates it.
 
 With a variable box (NPT) both kinds also go stale once the cell has deformed so much since the
 build that a pair could have crossed the skin: 2·max|δ| + ‖h_ref⁻¹h − 1‖·(r_c + skin) > skin,
 with δ the atomic displacements relative to the affine deformation.
 
 Failures are never truncations: an overflowing list, a stale table or an atom with more
-neighbours than the graph capacity sets a flag; the MD driver discards the chunk, calls ``grow``
-and ``allocate`` on the state before it, and recomputes.
+neighbours than the graph capacity sets a flag; the MD driver discards the chunk, grows the
+capacity above the largest count seen in it, reallocates from the state before it, and
+recomputes.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from jax_md import partition
 from jax_md import space as jmd_space
 
 from ..model.graph import Graph, build_graph, minimum_image_shifts, neighbor_table
-from ..space import plane_spacings
+from ..space import image_shifts, plane_spacings
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -72,18 +75,36 @@ class JaxMDNeighbors:
         return self.nl.did_buffer_overflow | self.stale
 
 
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["shifts", "stale"], meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class ImageNeighbors:
+    """Every atom in every lattice translation within reach: exact at every step, never stale
+    in a fixed box (small cells, where the N·S candidates per atom are affordable)."""
+
+    shifts: jnp.ndarray  # (S, 3) integer translations covering cutoff + skin
+    stale: jnp.ndarray  # () the cell deformed beyond what the translations cover
+
+    @property
+    def overflow(self):
+        return self.stale
+
+
 def uses_jaxmd(box, cutoff: float, skin: float) -> bool:
     """The minimum image is exact for every pair within cutoff + skin."""
     return bool(cutoff + skin < 0.5 * plane_spacings(box).min())
 
 
 def _affine_displacement(positions, reference, ref_box, box):
-    """Largest displacement since the build relative to the affine map of the cell, and the
-    deformation ‖h_ref⁻¹h − 1‖ (rows are lattice vectors: box = ref_box @ M)."""
+    """Largest displacement since the build relative to the affine map of the cell and to the
+    mean translation, and the deformation ‖h_ref⁻¹h − 1‖ (rows are lattice vectors: box = ref_box @ M)."""
     deform = jnp.linalg.solve(ref_box, box)
     moved = reference @ deform
     df = (positions - moved) @ jnp.linalg.inv(box)
     dr = (df - jnp.round(df)) @ box
+    # a common translation moves no pair: measure displacements relative to the mean (a
+    # small cell under Langevin dynamics drifts by Å within picoseconds)
+    dr = dr - jnp.mean(dr, axis=0)
     strain = jnp.sqrt(jnp.sum((deform - jnp.eye(3, dtype=box.dtype)) ** 2))
     return jnp.sqrt(jnp.max(jnp.sum(dr**2, -1))), strain
 
@@ -97,13 +118,16 @@ class NeighborGraph:
     capacity: int = 0  # neighbours per atom kept within the cutoff (0: size from the first call)
     margin: float = 1.25  # headroom of the candidate list
     extra: int = 4  # headroom of the graph capacity over the largest neighbour count seen
-    backend: str = "auto"  # "auto", "jax-md" or "host"
+    backend: str = "auto"  # "auto", "jax-md", "images" or "host"
+    max_images: int = 4096  # "auto" uses all images while N·S stays below this
     variable_box: bool = False  # NPT: also go stale on cell deformation
+    compact: bool = True  # False: pass all candidates (masked) to pair-based energies, no sorting
 
     def __post_init__(self):
-        if self.backend not in ("auto", "jax-md", "host"):
-            raise ValueError(f"neighbour backend {self.backend!r}: expected auto, jax-md or host")
-        self.kind = None  # the backend in use, fixed at the first allocation
+        if self.backend not in ("auto", "jax-md", "images", "host"):
+            raise ValueError(f"neighbour backend {self.backend!r}: expected auto, jax-md, images or host")
+        self.kind = None  # the backend in use, set at allocation
+        self._width = 0  # host table width
 
     # --- host calls -------------------------------------------------------------------------
     def allocate(self, positions, box):
@@ -114,12 +138,21 @@ class NeighborGraph:
             raise ValueError(f"a jax-md list needs cutoff + skin = {self.cutoff + self.skin:g} Å "
                              f"below half the smallest plane spacing "
                              f"{plane_spacings(box_np).min():.3f} Å; use the host backend")
-        self.kind = "jax-md" if (self.backend == "jax-md" or (self.backend == "auto" and exact_mi)) \
-            else "host"
+        shifts = image_shifts(box_np, self.cutoff + self.skin)
+        if self.backend != "auto":
+            self.kind = self.backend
+        elif exact_mi:
+            self.kind = "jax-md"
+        else:
+            self.kind = "images" if len(positions) * len(shifts) <= self.max_images else "host"
         box_j = jnp.asarray(box_np, positions.dtype)
-        if self.kind == "host":
+        if self.kind == "images":
+            nbrs = ImageNeighbors(jnp.asarray(shifts, positions.dtype), jnp.asarray(False))
+        elif self.kind == "host":
             nbr, shf, msk = neighbor_table(np.asarray(positions, float), box_np, self.cutoff + self.skin)
-            m = int(math.ceil(nbr.shape[1] * self.margin))
+            # never narrower than before: the same shapes reuse the compiled MD step
+            m = max(int(math.ceil(nbr.shape[1] * self.margin)), self._width)
+            self._width = m
             pad = ((0, 0), (0, m - nbr.shape[1]))
             nbrs = HostNeighbors(jnp.asarray(np.pad(nbr, pad)),
                                  jnp.asarray(np.pad(shf, pad + ((0, 0),)), positions.dtype),
@@ -138,9 +171,9 @@ class NeighborGraph:
         self.capacity = max(self.capacity, int(g.max_neighbors) + self.extra)
         return nbrs
 
-    def grow(self, positions, box, nbrs) -> None:
-        """After an overflow: raise the graph capacity to what ``positions`` need."""
-        self.capacity = max(self.capacity, int(self._max_count(positions, box, nbrs)) + self.extra)
+    def grow(self, peak: int) -> None:
+        """After an overflow: raise the graph capacity above the largest neighbour count seen."""
+        self.capacity = max(self.capacity, int(peak) + self.extra)
 
     # --- jittable -----------------------------------------------------------------------------
     @staticmethod
@@ -149,6 +182,15 @@ class NeighborGraph:
         return f - jnp.floor(f)
 
     def _candidates(self, positions, box, nbrs):
+        if self.kind == "images":
+            n, m = positions.shape[0], nbrs.shifts.shape[0]
+            f = positions @ jnp.linalg.inv(box)
+            wrap = jnp.round(f[None, :, :] - f[:, None, :])  # [i, j]: image of j nearest to i
+            shifts = (nbrs.shifts[None, None, :, :] - wrap[:, :, None, :]).reshape(n, n * m, 3)
+            cand = jnp.repeat(jnp.arange(n), m)[None, :].repeat(n, axis=0)
+            zero = jnp.all(nbrs.shifts == 0, axis=1)
+            self_image = (cand == jnp.arange(n)[:, None]) & jnp.tile(zero, n)[None, :]
+            return cand, shifts, ~self_image
         if self.kind == "host":
             # shifts corrected for atoms that crossed the cell since the build:
             # r_true = r + w·box with w = round((r_ref·M − r)·box⁻¹)
@@ -167,6 +209,14 @@ class NeighborGraph:
         return jnp.max(jnp.sum(mask & (jnp.sum(d**2, -1) < self.cutoff**2), axis=1))
 
     def update(self, positions, box, nbrs):
+        if self.kind == "images":
+            if not self.variable_box:
+                return nbrs
+            # translations up to n_k reach every image while cutoff/d_k + 1/2 <= n_k
+            recip = jnp.linalg.inv(box).T
+            need = self.cutoff * jnp.linalg.norm(recip, axis=1) + 0.5
+            stale = jnp.any(jnp.floor(need) > jnp.max(nbrs.shifts, axis=0))
+            return dataclasses.replace(nbrs, stale=nbrs.stale | stale)
         if self.kind == "host":
             # fixed box: the strain term vanishes and this is the usual skin/2 criterion
             return dataclasses.replace(nbrs, stale=nbrs.stale | self._moved_too_far(positions, box, nbrs))
@@ -183,18 +233,28 @@ class NeighborGraph:
 
     def _graph(self, positions, box, nbrs, capacity) -> Graph:
         cand, shifts, mask = self._candidates(positions, box, nbrs)
+        if not self.compact:
+            # every candidate is a slot; only those within the cutoff count (no reverse slots:
+            # meant for pair-based energies such as the reference EAM)
+            d = positions[cand] + shifts @ box - positions[:, None, :]
+            inside = mask & (jnp.sum(d**2, -1) < self.cutoff**2)
+            return Graph(cand, jnp.where(inside[..., None], shifts, 0), inside,
+                         jnp.zeros_like(cand), jnp.max(jnp.sum(inside, 1)), jnp.asarray(True))
         return build_graph(positions, box, cand, shifts, mask, self.cutoff, capacity)
 
     def graph(self, positions, box, nbrs) -> Graph:
         return self._graph(positions, box, nbrs, self.capacity)
 
-    def exceeded(self, positions, box, nbrs):
-        """Per-step check: list overflowed or stale, or an atom has more neighbours within the
-        cutoff than the graph capacity."""
-        return (jnp.asarray(nbrs.overflow) != 0) | (self._max_count(positions, box, nbrs) > self.capacity)
+    def check(self, positions, box, nbrs):
+        """Per-step check: (list overflowed or stale, largest neighbour count within the cutoff);
+        the graph overflows when that count exceeds ``capacity``."""
+        count = self._max_count(positions, box, nbrs) if self.compact else jnp.asarray(0)
+        return jnp.asarray(nbrs.overflow) != 0, count
 
 
 def nbrs_width(nbrs) -> int:
+    if isinstance(nbrs, ImageNeighbors):
+        return nbrs.shifts.shape[0]
     return (nbrs.idx if isinstance(nbrs, HostNeighbors) else nbrs.nl.idx).shape[1]
 
 

@@ -29,7 +29,7 @@ from ..io import save_npz
 from ..observables.stress import pressure_tensor
 from ..quantity import energy_forces_virial
 from .ensembles import Barostat, Thermostat, barostat_step, degrees_of_freedom, integrator
-from .neighbors import NeighborGraph
+from .neighbors import NeighborGraph, nbrs_width
 
 log = logging.getLogger(__name__)
 
@@ -88,146 +88,179 @@ def _restore(template, arrays):
     return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a, b.dtype) for a, b in zip(arrays, leaves)])
 
 
-def run(energy: Callable, positions, box, masses, s: MDSettings, ng: NeighborGraph,
-        momenta=None, checkpoint: str | Path | None = None,
-        progress: Callable[[str], None] = log.info) -> Trajectory:
-    """Run MD from ``positions`` (N, 3) in ``box`` (rows = lattice vectors) with per-atom
-    ``masses`` (N,) in u; ``momenta`` continues from a previous state (else Maxwell–Boltzmann)."""
-    dtype = jnp.asarray(positions).dtype
-    positions = jnp.asarray(positions, dtype)
-    box = jnp.asarray(box, dtype)
-    n = positions.shape[0]
-    mass = jnp.asarray(units.mass_to_internal(np.asarray(masses, float)), dtype)
-    mass_col = mass[:, None]
-    dt = s.timestep_fs * units.FS
-    dof = degrees_of_freedom(s.thermostat, n)
-    record = max(0, s.record_every)
-    per_call = max(1, s.chunk) if not record else record * max(1, -(-s.chunk // record))
-    if s.steps % (record or 1):
-        raise ValueError(f"steps {s.steps} is not a multiple of record_every {record}")
-    if s.barostat is not None:
-        s.barostat.check_box(np.asarray(box))
-        ng.variable_box = True
-    _, shift = jmd_space.free()  # unwrapped positions; periodicity lives in the neighbour list
+class Simulator:
+    """Compiled MD for one energy function, system size and ensemble; reusable across runs.
 
-    def u(r, neighbor, box, **kw):
-        return energy(r, box, ng.graph(r, box, neighbor))
+    ``energy(params, positions, box, graph) -> U``: ``params`` are an argument of the compiled
+    step (not baked in), so a trainer that changes them between runs does not recompile.
+    Compiled chunks are cached by (chunk length, graph capacity, list width).
+    """
 
-    efv = energy_forces_virial(lambda r, b, neighbor: u(r, neighbor, b))
-    init_fn, step_fn = integrator(s.thermostat, u, shift, dt)
-    baro = (barostat_step(s.barostat, s.thermostat.temperature, dt) if s.barostat is not None else None)
+    def __init__(self, energy: Callable, masses, s: MDSettings, ng: NeighborGraph):
+        self.s, self.ng = s, ng
+        self.masses_u = np.asarray(masses, float)
+        self.n = len(self.masses_u)
+        self.dof = degrees_of_freedom(s.thermostat, self.n)
+        self.record = max(0, s.record_every)
+        if s.steps % (self.record or 1):
+            raise ValueError(f"steps {s.steps} is not a multiple of record_every {self.record}")
+        self.per_call = max(1, s.chunk) if not self.record else self.record * max(1, -(-s.chunk // self.record))
+        if s.barostat is not None:
+            ng.variable_box = True
+        _, shift = jmd_space.free()  # unwrapped positions; periodicity lives in the neighbour list
 
-    def make(length):  # new capacities or chunk length mean new shapes: recompile
-        def one_step(i, carry):
-            st, bx, nb, bad, key, step = carry
-            st = step_fn(st, neighbor=nb, box=bx)
+        def u(r, neighbor, box, params, **kw):
+            return energy(params, r, box, ng.graph(r, box, neighbor))
+
+        self.u = u
+        self.efv = jax.jit(energy_forces_virial(lambda r, b, neighbor, params: u(r, neighbor, b, params)))
+        self.init_fn, self.step_fn = integrator(s.thermostat, u, shift, s.timestep_fs * units.FS)
+        self.baro = (barostat_step(s.barostat, s.thermostat.temperature, s.timestep_fs * units.FS)
+                     if s.barostat is not None else None)
+        self._cache: dict = {}
+
+    def _chunk(self, length: int, nbrs):
+        key = (length, self.ng.capacity, self.ng.kind, nbrs_width(nbrs))
+        if key not in self._cache:
+            self._cache[key] = self._make(length)
+        return self._cache[key]
+
+    def _make(self, length: int):
+        s, ng, u, efv, baro, record = self.s, self.ng, self.u, self.efv, self.baro, self.record
+        step_fn, dof = self.step_fn, self.dof
+
+        def one_step(params, mass, carry):
+            st, bx, nb, bad, peak, key, step = carry
+            st = step_fn(st, neighbor=nb, box=bx, params=params)
             nb = ng.update(st.position, bx, nb)
-            bad = bad | ng.exceeded(st.position, bx, nb)
+            over, count = ng.check(st.position, bx, nb)
+            bad, peak = bad | over, jnp.maximum(peak, count)
             step = step + 1
             if baro is not None:
                 def scale(args):
                     st, bx, nb, key = args
                     key, sub = jax.random.split(key)
-                    _, _, w = efv(st.position, bx, neighbor=nb)
-                    r, p, bx = baro(sub, st.position, st.momentum, mass_col, w, bx)
+                    _, _, w = efv(st.position, bx, neighbor=nb, params=params)
+                    r, p, bx = baro(sub, st.position, st.momentum, mass[:, None], w, bx)
                     nb = ng.update(r, bx, nb)
-                    f = -jax.grad(u)(r, nb, bx)
+                    f = -jax.grad(u)(r, nb, bx, params)
                     return st.set(position=r, momentum=p, force=f), bx, nb, key
 
                 st, bx, nb, key = jax.lax.cond(step % s.barostat.every == 0, scale, lambda a: a,
                                                (st, bx, nb, key))
-                bad = bad | ng.exceeded(st.position, bx, nb)
-            return st, bx, nb, bad, key, step
+                over, count = ng.check(st.position, bx, nb)
+                bad, peak = bad | over, jnp.maximum(peak, count)
+            return st, bx, nb, bad, peak, key, step
 
         @jax.jit
-        def chunk(carry):
+        def chunk(params, mass, carry):
+            body = lambda i, c: one_step(params, mass, c)  # noqa: E731
             if not record:
-                carry = jax.lax.fori_loop(0, length, one_step, carry)
-                return carry, None
+                return jax.lax.fori_loop(0, length, body, carry), None
 
             def frame(carry, _):
-                carry = jax.lax.fori_loop(0, record, one_step, carry)
+                carry = jax.lax.fori_loop(0, record, body, carry)
                 st, bx, nb = carry[:3]
-                pot = u(st.position, nb, bx)
-                return carry, (st.position, st.momentum, bx, pot,
+                return carry, (st.position, st.momentum, bx, u(st.position, nb, bx, params),
                                kinetic_temperature(st.momentum, mass, dof))
 
             return jax.lax.scan(frame, carry, None, length=length // record)
 
         return chunk
 
-    nbrs = ng.allocate(positions, box)
-    key = jax.random.PRNGKey(s.seed)
-    key, k_init = jax.random.split(key)
-    state = init_fn(k_init, positions, mass=mass_col, neighbor=nbrs, box=box,
-                    **({} if momenta is None else {"momenta": jnp.asarray(momenta, dtype)}))
-    if s.thermostat.kind != "langevin" and momenta is None:
-        # conserve a zero total momentum (the dof count assumes it)
-        p = state.momentum - mass_col * jnp.sum(state.momentum, 0) / jnp.sum(mass)
-        state = state.set(momentum=p)
-    done = 0
-    frames: list[tuple] = []
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    if ckpt is not None and ckpt.exists():
-        state, box, key, done, frames = _load_checkpoint(ckpt, state, n, s)
-        nbrs = ng.allocate(state.position, box)
-        progress(f"resumed from {ckpt} at step {done}")
-    length = min(per_call, s.steps) if s.steps else per_call
-    chunk, made = make(length), length
-    reallocations, retries, last_bad, last_ckpt = 0, 0, -1, time.time()
-    t0, first_call_s, start_step = time.time(), None, done
-    while done < s.steps:
-        length = min(length, s.steps - done)
-        if length != made:
-            chunk, made = make(length), length
-        carry = (state, box, nbrs, jnp.asarray(False), key, jnp.asarray(done))
-        tc = time.time()
-        (new_state, new_box, new_nbrs, bad, new_key, _), out = chunk(carry)
-        bad = bool(bad)
-        if first_call_s is None:
-            first_call_s = time.time() - tc
-        if bad:
-            # Discard the chunk; size the graph for where the atoms went, rebuild the list from
-            # the state before the chunk, recompute. If that keeps failing, shorten the chunk.
-            reallocations += 1
-            retries = retries + 1 if last_bad == done else 1
-            last_bad = done
-            if retries > 8:
-                raise RuntimeError(f"neighbour structures still overflow after {retries - 1} "
-                                   f"reallocations at step {done}; atoms too close or too fast?")
-            if bool(jnp.all(jnp.isfinite(new_state.position))):
-                ng.grow(new_state.position, new_box, new_nbrs)
-            nbrs = ng.allocate(state.position, box)
-            if retries > 2:
-                length = max(record or 1, (length // 2) // (record or 1) * (record or 1))
-            chunk, made = make(length), length
-            continue
-        if not bool(jnp.all(jnp.isfinite(new_state.position))):
-            raise FloatingPointError(f"MD blew up between steps {done} and {done + length}: "
-                                     "non-finite positions (time step too large or a bad potential?)")
-        t_now = float(kinetic_temperature(new_state.momentum, mass, dof))
-        if t_now > s.max_temperature_factor * max(s.thermostat.temperature, 1.0):
-            raise FloatingPointError(f"runaway temperature {t_now:.0f} K at step {done + length} "
-                                     f"(target {s.thermostat.temperature:g} K)")
-        state, box, nbrs, key = new_state, new_box, new_nbrs, new_key
-        done += length
-        if record:
-            frames.append(tuple(np.asarray(x) for x in out))
-        if ckpt is not None and (time.time() - last_ckpt > s.checkpoint_s or done == s.steps):
-            _save_checkpoint(ckpt, state, box, key, done, frames, n, s)
-            last_ckpt = time.time()
-        rate = (done - start_step) / (time.time() - t0)
-        _, _, w = efv(state.position, box, neighbor=nbrs)
-        p_gpa = units.ev_per_a3_to_gpa(float(jnp.trace(pressure_tensor(state.momentum, mass_col, w, box))) / 3)
-        cell = ""
+    def run(self, positions, box, params=None, momenta=None, checkpoint: str | Path | None = None,
+            progress: Callable[[str], None] = log.info, seed: int | None = None) -> Trajectory:
+        """Run from ``positions`` (N, 3) in ``box`` (rows = lattice vectors); ``momenta``
+        continues from a previous state (else Maxwell–Boltzmann at the thermostat temperature)."""
+        s, ng, record = self.s, self.ng, self.record
+        dtype = jnp.asarray(positions).dtype
+        positions = jnp.asarray(positions, dtype)
+        box = jnp.asarray(box, dtype)
         if s.barostat is not None:
-            cell = "  cell " + " ".join(f"{x:.4f}" for x in np.linalg.norm(np.asarray(box), axis=1))
-        progress(f"{s.ensemble} step {done}/{s.steps}  T {t_now:.0f} K  P {p_gpa:+.3f} GPa{cell}  "
-                 f"{rate:.1f} steps/s  ETA {(s.steps - done) / max(rate, 1e-9):.0f} s")
-    stats = dict(steps=done, wall_s=time.time() - t0, first_call_s=first_call_s,
-                 reallocations=reallocations, capacity=ng.capacity, neighbor_backend=ng.kind,
-                 ensemble=s.ensemble)
-    return _trajectory(frames, state, box, mass, s, stats)
+            s.barostat.check_box(np.asarray(box))
+        n = self.n
+        mass = jnp.asarray(units.mass_to_internal(self.masses_u), dtype)
+        mass_col = mass[:, None]
+        nbrs = ng.allocate(positions, box)
+        key = jax.random.PRNGKey(s.seed if seed is None else seed)
+        key, k_init = jax.random.split(key)
+        state = self.init_fn(k_init, positions, mass=mass_col, neighbor=nbrs, box=box, params=params,
+                             **({} if momenta is None else {"momenta": jnp.asarray(momenta, dtype)}))
+        if s.thermostat.kind != "langevin" and momenta is None:
+            # a zero total momentum, conserved (the dof count assumes it)
+            state = state.set(momentum=state.momentum - mass_col * jnp.sum(state.momentum, 0) / jnp.sum(mass))
+        if s.thermostat.kind == "nose-hoover":
+            # jax-md counts 3N degrees of freedom; the chain must thermostat the ones that move
+            state = state.set(chain=state.chain.set(degrees_of_freedom=self.dof))
+        done = 0
+        frames: list[tuple] = []
+        ckpt = Path(checkpoint) if checkpoint is not None else None
+        if ckpt is not None and ckpt.exists():
+            state, box, key, done, frames = _load_checkpoint(ckpt, state, n, s)
+            nbrs = ng.allocate(state.position, box)
+            progress(f"resumed from {ckpt} at step {done}")
+        length = min(self.per_call, s.steps) if s.steps else self.per_call
+        reallocations, retries, last_bad, last_ckpt = 0, 0, -1, time.time()
+        t0, first_call_s, start_step = time.time(), None, done
+        while done < s.steps:
+            length = min(length, s.steps - done)
+            carry = (state, box, nbrs, jnp.asarray(False), jnp.asarray(0), key, jnp.asarray(done))
+            tc = time.time()
+            (new_state, new_box, new_nbrs, bad, peak, new_key, _), out = \
+                self._chunk(length, nbrs)(params, mass, carry)
+            bad = bool(bad) or int(peak) > ng.capacity
+            if first_call_s is None:
+                first_call_s = time.time() - tc
+            if bad:
+                # Discard the chunk; size the graph for where the atoms went, rebuild the list
+                # from the state before the chunk, recompute. If that keeps failing, shorten it.
+                reallocations += 1
+                retries = retries + 1 if last_bad == done else 1
+                last_bad = done
+                if retries > 8:
+                    raise RuntimeError(f"neighbour structures still overflow after {retries - 1} "
+                                       f"reallocations at step {done}; atoms too close or too fast?")
+                if int(peak) > ng.capacity:
+                    ng.grow(int(peak))
+                nbrs = ng.allocate(state.position, box)
+                if retries > 2:
+                    length = max(record or 1, (length // 2) // (record or 1) * (record or 1))
+                continue
+            if not bool(jnp.all(jnp.isfinite(new_state.position))):
+                raise FloatingPointError(f"MD blew up between steps {done} and {done + length}: "
+                                         "non-finite positions (time step too large or a bad potential?)")
+            t_now = float(kinetic_temperature(new_state.momentum, mass, self.dof))
+            if t_now > s.max_temperature_factor * max(s.thermostat.temperature, 1.0):
+                raise FloatingPointError(f"runaway temperature {t_now:.0f} K at step {done + length} "
+                                         f"(target {s.thermostat.temperature:g} K)")
+            state, box, nbrs, key = new_state, new_box, new_nbrs, new_key
+            done += length
+            length = min(self.per_call, 2 * length)  # a shortened chunk grows back
+            if record:
+                frames.append(tuple(np.asarray(x) for x in out))
+            if ckpt is not None and (time.time() - last_ckpt > s.checkpoint_s or done == s.steps):
+                _save_checkpoint(ckpt, state, box, key, done, frames, n, s)
+                last_ckpt = time.time()
+            rate = (done - start_step) / (time.time() - t0)
+            _, _, w = self.efv(state.position, box, neighbor=nbrs, params=params)
+            p_gpa = units.ev_per_a3_to_gpa(float(jnp.trace(pressure_tensor(state.momentum, mass_col, w, box))) / 3)
+            cell = ""
+            if s.barostat is not None:
+                cell = "  cell " + " ".join(f"{x:.4f}" for x in np.linalg.norm(np.asarray(box), axis=1))
+            progress(f"{s.ensemble} step {done}/{s.steps}  T {t_now:.0f} K  P {p_gpa:+.3f} GPa{cell}  "
+                     f"{rate:.1f} steps/s  ETA {(s.steps - done) / max(rate, 1e-9):.0f} s")
+        stats = dict(steps=done, wall_s=time.time() - t0, first_call_s=first_call_s,
+                     reallocations=reallocations, capacity=ng.capacity, neighbor_backend=ng.kind,
+                     ensemble=s.ensemble)
+        return _trajectory(frames, state, box, mass, s, stats)
+
+
+def run(energy: Callable, positions, box, masses, s: MDSettings, ng: NeighborGraph,
+        momenta=None, checkpoint: str | Path | None = None,
+        progress: Callable[[str], None] = log.info) -> Trajectory:
+    """One run of ``energy(positions, box, graph)`` with per-atom ``masses`` (N,) in u."""
+    sim = Simulator(lambda params, r, b, g: energy(r, b, g), masses, s, ng)
+    return sim.run(positions, box, momenta=momenta, checkpoint=checkpoint, progress=progress)
 
 
 def _trajectory(frames, state, box, mass, s: MDSettings, stats) -> Trajectory:

@@ -1,0 +1,193 @@
+"""MD ensembles and the stress-fluctuation estimator on the reference potential, whose answers
+are known independently (0 K finite-strain constants, equipartition, energy conservation)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fusedmlp import elastic, units
+from fusedmlp.md.ensembles import Barostat, Thermostat
+from fusedmlp.md.neighbors import NeighborGraph, frame_graphs
+from fusedmlp.md.simulate import MDSettings, run
+from fusedmlp.observables.stress import born_terms, frame_pressure, kinetic_tensor, stress_fluctuation, volume
+from fusedmlp.observables.transport import block_estimate
+from fusedmlp.quantity import energy_forces_virial
+from fusedmlp.reference.eam import graph_energy_fn, zhou2004
+from fusedmlp.structures import crystal
+
+TI = 47.867
+A0, COVERA0 = 2.9403, 1.6230  # the reference potential's 0 K lattice
+
+
+@pytest.fixture(scope="module")
+def eam():
+    p = zhou2004("Ti")
+    return p, graph_energy_fn(p)
+
+
+def simulate(eam, atoms, s, **kw):
+    p, e = eam
+    return run(e, jnp.asarray(atoms.positions), np.asarray(atoms.cell), np.full(len(atoms), TI), s,
+               NeighborGraph(p.cutoff, skin=1.0, compact=False), progress=lambda m: None, **kw)
+
+
+def born(eam, traj, skip=0):
+    p, e = eam
+    pos, boxes = traj.positions[skip:], traj.boxes[skip:]
+    g = frame_graphs(pos, boxes, p.cutoff)
+    f = jax.jit(jax.vmap(lambda r, b, g: born_terms(e)(r, b, graph=g)))
+    return f(jnp.asarray(pos), jnp.asarray(boxes), g)
+
+
+def test_born_terms_are_strain_derivatives(eam):
+    """σᴮ = −W/V of ``quantity`` and Cᴮ = the finite-difference strain derivative of σᴮ."""
+    p, e = eam
+    at = crystal("Ti", "hcp", A0, COVERA0, (2, 2, 2))
+    at.rattle(0.05, seed=3)
+    r, box = jnp.asarray(at.positions), jnp.asarray(np.asarray(at.cell))
+    g = frame_graphs(r[None], box, p.cutoff)
+    g = jax.tree_util.tree_map(lambda x: x[0], g)
+    sb, cb = born_terms(e)(r, box, graph=g)
+    _, _, w = energy_forces_virial(e)(r, box, graph=g)
+    v = volume(box)
+    np.testing.assert_allclose(sb, -np.array([w[a, b] for a, b in elastic.VOIGT]) / v, atol=1e-12)
+
+    def u(e):  # energy at the additive Voigt strain e, by the elastic module's strain tensors
+        d = np.eye(3) + sum(elastic.voigt_strain(k, e[k]) for k in range(6))
+        return float(e_jit(r @ d.T, box @ d.T, g))
+
+    e_jit = jax.jit(lambda r, b, g: e(r, b, g))
+    h = 1e-4
+    fd = np.zeros((6, 6))
+    for i in range(6):
+        for j in range(i, 6):
+            di, dj = np.eye(6)[i] * h, np.eye(6)[j] * h
+            fd[i, j] = fd[j, i] = (u(di + dj) - u(di - dj) - u(-di + dj) + u(-di - dj)) / (4 * h * h) / v
+    np.testing.assert_allclose(cb, fd, atol=2e-5 * np.abs(fd).max())
+
+
+@pytest.fixture(scope="module")
+def hcp_20k(eam):
+    at = crystal("Ti", "hcp", A0, COVERA0, (2, 2, 2))
+    s = MDSettings(thermostat=Thermostat("langevin", temperature=20.0, friction_per_ps=10.0),
+                   timestep_fs=2.0, steps=10000, record_every=10, chunk=2000, seed=1)
+    return at, simulate(eam, at, s)
+
+
+def test_stress_fluctuation_matches_zero_kelvin_finite_strain(eam, hcp_20k, ti_calc):
+    """At low T the fluctuation formula reproduces the relaxed-ion 0 K constants; the Born term
+    alone (no internal relaxation) does not."""
+    at, traj = hcp_20k
+    sb, cb = born(eam, traj, skip=100)
+    v = float(volume(jnp.asarray(np.asarray(at.cell))))
+    c = units.ev_per_a3_to_gpa(np.asarray(stress_fluctuation(sb, cb, v, len(at), 20.0)))
+    ref = elastic.finite_strain_stiffness(ti_calc, at.positions, np.asarray(at.cell))
+    got, want = elastic.hexagonal(c), elastic.hexagonal(ref)
+    for k in want:
+        assert abs(got[k] - want[k]) < 2.5, (k, got[k], want[k])
+    born_only = elastic.hexagonal(units.ev_per_a3_to_gpa(np.asarray(cb.mean(0))))
+    assert abs(born_only["C12"] - want["C12"]) > 8.0  # the relaxation term matters for hcp
+    # pressure of the 0 K lattice at 20 K is small and equals the mean of the instantaneous one
+    kin = jax.vmap(kinetic_tensor, (0, None))(jnp.asarray(traj.momenta[100:]), traj.masses)
+    pv = units.ev_per_a3_to_gpa(np.asarray(frame_pressure(sb, kin, v)))
+    assert np.all(np.abs(pv[:3]) < 0.2) and np.all(np.abs(pv[3:]) < 0.05)
+
+
+def test_langevin_holds_temperature(hcp_20k):
+    _, traj = hcp_20k
+    t = traj.temperatures[100:]
+    assert abs(t.mean() - 20.0) < 0.6, t.mean()
+
+
+@pytest.mark.parametrize("kind", ["langevin", "nose-hoover"])
+def test_thermostats_hold_temperature(eam, kind):
+    at = crystal("Ti", "hcp", A0, COVERA0, (2, 2, 2))
+    s = MDSettings(thermostat=Thermostat(kind, temperature=600.0, tau_fs=50.0), timestep_fs=1.0,
+                   steps=6000, record_every=10, chunk=2000, seed=2)
+    t = simulate(eam, at, s).temperatures[100:]
+    mean, err = block_estimate(np.mean, t, 5)
+    # canonical relative fluctuation of T for 3N−3 degrees of freedom
+    assert abs(t.std() / t.mean() - np.sqrt(2 / (3 * len(at) - 3))) < 0.05
+    assert abs(mean - 600.0) < max(4 * err, 12.0), (mean, err)
+
+
+def test_nve_conserves_energy(eam):
+    """Total energy drift at the demo time step (0.5 fs), reported per atom per ns."""
+    at = crystal("Ti", "hcp", A0, COVERA0, (3, 3, 2))
+    at.rattle(0.05, seed=4)
+    s = MDSettings(thermostat=Thermostat("none", temperature=600.0), timestep_fs=0.5, steps=8000,
+                   record_every=20, chunk=2000, seed=5)
+    traj = simulate(eam, at, s)
+    ke = 0.5 * np.sum(traj.momenta**2 / traj.masses[None, :, None], axis=(1, 2))
+    total = (traj.energies + ke) / len(at)
+    drift = np.polyfit(traj.times, total, 1)[0] * 1e3  # eV/atom/ns
+    print(f"NVE drift {drift:.2e} eV/atom/ns, fluctuation {total.std():.2e} eV/atom")
+    assert abs(drift) < 1e-3
+    assert total.std() < 1e-4 * np.abs(ke / len(at)).mean() + 2e-5
+    assert traj.temperatures.mean() > 200  # it really moved
+
+
+def test_run_resumes_from_checkpoint(eam, tmp_path):
+    at = crystal("Ti", "hcp", A0, COVERA0, (2, 2, 2))
+    s = MDSettings(thermostat=Thermostat("langevin", temperature=300.0), barostat=Barostat(every=5),
+                   timestep_fs=1.0, steps=400, record_every=20, chunk=100, seed=6, checkpoint_s=0.0)
+    whole = simulate(eam, at, s)
+
+    class Killed(Exception):
+        pass
+
+    def kill(msg):
+        if "step 200/" in msg:
+            raise Killed
+
+    p, e = eam
+    ck = tmp_path / "md.npz"
+    with pytest.raises(Killed):
+        run(e, jnp.asarray(at.positions), np.asarray(at.cell), np.full(len(at), TI), s,
+            NeighborGraph(p.cutoff, compact=False), checkpoint=ck, progress=kill)
+    assert ck.exists()
+    resumed = simulate(eam, at, s, checkpoint=ck)
+    np.testing.assert_array_equal(resumed.positions, whole.positions)
+    np.testing.assert_array_equal(resumed.final["box"], whole.final["box"])
+    other = MDSettings(**{**s.__dict__, "seed": 7})
+    with pytest.raises(ValueError, match="another run"):
+        simulate(eam, at, other, checkpoint=ck)
+
+
+def test_blow_up_is_reported(eam):
+    at = crystal("Ti", "hcp", A0, COVERA0, (2, 2, 2))
+    at.positions[1] = at.positions[0] + [0.3, 0, 0]  # nearly overlapping atoms
+    s = MDSettings(thermostat=Thermostat("none", temperature=300.0), timestep_fs=5.0, steps=200,
+                   record_every=10, chunk=100)
+    with pytest.raises((FloatingPointError, RuntimeError)):
+        simulate(eam, at, s)
+
+
+@pytest.mark.slow
+def test_npt_lattice_has_zero_pressure_and_independent_c_over_a(eam):
+    """NPT from a wrong c/a relaxes a and c independently; NVT at the mean NPT cell then has
+    zero pressure within its error."""
+    at = crystal("Ti", "hcp", A0 * 1.01, 1.58, (3, 3, 2))
+    s = MDSettings(thermostat=Thermostat("langevin", temperature=300.0),
+                   barostat=Barostat(pressure_gpa=0.0, tau_ps=0.2, coupling="hexagonal", every=5),
+                   timestep_fs=1.0, steps=24000, record_every=20, chunk=2000, seed=8)
+    traj = simulate(eam, at, s)
+    keep = slice(len(traj.boxes) // 3, None)
+    a = np.linalg.norm(traj.boxes[keep, 0], axis=1) / 3
+    c = traj.boxes[keep, 2, 2] / 2
+    assert 1.60 < (c / a).mean() < 1.64  # c/a left 1.58 for the potential's own ≈ 1.62
+    assert abs(a.mean() - A0) < 0.02
+    box = np.mean(traj.boxes[keep], axis=0)
+    frac = traj.final["positions"] @ np.linalg.inv(traj.final["box"])
+    at.set_cell(box)
+    at.positions = frac @ box
+    nvt = MDSettings(thermostat=Thermostat("langevin", temperature=300.0), timestep_fs=1.0,
+                     steps=12000, record_every=20, chunk=2000, seed=9)
+    t2 = simulate(eam, at, nvt)
+    sb, _ = born(eam, t2, skip=100)
+    kin = jax.vmap(kinetic_tensor, (0, None))(jnp.asarray(t2.momenta[100:]), t2.masses)
+    per_frame = np.asarray(jax.vmap(lambda s, k: frame_pressure(s[None], k[None], volume(jnp.asarray(box))))(sb, kin))
+    p = units.ev_per_a3_to_gpa(per_frame[:, :3].mean(1))
+    mean, err = block_estimate(np.mean, p, 5)
+    print(f"NPT a {a.mean():.4f} c/a {(c / a).mean():.4f}; NVT pressure {mean:.4f} ± {err:.4f} GPa")
+    assert abs(mean) < max(3 * err, 0.05)
