@@ -1,47 +1,198 @@
-"""MD neighbour structures: overflow is detected and handled by reallocating and recomputing."""
+"""MD neighbour structures: the graphs of jax-md lists are exact, deformed cells make lists stale,
+and overflow is detected, reallocated and recomputed without changing the trajectory."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from ase.build import bulk
 
-from fusedmlp.md.neighbors import NeighborGraph
-from fusedmlp.md.simulate import LangevinSettings, nvt_langevin
+from fusedmlp.md.ensembles import Thermostat
+from fusedmlp.md.neighbors import NeighborGraph, uses_jaxmd
+from fusedmlp.md.simulate import MDSettings, run
+from fusedmlp.model.graph import enumerate_pairs
 from fusedmlp.model.potential import ModelSettings, energy_fn, init_params
 from fusedmlp.structures import crystal
 
+TI = 47.867
+CUTOFF = 5.0  # the DimeNet++ cutoff
 TINY = dict(embed_size=8, out_embed_size=8, type_embed_size=4, int_embed_size=4, basis_embed_size=3,
             n_blocks=1, aggregation_scale=20.0)
 
 
+def hcp(supercell, rattle=0.05, seed=1):
+    """Hexagonal hcp Ti cell (a along x, c along z): a triclinic box for jax-md."""
+    at = crystal("Ti", "hcp", 2.95, 1.6, supercell)
+    at.rattle(rattle, seed=seed)
+    return at
+
+
+def unwrapped(at, seed=0):
+    """Positions of ``at`` with some atoms just outside the box and some whole lattice vectors
+    away, as MD leaves them (positions are never wrapped)."""
+    rng = np.random.default_rng(seed)
+    box = np.asarray(at.cell)
+    frac = at.get_scaled_positions()
+    frac[:6] = [[-0.01, 0.3, 0.5], [1.005, 0.7, 0.2], [0.4, -0.004, 0.9], [0.6, 1.01, 0.1],
+                [0.2, 0.8, -0.02], [0.9, 0.1, 1.003]]
+    jump = rng.integers(-2, 3, size=(len(frac), 3)) * (rng.random(len(frac)) < 0.2)[:, None]
+    return (frac + jump) @ box
+
+
+def pairs_from_graph(graph, positions, box):
+    """{(receiver, sender, n1, n2, n3): distance} of the graph's slots within the cutoff."""
+    nbr, shf, msk = (np.asarray(x) for x in (graph.neighbors, graph.shifts, graph.mask))
+    i, s = np.nonzero(msk)
+    j, n = nbr[i, s], shf[i, s]
+    d = np.linalg.norm(positions[j] + n @ box - positions[i], axis=-1)
+    out = {(int(a), int(b), *np.round(c).astype(int)): float(x) for a, b, c, x in zip(i, j, n, d)}
+    assert len(out) == len(i), "a directed pair appears twice in the graph"
+    return out
+
+
+def exact_pairs(positions, box, cutoff):
+    snd, rcv, shf = enumerate_pairs(positions, box, cutoff)
+    d = np.linalg.norm(positions[snd] + shf @ box - positions[rcv], axis=-1)
+    return {(int(a), int(b), *np.round(c).astype(int)): float(x) for a, b, c, x in zip(rcv, snd, shf, d)}
+
+
+def assert_exact(ng, nbrs, positions, box):
+    g = ng.graph(jnp.asarray(positions), jnp.asarray(box), nbrs)
+    assert int(g.max_neighbors) <= g.capacity and bool(g.reverse_ok)
+    got, want = pairs_from_graph(g, positions, box), exact_pairs(positions, box, ng.cutoff)
+    assert set(got) == set(want), (f"{len(set(want) - set(got))} pairs missing, "
+                                   f"{len(set(got) - set(want))} spurious")
+    np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=0, atol=1e-10)
+    return len(want)
+
+
+# --- exact graphs from jax-md lists -------------------------------------------------------------
+
+def orthorhombic_hcp(reps):
+    at = bulk("Ti", "hcp", a=2.95, c=4.72, orthorhombic=True).repeat(reps)
+    at.rattle(0.05, seed=2)
+    return at
+
+
+@pytest.mark.parametrize("cell, cutoff, skin, cell_list", [
+    ("hexagonal", CUTOFF, 1.0, False),  # the MD setting: 2 cells per side, all pairs
+    ("hexagonal", 3.0, 0.15, True),  # 4 cells per side: jax-md's cell list, fractional coords
+    ("orthorhombic", CUTOFF, 1.0, False),
+    ("orthorhombic", 3.0, 0.15, True),
+])
+def test_jaxmd_graph_equals_exact_enumeration(cell, cutoff, skin, cell_list):
+    """Within the cutoff, the graph of a jax-md list holds exactly the directed pairs (with
+    lattice shifts) and distances of the exact host enumeration, for unwrapped positions,
+    after small moves (no rebuild) and after moves that make the list rebuild itself."""
+    at = hcp((5, 5, 3), rattle=0.1) if cell == "hexagonal" else orthorhombic_hcp((5, 3, 3))
+    box = np.asarray(at.cell)
+    pos = unwrapped(at)
+    ng = NeighborGraph(cutoff, skin=skin)
+    nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box))
+    assert ng.kind == "jax-md"
+    assert (nbrs.nl.cell_list_fn is not None) == cell_list
+    assert assert_exact(ng, nbrs, pos, box) > 0
+    rng = np.random.default_rng(3)
+    for step in (0.2 * skin, 0.4 * skin, 1.5 * skin):  # the last one moves atoms past skin/2
+        move = rng.normal(size=pos.shape)
+        move *= step / np.linalg.norm(move, axis=1).max()
+        pos = pos + move
+        nbrs = ng.update(jnp.asarray(pos), jnp.asarray(box), nbrs)
+        assert not bool(nbrs.overflow)
+        assert_exact(ng, nbrs, pos, box)
+
+
+def test_backend_selection():
+    small, large = hcp((2, 2, 2)), hcp((5, 5, 3))
+    assert not uses_jaxmd(np.asarray(small.cell), CUTOFF, 1.0)
+    assert uses_jaxmd(np.asarray(large.cell), CUTOFF, 1.0)
+    assert not uses_jaxmd(np.asarray(large.cell), CUTOFF, 1.5)  # 6.5 Å > half of 12.77 Å
+    ng = NeighborGraph(CUTOFF, skin=1.0)
+    ng.allocate(jnp.asarray(large.positions), jnp.asarray(np.asarray(large.cell)))
+    assert ng.kind == "jax-md"
+    with pytest.raises(ValueError, match="jax-md"):
+        NeighborGraph(CUTOFF, backend="jax-md").allocate(jnp.asarray(small.positions),
+                                                          jnp.asarray(np.asarray(small.cell)))
+
+
+# --- variable box -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend, supercell", [("host", (2, 2, 2)), ("jax-md", (5, 5, 3))])
+def test_deformed_cell_makes_the_list_stale(backend, supercell):
+    """NPT: a list goes stale once the cell has deformed enough (affine positions) for a pair to
+    cross the skin, not for a small deformation; while not stale its graph stays exact."""
+    at = hcp(supercell)
+    pos, box = at.positions, np.asarray(at.cell)
+    ng = NeighborGraph(CUTOFF, skin=0.2, backend=backend, variable_box=True)
+    nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box))
+    assert ng.kind == backend
+    assert not bool(ng.update(jnp.asarray(pos), jnp.asarray(box), nbrs).overflow)
+    for scale, stale in ((1.001, False), (1 / 1.001, False), (1.05, True), (1 / 1.05, True)):
+        new = ng.update(jnp.asarray(pos * scale), jnp.asarray(box * scale), nbrs)
+        assert bool(new.overflow) == stale, scale
+    # a fixed-box list does not look at the cell
+    fixed = NeighborGraph(CUTOFF, skin=0.2, backend=backend)
+    nb_fixed = fixed.allocate(jnp.asarray(pos), jnp.asarray(box))
+    assert not bool(fixed.update(jnp.asarray(pos * 1.05), jnp.asarray(box * 1.05), nb_fixed).overflow)
+    # with a 1 Å skin no pair can enter the cutoff under a 5 % compression (5/6 would be needed):
+    # not stale, and the graph of the compressed cell is exact
+    roomy = NeighborGraph(CUTOFF, skin=1.0, backend=backend, variable_box=True)
+    nbrs = roomy.allocate(jnp.asarray(pos), jnp.asarray(box))
+    new = roomy.update(jnp.asarray(pos / 1.05), jnp.asarray(box / 1.05), nbrs)
+    assert not bool(new.overflow)
+    assert_exact(roomy, new, pos / 1.05, box / 1.05)
+
+
+# --- overflow: detected, reallocated, recomputed ------------------------------------------------
+
 @pytest.fixture(scope="module")
 def energy():
+    """A small DimeNet++ (cutoff 5 Å) with random weights, in float64."""
     s = ModelSettings.create(["Ti"], **TINY)
     p = init_params(s, jax.random.PRNGKey(0), dtype=jnp.float64)
     p["net"] = {k: ({"w": 0.05 * jax.random.normal(jax.random.PRNGKey(2), v["w"].shape)}
                     if k.endswith("lin_out") else v) for k, v in p["net"].items()}
     e = energy_fn(s)
-    return lambda r, b, spc, g: e(p, r, b, spc, g)
+    return lambda r, b, g: e(p, r, b, jnp.zeros(r.shape[0], jnp.int32), g)
 
 
-@pytest.mark.parametrize("supercell, host", [((2, 2, 2), True),
-                                             pytest.param((5, 5, 3), True, marks=pytest.mark.slow)])
-def test_overflow_is_reallocated_and_recomputed(energy, supercell, host):
-    at = crystal("Ti", "hcp", 2.95, 1.6, supercell)
-    at.rattle(0.05, seed=1)
-    pos = jnp.asarray(at.positions)
-    spc = jnp.zeros(len(at), jnp.int32)
-    md = LangevinSettings(temperature=600.0, timestep_fs=1.0, steps=40, chunk=10, seed=3)
-    roomy = NeighborGraph(np.asarray(at.cell), 5.0, skin=1.0, capacity=40)
-    assert roomy.host == host
-    ref, _, s1 = nvt_langevin(energy, pos, np.asarray(at.cell), spc, 47.867, md, roomy, progress=lambda m: None)
-    assert s1["reallocations"] == 0
-    # no headroom anywhere: a tiny skin (the host table goes stale, the jax-md list rebuilds
-    # often), no spare candidate slots and no spare graph slots
-    tight = NeighborGraph(np.asarray(at.cell), 5.0, skin=0.1, margin=1.0, extra=0)
-    assert tight.host == host
-    got, _, s2 = nvt_langevin(energy, pos, np.asarray(at.cell), spc, 47.867, md, tight,
-                              progress=lambda m: None)
+MD = MDSettings(thermostat=Thermostat("langevin", temperature=600.0), timestep_fs=1.0, steps=20,
+                chunk=10, record_every=2, seed=3)
+_reference: dict = {}
+
+
+def simulate(energy, at, ng):
+    return run(energy, jnp.asarray(at.positions), np.asarray(at.cell), np.full(len(at), TI), MD, ng,
+               progress=lambda m: None)
+
+
+def reference(energy, supercell):
+    """A run with room to spare (capacity 40, 1 Å skin): no reallocation in 20 steps."""
+    if supercell not in _reference:
+        ng = NeighborGraph(CUTOFF, skin=1.0, capacity=40)
+        traj = simulate(energy, hcp(supercell), ng)
+        assert traj.stats["reallocations"] == 0
+        _reference[supercell] = traj
+    return _reference[supercell]
+
+
+@pytest.mark.parametrize("backend, supercell, skin", [
+    ("host", (2, 2, 2), 0.3),
+    ("images", (2, 2, 2), 1.0),
+    ("jax-md", (5, 5, 3), 0.3),
+])
+def test_overflow_is_reallocated_and_recomputed(energy, backend, supercell, skin):
+    ref = reference(energy, supercell)
+    # no headroom anywhere: a thin skin (the host table goes stale, the jax-md list rebuilds),
+    # no spare candidate slots and no spare graph slots
+    tight = NeighborGraph(CUTOFF, skin=skin, margin=1.0, extra=0, backend=backend)
+    got = simulate(energy, hcp(supercell), tight)
+    assert tight.kind == got.stats["neighbor_backend"] == backend
     # the run had to reallocate, and the recomputed trajectory is the same trajectory
-    assert s2["reallocations"] >= 1
-    np.testing.assert_allclose(np.asarray(got.position), np.asarray(ref.position), atol=1e-6)
-    assert 300 < np.mean(s2["temperatures"]) < 1200
+    assert got.stats["reallocations"] >= 1
+    assert got.stats["capacity"] > 0
+    assert len(got.positions) == len(ref.positions) == MD.steps // MD.record_every
+    np.testing.assert_allclose(got.positions, ref.positions, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got.momenta, ref.momenta, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got.energies, ref.energies, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got.final["positions"], ref.final["positions"], rtol=0, atol=1e-9)
+    assert np.all(np.isfinite(got.temperatures)) and 200 < np.mean(got.temperatures) < 1500

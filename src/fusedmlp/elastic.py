@@ -65,19 +65,20 @@ def finite_strain_stiffness(efv: Callable, positions, box, delta: float = 1e-3,
     return units.ev_per_a3_to_gpa(c)
 
 
-def hexagonal(c: np.ndarray) -> dict:
+def hexagonal(c) -> dict:
     """Five independent constants of a hexagonal crystal (c axis along z), averaging
-    the entries that symmetry makes equal."""
+    the entries that symmetry makes equal (plain arithmetic: traces under JAX)."""
     return {"C11": 0.5 * (c[0, 0] + c[1, 1]), "C33": c[2, 2],
             "C44": 0.5 * (c[3, 3] + c[4, 4]), "C12": 0.5 * (c[0, 1] + c[1, 0]),
             "C13": 0.25 * (c[0, 2] + c[2, 0] + c[1, 2] + c[2, 1])}
 
 
-def cubic(c: np.ndarray) -> dict:
-    """Three independent constants of a cubic crystal (axes along the cube edges)."""
-    off = [c[0, 1], c[1, 0], c[0, 2], c[2, 0], c[1, 2], c[2, 1]]
-    return {"C11": float(np.mean(np.diag(c)[:3])), "C12": float(np.mean(off)),
-            "C44": float(np.mean(np.diag(c)[3:]))}
+def cubic(c) -> dict:
+    """Three independent constants of a cubic crystal (axes along the cube edges).
+    Plain arithmetic, so it also traces under JAX (the DiffTRe loss)."""
+    return {"C11": (c[0, 0] + c[1, 1] + c[2, 2]) / 3,
+            "C12": (c[0, 1] + c[1, 0] + c[0, 2] + c[2, 0] + c[1, 2] + c[2, 1]) / 6,
+            "C44": (c[3, 3] + c[4, 4] + c[5, 5]) / 3}
 
 
 def moduli(c: np.ndarray) -> dict:

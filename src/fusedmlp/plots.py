@@ -108,3 +108,53 @@ def parity(panels, path, title: str = "") -> None:
             ax.set_aspect("equal")
         fig.suptitle(title)
         save(fig, path)
+
+
+def top_down_curve(rows, state_points, path, title: str = "") -> None:
+    """DiffTRe training: losses, predicted elastic constants and pressure per state point with
+    their experimental targets, and the effective sample size, per epoch."""
+    import pandas as pd
+
+    df = pd.DataFrame(list(rows))
+    names = ("C11", "C33", "C44", "C12", "C13")
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 4, figsize=(18, 4.2), gridspec_kw={"wspace": 0.3})
+        ax = axes[0]
+        ax.semilogy(df["epoch"], df["exp_loss"], label="EXP loss (sum of state points)")
+        if "val_loss_of_start" in df:
+            ax.semilogy(df["epoch"], df["val_loss_of_start"], label="DFT validation loss")
+        if "dft_train_loss" in df and np.isfinite(df["dft_train_loss"]).any():
+            ax.semilogy(df["epoch"], df["dft_train_loss"], label="DFT training loss")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.legend(fontsize=8)
+        colours = {n: plt.get_cmap("tab10")(k) for k, n in enumerate(names)}
+        styles = ["-", "--", ":", "-."]
+        for k, sp in enumerate(state_points):
+            ls = styles[k % len(styles)]
+            for n in names:
+                col = f"{sp.name}_{n}"
+                if col in df:
+                    axes[1].plot(df["epoch"], df[col], ls=ls, color=colours[n],
+                                 label=f"{n}" if k == 0 else None)
+                    if n in sp.targets:
+                        axes[1].plot(df["epoch"].iloc[-1] + 0.4, sp.targets[n], marker="<",
+                                     color=colours[n], ms=7)
+            if f"{sp.name}_pressure" in df:
+                axes[2].plot(df["epoch"], df[f"{sp.name}_pressure"], ls=ls, label=sp.name)
+            if f"{sp.name}_ess" in df:
+                axes[3].plot(df["epoch"], df[f"{sp.name}_ess"], ls=ls, label=sp.name)
+        axes[1].set_xlabel("epoch")
+        axes[1].set_ylabel("elastic constant (GPa)")
+        axes[1].set_title("line style = state point; ◀ = experiment", fontsize=9)
+        axes[1].legend(fontsize=8, ncol=2)
+        axes[2].axhline(0.0, color="0.5", lw=0.8)
+        axes[2].set_xlabel("epoch")
+        axes[2].set_ylabel("pressure (GPa)")
+        axes[2].legend(fontsize=8)
+        axes[3].set_xlabel("epoch")
+        axes[3].set_ylabel("effective sample size after the update")
+        axes[3].set_ylim(0, 1.05)
+        axes[3].legend(fontsize=8)
+        fig.suptitle(title)
+        save(fig, path)

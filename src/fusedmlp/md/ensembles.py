@@ -91,6 +91,8 @@ class Barostat:
 def integrator(thermostat: Thermostat, force_energy: Callable, shift: Callable, dt_ps: float):
     """jax-md (init_fn, step_fn) for the particle ensemble."""
     kT = units.kT(thermostat.temperature)
+    # the thermostats also take kT at every step (jax-md's kT keyword), so one compiled step
+    # serves every temperature
     if thermostat.kind == "langevin":
         return simulate.nvt_langevin(force_energy, shift, dt_ps, kT, gamma=thermostat.friction_per_ps)
     if thermostat.kind == "nose-hoover":
@@ -100,7 +102,14 @@ def integrator(thermostat: Thermostat, force_energy: Callable, shift: Callable, 
                                         sy_steps=thermostat.sy_steps,
                                         tau=thermostat.tau_fs * units.FS)
     init_fn, step_fn = simulate.nve(force_energy, shift, dt_ps)
-    return (lambda key, r, mass, **kw: init_fn(key, r, kT, mass=mass, **kw)), step_fn
+    def nve_init(key, r, mass, **kw):
+        return init_fn(key, r, kw.pop("kT", kT), mass=mass, **kw)
+
+    def nve_step(state, **kw):
+        kw.pop("kT", None)
+        return step_fn(state, **kw)
+
+    return nve_init, nve_step
 
 
 def degrees_of_freedom(thermostat: Thermostat, n_atoms: int) -> int:
@@ -108,16 +117,15 @@ def degrees_of_freedom(thermostat: Thermostat, n_atoms: int) -> int:
     return 3 * n_atoms if thermostat.kind == "langevin" else 3 * n_atoms - 3
 
 
-def barostat_step(b: Barostat, temperature: float, dt_ps: float):
-    """``f(key, positions, momenta, masses, virial, box) -> (positions, momenta, box)``."""
+def barostat_step(b: Barostat, dt_ps: float):
+    """``f(key, positions, momenta, masses, virial, box, kT) -> (positions, momenta, box)``."""
     groups = jnp.asarray(b.groups())
     n_g = jnp.sum(groups, axis=0)
     beta = b.compressibility_per_gpa / units.GPA  # Å³/eV
     p0 = units.gpa_to_ev_per_a3(b.pressure_gpa)
-    kT = units.kT(temperature)
     span = b.every * dt_ps
 
-    def apply(key, positions, momenta, masses, virial, box):
+    def apply(key, positions, momenta, masses, virial, box, kT):
         dp = jnp.diag(pressure_tensor(momenta, masses, virial, box)) - p0
         diff = kT * beta / (volume(box) * b.tau_ps * n_g)
         dy = ((beta / b.tau_ps) * (dp @ groups) / n_g * span + (1.0 - n_g) * diff * span

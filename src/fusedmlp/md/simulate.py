@@ -115,8 +115,7 @@ class Simulator:
         self.u = u
         self.efv = jax.jit(energy_forces_virial(lambda r, b, neighbor, params: u(r, neighbor, b, params)))
         self.init_fn, self.step_fn = integrator(s.thermostat, u, shift, s.timestep_fs * units.FS)
-        self.baro = (barostat_step(s.barostat, s.thermostat.temperature, s.timestep_fs * units.FS)
-                     if s.barostat is not None else None)
+        self.baro = barostat_step(s.barostat, s.timestep_fs * units.FS) if s.barostat is not None else None
         self._cache: dict = {}
 
     def _chunk(self, length: int, nbrs):
@@ -129,9 +128,9 @@ class Simulator:
         s, ng, u, efv, baro, record = self.s, self.ng, self.u, self.efv, self.baro, self.record
         step_fn, dof = self.step_fn, self.dof
 
-        def one_step(params, mass, carry):
+        def one_step(params, mass, kT, carry):
             st, bx, nb, bad, peak, key, step = carry
-            st = step_fn(st, neighbor=nb, box=bx, params=params)
+            st = step_fn(st, neighbor=nb, box=bx, params=params, kT=kT)
             nb = ng.update(st.position, bx, nb)
             over, count = ng.check(st.position, bx, nb)
             bad, peak = bad | over, jnp.maximum(peak, count)
@@ -141,7 +140,7 @@ class Simulator:
                     st, bx, nb, key = args
                     key, sub = jax.random.split(key)
                     _, _, w = efv(st.position, bx, neighbor=nb, params=params)
-                    r, p, bx = baro(sub, st.position, st.momentum, mass[:, None], w, bx)
+                    r, p, bx = baro(sub, st.position, st.momentum, mass[:, None], w, bx, kT)
                     nb = ng.update(r, bx, nb)
                     f = -jax.grad(u)(r, nb, bx, params)
                     return st.set(position=r, momentum=p, force=f), bx, nb, key
@@ -153,8 +152,8 @@ class Simulator:
             return st, bx, nb, bad, peak, key, step
 
         @jax.jit
-        def chunk(params, mass, carry):
-            body = lambda i, c: one_step(params, mass, c)  # noqa: E731
+        def chunk(params, mass, kT, carry):
+            body = lambda i, c: one_step(params, mass, kT, c)  # noqa: E731
             if not record:
                 return jax.lax.fori_loop(0, length, body, carry), None
 
@@ -169,9 +168,11 @@ class Simulator:
         return chunk
 
     def run(self, positions, box, params=None, momenta=None, checkpoint: str | Path | None = None,
-            progress: Callable[[str], None] = log.info, seed: int | None = None) -> Trajectory:
+            progress: Callable[[str], None] = log.info, seed: int | None = None,
+            temperature: float | None = None) -> Trajectory:
         """Run from ``positions`` (N, 3) in ``box`` (rows = lattice vectors); ``momenta``
-        continues from a previous state (else Maxwell–Boltzmann at the thermostat temperature)."""
+        continues from a previous state (else Maxwell–Boltzmann at the temperature).
+        ``temperature`` overrides the thermostat's without recompiling."""
         s, ng, record = self.s, self.ng, self.record
         dtype = jnp.asarray(positions).dtype
         positions = jnp.asarray(positions, dtype)
@@ -181,10 +182,12 @@ class Simulator:
         n = self.n
         mass = jnp.asarray(units.mass_to_internal(self.masses_u), dtype)
         mass_col = mass[:, None]
+        target_t = s.thermostat.temperature if temperature is None else float(temperature)
+        kT = jnp.asarray(units.kT(target_t), dtype)
         nbrs = ng.allocate(positions, box)
         key = jax.random.PRNGKey(s.seed if seed is None else seed)
         key, k_init = jax.random.split(key)
-        state = self.init_fn(k_init, positions, mass=mass_col, neighbor=nbrs, box=box, params=params,
+        state = self.init_fn(k_init, positions, mass=mass_col, neighbor=nbrs, box=box, params=params, kT=kT,
                              **({} if momenta is None else {"momenta": jnp.asarray(momenta, dtype)}))
         if s.thermostat.kind != "langevin" and momenta is None:
             # a zero total momentum, conserved (the dof count assumes it)
@@ -207,7 +210,7 @@ class Simulator:
             carry = (state, box, nbrs, jnp.asarray(False), jnp.asarray(0), key, jnp.asarray(done))
             tc = time.time()
             (new_state, new_box, new_nbrs, bad, peak, new_key, _), out = \
-                self._chunk(length, nbrs)(params, mass, carry)
+                self._chunk(length, nbrs)(params, mass, kT, carry)
             bad = bool(bad) or int(peak) > ng.capacity
             if first_call_s is None:
                 first_call_s = time.time() - tc
@@ -230,9 +233,9 @@ class Simulator:
                 raise FloatingPointError(f"MD blew up between steps {done} and {done + length}: "
                                          "non-finite positions (time step too large or a bad potential?)")
             t_now = float(kinetic_temperature(new_state.momentum, mass, self.dof))
-            if t_now > s.max_temperature_factor * max(s.thermostat.temperature, 1.0):
+            if t_now > s.max_temperature_factor * max(target_t, 1.0):
                 raise FloatingPointError(f"runaway temperature {t_now:.0f} K at step {done + length} "
-                                         f"(target {s.thermostat.temperature:g} K)")
+                                         f"(target {target_t:g} K)")
             state, box, nbrs, key = new_state, new_box, new_nbrs, new_key
             done += length
             length = min(self.per_call, 2 * length)  # a shortened chunk grows back

@@ -167,6 +167,8 @@ class DFTTrainer(NamedTuple):
     epoch: Callable  # (state, epoch_number) -> (state, mean train loss)
     evaluate: Callable  # (params, indices) -> metrics dict
     predict: Callable  # (params, indices) -> (U, F list, W)
+    step: Callable  # (state, epoch_number, batch_number) -> (state, loss): one batch of an epoch
+    n_batches: int
 
 
 def dft_trainer(settings: ModelSettings, data: GraphData, train_idx, ts: DFTTrainerSettings,
@@ -207,15 +209,25 @@ def dft_trainer(settings: ModelSettings, data: GraphData, train_idx, ts: DFTTrai
             idx = np.r_[idx, np.full(bsz - len(idx), idx[0])]  # pad: one compiled shape
             yield idx, weight
 
+    def apply(state, idx, weight):
+        state, value, overflow = update(state, take(data, idx, dtype), jnp.asarray(weight, dtype))
+        if bool(overflow):
+            raise RuntimeError("graph capacity overflow in training: edges were enumerated "
+                               "exactly on the host, so this is a bug")
+        return state, float(value)
+
     def epoch(state: DFTState, epoch_number: int):
         losses = []
         for idx, weight in batches(epoch_number):
-            state, value, overflow = update(state, take(data, idx, dtype), jnp.asarray(weight, dtype))
-            if bool(overflow):
-                raise RuntimeError("graph capacity overflow in training: edges were enumerated "
-                                   "exactly on the host, so this is a bug")
-            losses.append(float(value))
+            state, value = apply(state, idx, weight)
+            losses.append(value)
         return state, float(np.mean(losses)) if losses else float("nan")
+
+    def step(state: DFTState, epoch_number: int, batch_number: int):
+        for b, (idx, weight) in enumerate(batches(epoch_number)):
+            if b == batch_number % n_batches:
+                return apply(state, idx, weight)
+        raise IndexError(batch_number)
 
     jit_predict = jax.jit(predict)
 
@@ -236,7 +248,7 @@ def dft_trainer(settings: ModelSettings, data: GraphData, train_idx, ts: DFTTrai
         u, f, w = predict_indices(params, indices)
         return error_metrics(data, np.asarray(indices), u, f, w, ts)
 
-    return DFTTrainer(init, epoch, evaluate, predict_indices)
+    return DFTTrainer(init, epoch, evaluate, predict_indices, step, n_batches)
 
 
 def error_metrics(data: GraphData, idx, u, f, w, ts: DFTTrainerSettings | None = None) -> dict:

@@ -1,0 +1,109 @@
+"""The `train_sequential` and `train_fused` jobs: state points from the experimental tables, the
+pre-trained model as the start, the top-down trainer, a model file, a log and a figure."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import numpy as np
+from ase.data import atomic_masses, atomic_numbers
+
+from .. import experiment
+from ..data import dataset as D
+from ..data.splits import load_split
+from ..model.dimenet import species_index
+from ..model.potential import ModelSettings, load_model, save_model
+from ..structures import crystal
+from .dft import dft_trainer, prepare
+from .difftre import StatePoint
+from .settings import dft_trainer_settings, dtype
+from .top_down import ExpTrainerSettings, SchemeSettings, fit_top_down
+
+log = logging.getLogger(__name__)
+
+ELASTIC = ("C11", "C33", "C44", "C12", "C13")
+
+
+def exp_trainer_settings(cfg: dict) -> ExpTrainerSettings:
+    d = cfg["difftre"]
+    return ExpTrainerSettings(**{f.name: d[f.name] for f in dataclasses.fields(ExpTrainerSettings)})
+
+
+def state_points(cfg: dict, settings: ModelSettings) -> list[StatePoint]:
+    """hcp boxes at the experimental lattice constants of each temperature, with the
+    experimental elastic constants and zero pressure as targets."""
+    d = cfg["difftre"]
+    symbol = cfg["species"][0]
+    lat = experiment.lattice_constants(cfg["experiment"]["lattice_constants"])
+    el = experiment.elastic_constants(cfg["experiment"]["elastic_constants"])
+    n_el = sum(t in ELASTIC for t in d["targets"])
+    out = []
+    for t in d["temperatures"]:
+        for table, path in ((lat, "lattice_constants"), (el, "elastic_constants")):
+            if not table["T_K"].min() <= t <= table["T_K"].max():
+                raise ValueError(f"difftre.temperatures: {t} K is outside the experimental table "
+                                 f"{cfg['experiment'][path]} ({table['T_K'].min():g}-{table['T_K'].max():g} K)")
+        a = float(np.interp(t, lat["T_K"], lat["a_A"]))
+        c = float(np.interp(t, lat["T_K"], lat["c_A"]))
+        atoms = crystal(symbol, d["structure"], a, c / a, d["supercell"])
+        targets, weights = {}, {}
+        for name in d["targets"]:
+            if name == "pressure":
+                targets[name], weights[name] = 0.0, d["pressure_weight"]
+            else:
+                targets[name] = float(np.interp(t, el["T_K"], el[f"{name}_GPa"]))
+                weights[name] = d["elastic_weight"] / n_el  # the mean over the constants
+        out.append(StatePoint(name=f"{t:g}K", temperature=float(t), positions=atoms.positions,
+                              box=np.asarray(atoms.cell), species=species_index(atoms.numbers, settings.species),
+                              masses=np.full(len(atoms), atomic_masses[atomic_numbers[symbol]]),
+                              targets=targets, weights=weights, symmetry="hexagonal"))
+    return out
+
+
+def train_scheme(cfg: dict, scheme: str, model_in, dataset_path, split_path, model_out, log_csv,
+                 checkpoint_path, figure_path=None, max_epochs_this_run=None):
+    t0 = time.time()
+    settings, params, meta = load_model(model_in)
+    params = jax_tree_cast(params, dtype(cfg))
+    sps = state_points(cfg, settings)
+    ts = exp_trainer_settings(cfg)
+    f = cfg["fused"]
+    sch = SchemeSettings(scheme=scheme, switching=f["switching"],
+                         dft_batches_per_update=f["dft_batches_per_update"],
+                         dft_selection_weight=(f["selection_dft_weight"] if scheme == "fused"
+                                               else f["sequential_selection_dft_weight"]))
+    for sp in sps:
+        log.info("state point %s: %d atoms, box lengths %s Å, targets %s", sp.name, len(sp.positions),
+                 np.round(np.linalg.norm(sp.box, axis=1), 4).tolist(),
+                 {k: round(v, 2) for k, v in sp.targets.items()})
+    ds = D.load(dataset_path, allowed_species=cfg["species"])
+    split = load_split(split_path, len(ds))
+    data = prepare(ds, settings, progress=log.info)
+    dts = dataclasses.replace(dft_trainer_settings(cfg), lr_start=f["dft_lr_start"], lr_end=f["dft_lr_end"],
+                              epochs=ts.epochs)
+    trainer = dft_trainer(settings, data, split["train"], dts, dtype(cfg))
+    result = fit_top_down(settings, params, sps, ts, sch, checkpoint_path,
+                          dft=(trainer, split["train"], split["val"]), log_csv=log_csv,
+                          progress=log.info, max_epochs_this_run=max_epochs_this_run)
+    save_model(model_out, settings, result.best_params, metadata={
+        "scheme": scheme, "started_from": str(model_in), "trained_on_dft": str(dataset_path),
+        "state_points": [dict(name=sp.name, temperature=sp.temperature, targets=sp.targets) for sp in sps],
+        "best_epoch": result.best_epoch, "epochs_run": len(result.rows),
+        "stopped_early": result.stopped_early, "exp_trainer": dataclasses.asdict(ts),
+        "scheme_settings": dataclasses.asdict(sch), "campaign": cfg["campaign"],
+        "pretrained_metadata": meta})
+    if figure_path is not None:
+        from ..plots import top_down_curve
+        top_down_curve(result.rows, sps, figure_path, title=f"{scheme} training (DiffTRe)")
+    log.info("selected the parameters after %d epochs of %d; wrote %s (%.1f min)", result.best_epoch,
+             len(result.rows), model_out, (time.time() - t0) / 60)
+    return result
+
+
+def jax_tree_cast(params, dt):
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dt), params)

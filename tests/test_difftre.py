@@ -1,0 +1,327 @@
+"""DiffTRe reweighting (training.difftre): exact identities of the weights, the batched two-pass
+gradient against a one-pass ``jax.grad``, and the DiffTRe gradient of the pressure against a
+finite difference of independent NVT simulations.
+
+The system is a 32-atom fcc cell with a Morse pair potential (Girifalco–Weizer Cu parameters) and a
+C² switch, parametrised by the well depth ``D`` and the stiffness ``alpha``: small and short-ranged
+enough that an MD run of 10⁴ steps takes seconds.
+"""
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fusedmlp import units
+from fusedmlp.md.ensembles import Thermostat
+from fusedmlp.md.neighbors import NeighborGraph, frame_graphs
+from fusedmlp.md.simulate import MDSettings, Simulator
+from fusedmlp.model.graph import edge_vectors
+from fusedmlp.observables.structure import rdf_bins
+from fusedmlp.observables.transport import block_estimate
+from fusedmlp.structures import crystal
+from fusedmlp.training.difftre import (Reweighter, StatePoint, effective_sample_size,
+                                       frame_quantities, make_frames, predictions,
+                                       reweighting_weights, state_loss)
+
+CU = 63.546  # u
+A_LAT = 3.615  # Å, fcc lattice parameter
+D0, ALPHA0, R0 = 0.3429, 1.3588, 2.866  # Morse: eV, 1/Å, Å
+R_ON, R_OFF = 4.5, 5.5  # switch, Å: three neighbour shells inside, the fourth in the switch
+THETA0 = {"D": D0, "alpha": ALPHA0}
+THETA0_C = dict(THETA0, c=0.0)  # for shifted_morse
+
+
+def switch(r):
+    x = jnp.clip((r - R_ON) / (R_OFF - R_ON), 0.0, 1.0)
+    return 1.0 - x**3 * (10.0 - 15.0 * x + 6.0 * x**2)
+
+
+def morse(params, positions, box, graph):
+    """U = ½ Σ_ij D [e^{−2α(r−r₀)} − 2 e^{−α(r−r₀)}] S(r) on a graph with cutoff R_OFF."""
+    d = edge_vectors(positions, box, graph)
+    r = jnp.sqrt(jnp.where(graph.mask, jnp.sum(d**2, -1), 1.0))
+    e = jnp.exp(-params["alpha"] * (r - R0))
+    phi = params["D"] * (e * e - 2.0 * e) * switch(r)
+    return 0.5 * jnp.sum(jnp.where(graph.mask & (r < R_OFF), phi, 0.0))
+
+
+def shifted_morse(params, positions, box, graph):
+    """Morse plus a configuration-independent constant ``c``."""
+    return morse(params, positions, box, graph) + params["c"]
+
+
+def fcc_cell():
+    at = crystal("Cu", "fcc", A_LAT, None, (2, 2, 2))
+    return np.asarray(at.positions), np.asarray(at.cell)
+
+
+def state_point(temperature, targets, weights=None, name="cu-test"):
+    pos, box = fcc_cell()
+    n = len(pos)
+    return StatePoint(name, temperature, pos, box, np.zeros(n, int), np.full(n, CU), targets,
+                      weights if weights is not None else {k: 1.0 for k in targets},
+                      symmetry="cubic")
+
+
+CAPACITY = 72  # graph slots per atom for every frame set: one compiled reweighter serves all tests
+BATCH = 7
+
+
+def graphs_of(positions, box):
+    return frame_graphs(positions, box, R_OFF, capacity=CAPACITY)
+
+
+@pytest.fixture(scope="module")
+def rw():
+    """The reweighter of every test (compiling the Born terms and their VJP once)."""
+    return Reweighter(shifted_morse, batch_frames=BATCH)
+
+
+# --- cheap exact checks on rattled configurations (no MD) ----------------------------------------
+
+T_EXACT = 500.0
+N_FRAMES = 30  # with BATCH = 7: four full batches and a remainder of 2 (the padding path)
+RDF_BINS, RDF_RMAX = 12, 3.4
+
+
+@pytest.fixture(scope="module")
+def rattled(rw):
+    """Frames of thermal-looking configurations: lattice + Gaussian displacements, Maxwell–
+    Boltzmann momenta; u_ref = U at THETA0. Targets exercise every observable path."""
+    rng = np.random.default_rng(7)
+    pos0, box = fcc_cell()
+    n = len(pos0)
+    pos = pos0[None] + rng.normal(scale=0.08, size=(N_FRAMES, n, 3))
+    mass = units.mass_to_internal(CU)
+    mom = rng.normal(scale=np.sqrt(mass * units.kT(T_EXACT)), size=(N_FRAMES, n, 3))
+    graphs = graphs_of(pos, box)
+    _, r_centres = rdf_bins(RDF_RMAX, RDF_BINS)
+    targets = {"pressure": 1.0, "C11": 150.0, "C12": 100.0, "C44": 70.0,
+               "rdf": (r_centres, np.linspace(0.0, 2.0, RDF_BINS))}
+    weights = {"pressure": 0.3, "C11": 1e-3, "C12": 2e-3, "C44": 1e-3, "rdf": 0.5}
+    sp = state_point(T_EXACT, targets, weights)
+    sp.rdf_bins = RDF_BINS
+    fr0 = make_frames(pos, mom, np.full(n, CU), box, graphs, np.zeros(N_FRAMES), sp)
+    u_ref = rw.energies(THETA0_C, fr0)
+    fr = make_frames(pos, mom, np.full(n, CU), box, graphs, u_ref, sp)
+    return sp, fr, rw
+
+
+def test_weights_uniform_at_sampling_parameters(rattled):
+    """At θ = θ̂: w_i = 1/F, ESS = 1, and the predictions are plain frame averages."""
+    sp, fr, rw = rattled
+    w = np.asarray(reweighting_weights(jnp.asarray(fr.u_ref), jnp.asarray(fr.u_ref), sp.temperature))
+    np.testing.assert_allclose(w, 1.0 / N_FRAMES, rtol=1e-14)
+    assert effective_sample_size(w) == pytest.approx(1.0, abs=1e-12)
+    loss, pred, ess, grad = rw.evaluate(THETA0_C, fr, sp, gradient=False)
+    assert grad is None and ess == pytest.approx(1.0, abs=1e-12)
+    q = rw.quantities(THETA0_C, fr, True)
+    np.testing.assert_allclose(q["energy"], fr.u_ref, rtol=1e-13)
+    v = abs(np.linalg.det(sp.box))
+    p_frames = np.einsum("fii->fi", fr.fixed["kinetic"]) / v - np.asarray(q["born_stress"])[:, :3]
+    assert pred["pressure"] == pytest.approx(units.ev_per_a3_to_gpa(p_frames.mean()), rel=1e-12)
+    np.testing.assert_allclose(pred["rdf"], fr.fixed["rdf"].mean(0), rtol=1e-12)
+
+
+def test_constant_energy_shift_leaves_weights_unchanged(rattled):
+    """U_θ = U_θ̂ + c: the same weights, ESS = 1, the same predictions and loss, and no gradient
+    with respect to c."""
+    sp, fr, rw = rattled
+    u = jnp.asarray(fr.u_ref) + jnp.asarray(np.random.default_rng(1).normal(scale=0.05, size=N_FRAMES))
+    w0 = np.asarray(reweighting_weights(u, jnp.asarray(fr.u_ref), sp.temperature))
+    w1 = np.asarray(reweighting_weights(u + 3.7, jnp.asarray(fr.u_ref), sp.temperature))
+    np.testing.assert_allclose(w1, w0, rtol=1e-10)
+    assert effective_sample_size(w0) < 0.99  # the perturbation itself does move the weights
+
+    base = rw.evaluate(THETA0_C, fr, sp)
+    moved = rw.evaluate(dict(THETA0_C, c=2.5), fr, sp)
+    assert moved[2] == pytest.approx(1.0, abs=1e-12)
+    assert moved[0] == pytest.approx(base[0], rel=1e-10)
+    for k in ("pressure", "C11", "C12", "C44"):
+        assert moved[1][k] == pytest.approx(base[1][k], rel=1e-10)
+    assert abs(float(moved[3]["c"])) < 1e-10 * abs(base[0])
+    assert abs(float(base[3]["c"])) < 1e-10 * abs(base[0])
+    for k in THETA0:
+        assert float(moved[3][k]) == pytest.approx(float(base[3][k]), rel=1e-9)
+
+
+def test_reweighted_averages_match_numpy(rattled):
+    """At θ ≠ θ̂ the predictions and ESS equal an explicit numpy computation: softmax weights of
+    −β(U_θ − U_θ̂), the weighted pressure, the weighted stress-fluctuation C11/C12/C44 with the
+    Born terms at θ, and the weighted RDF."""
+    sp, fr, rw = rattled
+    theta = {"D": D0 * 1.04, "alpha": ALPHA0 * 0.98, "c": 0.1}
+    loss, pred, ess, _ = rw.evaluate(theta, fr, sp, gradient=False)
+    q = {k: np.asarray(v) for k, v in rw.quantities(theta, fr, True).items()}
+    beta = 1.0 / (units.KB * sp.temperature)
+    x = -beta * (q["energy"] - fr.u_ref)
+    w = np.exp(x - x.max())
+    w /= w.sum()
+    assert 0.05 < ess < 0.95  # a genuinely non-uniform reweighting
+    assert ess == pytest.approx(np.exp(-np.sum(w * np.log(w))) / N_FRAMES, rel=1e-10)
+
+    v, n = abs(np.linalg.det(sp.box)), len(sp.positions)
+    kin = np.einsum("fii->fi", fr.fixed["kinetic"]) / v
+    p = units.ev_per_a3_to_gpa(np.sum(w[:, None] * (kin - q["born_stress"][:, :3])) / 3)
+    assert pred["pressure"] == pytest.approx(p, rel=1e-10)
+
+    s, cb = q["born_stress"], q["born_stiffness"]
+    ds = s - w @ s
+    kt = units.KB * sp.temperature
+    c = (np.einsum("f,fij->ij", w, cb) - (v / kt) * np.einsum("f,fi,fj->ij", w, ds, ds)
+         + (n * kt / v) * np.diag([2.0, 2, 2, 1, 1, 1]))
+    c = units.ev_per_a3_to_gpa(c)
+    assert pred["C11"] == pytest.approx(np.trace(c[:3, :3]) / 3, rel=1e-10)
+    assert pred["C12"] == pytest.approx((c[0, 1] + c[0, 2] + c[1, 2]) / 3, rel=1e-10)
+    assert pred["C44"] == pytest.approx(np.trace(c[3:, 3:]) / 3, rel=1e-10)
+    np.testing.assert_allclose(pred["rdf"], w @ fr.fixed["rdf"], rtol=1e-10)
+
+    expected = sum(sp.weights[k] * (pred[k] - sp.targets[k]) ** 2 for k in ("pressure", "C11", "C12", "C44"))
+    expected += sp.weights["rdf"] * np.mean((pred["rdf"] - sp.targets["rdf"][1]) ** 2)
+    assert loss == pytest.approx(expected, rel=1e-10)
+
+
+def test_batched_gradient_equals_one_pass_grad(rattled):
+    """The two-pass, batched (7 frames a batch, remainder 2) gradient equals jax.grad of the same
+    loss computed over all frames at once, at a θ where the weights matter."""
+    sp, fr, rw = rattled
+    theta = {"D": D0 * 1.03, "alpha": ALPHA0 * 0.985, "c": 0.2}
+    loss, pred, ess, grad = rw.evaluate(theta, fr, sp)
+    assert ess < 0.95
+
+    q_all = jax.vmap(frame_quantities(shifted_morse, True), (None, 0, None, 0))
+    u_ref = jnp.asarray(fr.u_ref)
+
+    def one_pass(params):
+        q = q_all(params, jnp.asarray(fr.positions), jnp.asarray(fr.box), fr.graphs)
+        w = reweighting_weights(q["energy"], u_ref, sp.temperature)
+        return state_loss(predictions(q, fr.fixed, w, sp), sp)
+
+    value, ref = jax.jit(jax.value_and_grad(one_pass))(theta)
+    assert loss == pytest.approx(float(value), rel=1e-12)
+    for k in ("D", "alpha"):
+        assert float(grad[k]) == pytest.approx(float(ref[k]), rel=1e-9), k
+        assert abs(float(ref[k])) > 1e-3 * abs(float(value))  # a non-trivial gradient
+    assert abs(float(grad["c"])) < 1e-9 * abs(float(value)) and abs(float(ref["c"])) < 1e-9 * abs(float(value))
+
+
+def test_state_point_validation():
+    """Unknown targets for the symmetry, a target without a loss weight and an unknown symmetry
+    raise ValueError naming the state point."""
+    with pytest.raises(ValueError, match=r"state point bad-cu.*unknown targets.*C33"):
+        state_point(300.0, {"C11": 1.0, "C33": 2.0}, name="bad-cu")
+    with pytest.raises(ValueError, match=r"state point bad-cu.*no loss weight.*C44"):
+        state_point(300.0, {"C11": 1.0, "C44": 2.0}, {"C11": 1.0}, name="bad-cu")
+    with pytest.raises(ValueError, match=r"state point bad-cu.*symmetry"):
+        pos, box = fcc_cell()
+        StatePoint("bad-cu", 300.0, pos, box, np.zeros(len(pos), int), np.full(len(pos), CU),
+                   {"C11": 1.0}, {"C11": 1.0}, symmetry="tetragonal")
+    sp = state_point(300.0, {"pressure": 0.0, "C44": 1.0})
+    assert sp.needs_born and sp.elastic_targets == ["C44"]
+
+
+# --- the DiffTRe gradient against finite differences of independent simulations --------------------
+
+T_MD = 600.0  # K; the Morse crystal melts far above
+SKIP = 0.1  # fraction of frames discarded for equilibration
+
+
+class Ensemble:
+    """NVT runs of the Morse crystal at any θ with one compiled simulator."""
+
+    def __init__(self, rw, steps, record_every=20):
+        self.pos, self.box = fcc_cell()
+        self.masses = np.full(len(self.pos), CU)
+        s = MDSettings(thermostat=Thermostat("langevin", temperature=T_MD, friction_per_ps=20.0),
+                       timestep_fs=2.0, steps=steps, record_every=record_every, chunk=2500)
+        self.sim = Simulator(shifted_morse, self.masses, s, NeighborGraph(R_OFF, skin=1.0, compact=False,
+                                                                    backend="host"))
+        self.rw = rw
+
+    def frames(self, theta, seed, sp):
+        tr = self.sim.run(jnp.asarray(self.pos), self.box, params=theta, seed=seed,
+                          progress=lambda m: None)
+        k = int(SKIP * len(tr.energies))
+        pos, mom, u = tr.positions[k:], tr.momenta[k:], tr.energies[k:]
+        return make_frames(pos, mom, self.masses, self.box, graphs_of(pos, self.box), u, sp)
+
+    def pressure_frames(self, theta, fr):
+        """Instantaneous pressure (GPa) per frame: kinetic part minus the Born stress."""
+        q = self.rw.quantities(theta, fr, True)
+        v = abs(np.linalg.det(self.box))
+        p = np.einsum("fii->fi", fr.fixed["kinetic"]) / v - np.asarray(q["born_stress"])[:, :3]
+        return units.ev_per_a3_to_gpa(p.mean(1))
+
+
+def difftre_vs_fd(rw, steps, name, h, n_blocks=10, seeds=(11, 12, 13)):
+    """dP/dα by DiffTRe at α̂ (split into its Born and weight parts, with a block error) and by a
+    central difference of two more, independent runs at α̂ ± h (block errors)."""
+    t0 = time.time()
+    ens = Ensemble(rw, steps)
+    sp = state_point(T_MD, {"pressure": 0.0}, name=name)
+    fr = ens.frames(THETA0_C, seeds[0], sp)
+
+    loss, pred, ess, grad = ens.rw.evaluate(THETA0_C, fr, sp)
+    assert ess == pytest.approx(1.0, abs=1e-12)
+    # loss = (P − 0)² → ∂L/∂α = 2 P ∂P/∂α
+    g_difftre = float(grad["alpha"]) / (2.0 * pred["pressure"])
+
+    # the same gradient from per-frame derivatives, ⟨∂P/∂α⟩ − β cov(P, ∂U/∂α), with the
+    # per-frame derivatives by central differences (independent of the autodiff above)
+    p = ens.pressure_frames(THETA0_C, fr)
+    delta = 1e-5
+    up, um = dict(THETA0_C, alpha=ALPHA0 + delta), dict(THETA0_C, alpha=ALPHA0 - delta)
+    dp = (ens.pressure_frames(up, fr) - ens.pressure_frames(um, fr)) / (2 * delta)
+    du = (ens.rw.energies(up, fr) - ens.rw.energies(um, fr)) / (2 * delta)
+    beta = 1.0 / (units.KB * T_MD)
+
+    def born_part(x):
+        return x[:, 1].mean()
+
+    def weight_part(x):
+        return -beta * np.mean((x[:, 0] - x[:, 0].mean()) * (x[:, 2] - x[:, 2].mean()))
+
+    series = np.c_[p, dp, du]
+    born, weight = born_part(series), weight_part(series)
+    assert born + weight == pytest.approx(g_difftre, rel=1e-6)
+    _, err_difftre = block_estimate(lambda x: born_part(x) + weight_part(x), series, n_blocks)
+
+    means = []
+    for sign, seed in ((+1, seeds[1]), (-1, seeds[2])):
+        theta = dict(THETA0_C, alpha=ALPHA0 + sign * h)
+        means.append(block_estimate(np.mean, ens.pressure_frames(theta, ens.frames(theta, seed, sp)),
+                                    n_blocks))
+    (p_plus, e_plus), (p_minus, e_minus) = means
+    fd = (p_plus - p_minus) / (2 * h)
+    err_fd = np.hypot(e_plus, e_minus) / (2 * h)
+    return dict(difftre=g_difftre, err_difftre=err_difftre, born=born, weight=weight, fd=fd,
+                err_fd=err_fd, pressure=pred["pressure"], frames=len(fr.positions),
+                seconds=time.time() - t0)
+
+
+def check_against_fd(r, slack):
+    sigma = np.hypot(r["err_fd"], r["err_difftre"])
+    print(f"\n dP/dα: DiffTRe {r['difftre']:.3f} ± {r['err_difftre']:.3f} GPa·Å "
+          f"(Born {r['born']:.3f}, weights {r['weight']:.3f}); FD {r['fd']:.3f} ± {r['err_fd']:.3f}; "
+          f"P {r['pressure']:.3f} GPa; {r['frames']} frames; {r['seconds']:.0f} s")
+    # agreement within the combined statistical error (+ slack for the O(h²) bias of the FD)
+    assert abs(r["difftre"] - r["fd"]) < 3 * sigma + slack
+    # the test can fail: the derivative is resolved, and leaving out either the reweighting
+    # (weight) term or the Born (explicit θ dependence) term would be detected
+    assert abs(r["fd"]) > 20 * sigma
+    assert abs(r["born"] - r["fd"]) > 3 * sigma + slack
+    assert abs(r["weight"] - r["fd"]) > 3 * sigma + slack
+
+
+def test_difftre_pressure_gradient_matches_finite_difference(rw):
+    """dP/dα of the Morse crystal at 600 K: DiffTRe on one 10⁴-step run vs the central
+    difference of two independent 10⁴-step runs at α ± 0.03 Å⁻¹."""
+    check_against_fd(difftre_vs_fd(rw, steps=10_000, name="cu-600K", h=0.03), slack=0.1)
+
+
+@pytest.mark.slow
+def test_difftre_pressure_gradient_matches_finite_difference_long(rw):
+    """The same with 6× longer runs and a smaller step: tighter errors, smaller FD bias."""
+    check_against_fd(difftre_vs_fd(rw, steps=60_000, name="cu-600K-long", h=0.02), slack=0.05)
