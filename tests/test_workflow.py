@@ -34,7 +34,8 @@ def dry_run_jobs(res):
 def test_default_dry_run_lists_the_dag():
     jobs = dry_run_jobs(smk("-n", "--forceall"))
     assert jobs == {"reference_configurations": 1, "label_reference": 2, "split": 2,
-                    "dataset_summary": 2, "pretrain": 1, "dft_errors": 1, "all": 1}
+                    "dataset_summary": 2, "pretrain": 1, "train_top_down": 2, "dft_errors": 3,
+                    "all": 1}
 
 
 def test_paper_config_dry_run_downloads_and_ingests():
@@ -90,6 +91,12 @@ def tiny_config(tmp_path, **data):
         "model": {"embed_size": 4, "out_embed_size": 4, "type_embed_size": 2, "int_embed_size": 2,
                   "basis_embed_size": 2, "n_blocks": 1, "n_output_layers": 1},
         "pretrain": {"epochs": 2, "batch_size": 4},
+        "difftre": {"temperatures": [323], "supercell": [2, 2, 1], "epochs": 1, "trajectory_ps": 0.1,
+                    "equilibration_ps": 0.02, "record_every_fs": 10.0, "batch_frames": 4},
+        "experiment": {k: str(ROOT / "resources/experiment" / f) for k, f in (
+            ("elastic_constants", "ti_hcp_elastic_constants.csv"),
+            ("lattice_constants", "ti_hcp_lattice_constants.csv"),
+            ("diffusion", "ti_liquid_diffusion.csv"))},
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -116,6 +123,11 @@ def test_tiny_reference_campaign_runs(tmp_path):
     errors = (tmp_path / "results/pretrained/test_errors.csv").read_text().splitlines()
     assert errors[0].startswith("model,dataset,split") and len(errors) == 2
     assert (tmp_path / "results/checkpoints/pretrained/dft.npz").exists()
+    # the top-down schemes started from it, and every model has its test errors
+    for scheme in ("sequential", "fused"):
+        rows = (tmp_path / f"results/{scheme}/training_log.csv").read_text().splitlines()
+        assert "323K_C44" in rows[0] and len(rows) == 2
+        assert (tmp_path / f"results/{scheme}/test_errors.csv").exists()
 
 
 def _release_zip(tmp_path, ds, corrupt=False):

@@ -26,7 +26,7 @@ wildcard_constraints:
 
 
 # Trained models, each in results/<model>/model.npz (later stages add theirs).
-MODELS = ["pretrained"]
+MODELS = ["pretrained", "sequential", "fused"]
 
 
 def compute(kind):
@@ -54,7 +54,7 @@ def all_targets():
         + expand("results/data/{stem}.split.json", stem=stems)
         + expand("results/data/{stem}.summary.md", stem=stems)
         + expand("results/data/{stem}.summary.png", stem=stems)
-        + ["results/pretrained/training_curve.png"]
+        + expand("results/{model}/training_curve.png", model=MODELS)
         + expand("results/{model}/test_errors.md", model=MODELS)
         + expand("results/{model}/parity.png", model=MODELS)
     )

@@ -22,3 +22,43 @@ rule pretrain:
         CONDA_ENV
     script:
         "../scripts/pretrain.py"
+
+
+# Top-down training with DiffTRe from the pre-trained model: EXP only (sequential) or alternating
+# with the DFT trainer (fused). The DFT data also give the validation loss for model selection.
+rule train_top_down:
+    input:
+        model="results/pretrained/model.npz",
+        dataset=bottom_up_dataset(),
+        split=bottom_up_dataset().replace(".npz", ".split.json"),
+        elastic=config["experiment"]["elastic_constants"],
+        lattice=config["experiment"]["lattice_constants"],
+    output:
+        model="results/{scheme}/model.npz",
+        log_csv="results/{scheme}/training_log.csv",
+        figure=report("results/{scheme}/training_curve.png", category="Training",
+                      caption="../report/top_down_curve.rst"),
+    log:
+        "results/logs/train_{scheme}.log",
+    wildcard_constraints:
+        scheme="sequential|fused",
+    params:
+        checkpoint="results/checkpoints/{scheme}/top_down.npz",
+    threads: config["compute"]["threads"]
+    resources:
+        **compute("gpu"),
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/train_top_down.py"
+
+
+# The names the issue tracker and users know: `snakemake train_sequential` / `train_fused`.
+rule train_sequential:
+    input:
+        rules.train_top_down.output.model.format(scheme="sequential"),
+
+
+rule train_fused:
+    input:
+        rules.train_top_down.output.model.format(scheme="fused"),
