@@ -1,10 +1,19 @@
-"""DimeNet++ speed on hcp cells: energy+forces per call, NVT Langevin MD throughput,
-trace+compile time and peak memory, for the paper-size model (or --demo).
+"""DimeNet++ speed on hcp Ti cells: energy+forces+virial per call, trace+compile time and peak
+memory per system size, and MD throughput in each ensemble (NVE, NVT Langevin, NVT Nose–Hoover,
+NPT with hexagonal coupling), for the paper-size model (or --demo), compared with the
+300 atom-steps/s of chemtrain.
 
-    python benchmarks/model_throughput.py            # 64, 128, 256 atoms, paper hyperparameters
-    python benchmarks/model_throughput.py --sizes 256 --steps 400
+    python benchmarks/model_throughput.py                     # 256, 128, 64 atoms; MD on 256 atoms
+    python benchmarks/model_throughput.py --quick             # 256 atoms, NVT and NPT, 20 steps
+    python benchmarks/model_throughput.py --sizes 64 --md-steps 0   # E+F+W only
+    python benchmarks/model_throughput.py --ensembles nve npt --md-steps 100
 
-Each size runs in its own process so that peak memory (max RSS) is per size.
+Each size and the MD runs go in their own process, so that peak memory (max RSS) is per job.
+MD throughput is the steady state of the MD driver (``fusedmlp.md.simulate``): a run of
+--md-steps steps in one jitted chunk traces and compiles, then the same run again on the compiled
+chunk is timed, including the driver's per-step neighbour checks and its per-chunk progress line
+(one extra energy+forces+virial). Random output weights (scaled down so that forces
+have realistic magnitudes) stand in for a trained model: the cost does not depend on the values.
 """
 
 from __future__ import annotations
@@ -14,105 +23,231 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 SUPERCELLS = {64: (4, 2, 2), 128: (4, 2, 4), 256: (4, 4, 4)}  # of the 4-atom orthorhombic hcp cell
+ENSEMBLES = ("nve", "nvt-langevin", "nvt-nh", "npt")
+CHEMTRAIN_ATOM_STEPS_PER_S = 300.0  # chemtrain's reported DimeNet++ MD throughput
+TI_MASS = 47.867
 
 
-def one(n_atoms: int, steps: int, demo: bool) -> dict:
+def _settings(demo: bool):
+    from fusedmlp.model.potential import ModelSettings
+
+    kw = dict(embed_size=16, out_embed_size=32, type_embed_size=8, int_embed_size=8,
+              basis_embed_size=4, n_blocks=2) if demo else {}
+    return ModelSettings.create(["Ti"], aggregation_scale=20.0, **kw)
+
+
+def make_params(demo: bool, path: str) -> None:
+    """Random parameters, saved for the worker processes (initialising the paper-size model
+    op by op takes ~20 s of CPU; once is enough)."""
     import jax
+    import numpy as np
+
+    from fusedmlp.model.potential import init_params
+
+    params = init_params(_settings(demo), jax.random.PRNGKey(0))
+    # small random output weights: realistic magnitudes of forces, stable dynamics
+    params["net"] = {k: ({"w": 1e-3 * jax.random.normal(jax.random.PRNGKey(1), v["w"].shape)}
+                         if k.endswith("lin_out") else v) for k, v in params["net"].items()}
+    flat = {"scale": params["scale"], "shift": params["shift"]}
+    flat.update({f"net/{m}/{n}": v for m, leaves in params["net"].items() for n, v in leaves.items()})
+    np.savez(path, **{k: np.asarray(v) for k, v in flat.items()})
+
+
+def _load_params(path: str) -> dict:
+    import jax.numpy as jnp
+    import numpy as np
+
+    params: dict = {"net": {}}
+    with np.load(path) as z:
+        for key in z.files:
+            if key.startswith("net/"):
+                module, name = key[4:].rsplit("/", 1)
+                params["net"].setdefault(module, {})[name] = jnp.asarray(z[key])
+            else:
+                params[key] = jnp.asarray(z[key])
+    return params
+
+
+def _system(n_atoms: int, demo: bool, params_path: str):
     import jax.numpy as jnp
     import numpy as np
     from ase.build import bulk
 
-    from fusedmlp.md.neighbors import NeighborGraph
-    from fusedmlp.md.simulate import LangevinSettings, nvt_langevin
-    from fusedmlp.model.potential import ModelSettings, energy_fn, init_params
-    from fusedmlp.quantity import energy_forces_virial
+    from fusedmlp.model.potential import energy_fn
 
-    kw = dict(embed_size=16, out_embed_size=32, type_embed_size=8, int_embed_size=8,
-              basis_embed_size=4, n_blocks=2) if demo else {}
-    settings = ModelSettings.create(["Ti"], aggregation_scale=20.0, **kw)
-    params = init_params(settings, jax.random.PRNGKey(0))
-    # small random output weights: realistic magnitudes of forces, stable dynamics
-    params["net"] = {k: ({"w": 1e-3 * jax.random.normal(jax.random.PRNGKey(1), v["w"].shape)}
-                         if k.endswith("lin_out") else v) for k, v in params["net"].items()}
+    settings = _settings(demo)
+    params = _load_params(params_path)
     atoms = bulk("Ti", "hcp", a=2.951, c=4.684, orthorhombic=True).repeat(SUPERCELLS[n_atoms])
     atoms.rattle(0.03, seed=0)
-    pos = jnp.asarray(atoms.positions, jnp.float32)
-    box = jnp.asarray(np.asarray(atoms.cell), jnp.float32)
     species = jnp.zeros(len(atoms), jnp.int32)
-    energy = energy_fn(settings)
-    ng = NeighborGraph(np.asarray(atoms.cell), settings.dimenet.cutoff, skin=1.0)
-    nbrs = ng.allocate(pos)
-    g = ng.graph(pos, nbrs)
-    n_edges = int(g.mask.sum())
-    triplets = int((g.mask.sum(1) * (g.mask.sum(1) - 1)).sum())
+    e = energy_fn(settings)
+
+    def energy(r, b, graph):  # the MD interface: energy(positions, box, graph)
+        return e(params, r, b, species, graph)
+
+    return settings, atoms, energy, np.asarray(atoms.cell)
+
+
+def _rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def one_size(n_atoms: int, demo: bool, skin: float, params_path: str) -> dict:
+    """Energy, forces and virial of one configuration: compile time and time per call."""
+    import jax
+    import jax.numpy as jnp
+
+    from fusedmlp.md.neighbors import NeighborGraph
+    from fusedmlp.quantity import energy_forces_virial
+
+    settings, atoms, energy, box_np = _system(n_atoms, demo, params_path)
+    pos = jnp.asarray(atoms.positions, jnp.float32)
+    box = jnp.asarray(box_np, jnp.float32)
+    ng = NeighborGraph(settings.dimenet.cutoff, skin=skin)
+    nbrs = ng.allocate(pos, box)
+    g = ng.graph(pos, box, nbrs)
+    counts = g.mask.sum(1)
 
     @jax.jit
-    def efv(p, r, nb):
-        graph = ng.graph(r, nb)
-        return energy_forces_virial(lambda x, b: energy(p, x, b, species, graph))(r, box)
+    def efv(r, b, nb):
+        return energy_forces_virial(lambda x, bx: energy(x, bx, ng.graph(x, bx, nb)))(r, b)
 
     t = time.time()
-    jax.block_until_ready(efv(params, pos, nbrs))
-    compile_efv = time.time() - t
+    jax.block_until_ready(efv(pos, box, nbrs))
+    compile_s = time.time() - t
+    reps = 5
     t = time.time()
-    reps = 10
     for _ in range(reps):
-        jax.block_until_ready(efv(params, pos, nbrs))
-    per_call = (time.time() - t) / reps
+        jax.block_until_ready(efv(pos, box, nbrs))
+    return dict(atoms=n_atoms, edges=int(counts.sum()), triplets=int((counts * (counts - 1)).sum()),
+                max_neighbors=int(g.max_neighbors), capacity=ng.capacity, backend=ng.kind,
+                efv_s=(time.time() - t) / reps, compile_s=compile_s, peak_rss_gb=_rss_gb())
 
-    def e_md(r, b, s, graph):
-        return energy(params, r, b, s, graph)
 
-    # warm-up run: sizes the capacities (reallocations recompile); the timed run reuses them
-    md = LangevinSettings(temperature=300.0, timestep_fs=0.5, friction_per_ps=4.0, steps=steps, chunk=50)
-    _, _, warm = nvt_langevin(e_md, pos, np.asarray(atoms.cell), species, 47.867, md, ng,
-                              progress=lambda m: None)
-    _, _, stats = nvt_langevin(e_md, pos, np.asarray(atoms.cell), species, 47.867, md, ng,
-                               progress=lambda m: None)
-    run_s = stats["wall_s"] - stats["first_chunk_s"]
-    steps_per_s = (steps - md.chunk) / run_s
-    return dict(atoms=n_atoms, edges=n_edges, triplets=triplets, capacity=stats["capacity"],
-                energy_forces_s=per_call, compile_s=compile_efv,
-                md_first_chunk_s=warm["first_chunk_s"], md_steps_per_s=steps_per_s,
-                atom_steps_per_s=steps_per_s * n_atoms,
-                reallocations=warm["reallocations"] + stats["reallocations"],
-                mean_T=float(np.mean(stats["temperatures"])), max_neighbors=int(g.max_neighbors),
-                peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
+def md_settings(ensemble: str, steps: int, chunk: int):
+    from fusedmlp.md.ensembles import Barostat, Thermostat
+    from fusedmlp.md.simulate import MDSettings
+
+    thermostat = {"nve": Thermostat("none", temperature=300.0),
+                  "nvt-langevin": Thermostat("langevin", temperature=300.0, friction_per_ps=4.0),
+                  "nvt-nh": Thermostat("nose-hoover", temperature=300.0, tau_fs=50.0),
+                  "npt": Thermostat("langevin", temperature=300.0, friction_per_ps=4.0)}[ensemble]
+    barostat = (Barostat(pressure_gpa=0.0, tau_ps=0.5, coupling="hexagonal", every=10)
+                if ensemble == "npt" else None)
+    return MDSettings(thermostat=thermostat, barostat=barostat, timestep_fs=1.0, steps=steps,
+                      record_every=0, chunk=chunk, seed=0)
+
+
+def one_md(n_atoms: int, ensemble: str, steps: int, demo: bool, skin: float, extra: int,
+           params_path: str) -> dict:
+    """MD in one ensemble: a first run of ``steps`` steps in one chunk (traces and compiles), then
+    the same run again on the compiled chunk: its wall time gives the steady-state throughput."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from fusedmlp.md.neighbors import NeighborGraph
+    from fusedmlp.md.simulate import Simulator, kinetic_temperature
+
+    settings, atoms, energy, box_np = _system(n_atoms, demo, params_path)
+    s = md_settings(ensemble, steps, steps)
+    ng = NeighborGraph(settings.dimenet.cutoff, skin=skin, extra=extra)
+    sim = Simulator(lambda params, r, b, g: energy(r, b, g), np.full(len(atoms), TI_MASS), s, ng)
+    pos = jnp.asarray(atoms.positions, jnp.float32)
+    t = time.time()
+    first = sim.run(pos, box_np, progress=lambda msg: None)
+    first_s = time.time() - t
+    timed = sim.run(pos, box_np, progress=lambda msg: None)
+    steps_per_s = steps / timed.stats["wall_s"]
+    final = timed.final
+    temp = float(kinetic_temperature(jnp.asarray(final["momenta"]), jnp.asarray(timed.masses), sim.dof))
+    return dict(atoms=n_atoms, ensemble=s.ensemble, label=ensemble, steps=steps, first_run_s=first_s,
+                steps_per_s=steps_per_s, atom_steps_per_s=steps_per_s * n_atoms, backend=ng.kind,
+                capacity=ng.capacity, reallocations=[first.stats["reallocations"], timed.stats["reallocations"]],
+                final_T=temp, volume_change=float(np.linalg.det(final["box"]) / np.linalg.det(box_np) - 1.0),
+                peak_rss_gb=_rss_gb())
+
+
+def _subprocess(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"{' '.join(args)} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256], choices=sorted(SUPERCELLS))
-    ap.add_argument("--steps", type=int, default=300)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    ap.add_argument("--sizes", type=int, nargs="*", default=[256, 128, 64], choices=sorted(SUPERCELLS),
+                    help="system sizes for the energy+forces+virial timing (none: skip)")
+    ap.add_argument("--md-atoms", type=int, default=256, choices=sorted(SUPERCELLS))
+    ap.add_argument("--ensembles", nargs="*", default=list(ENSEMBLES), choices=ENSEMBLES)
+    ap.add_argument("--md-steps", type=int, default=30,
+                    help="MD steps per run and ensemble (one jitted chunk, run twice); 0: no MD")
+    ap.add_argument("--skin", type=float, default=1.0, help="neighbour list skin, Å")
+    ap.add_argument("--extra", type=int, default=10,
+                    help="MD graph capacity over the largest neighbour count of the start: at 300 K "
+                         "the count within 5 Å grows by ~7 in hcp Ti, and growing the capacity in the "
+                         "first run would compile it twice")
+    ap.add_argument("--quick", action="store_true",
+                    help="about two minutes on a small CPU: 256 atoms only, NVT Langevin and NPT, "
+                         "20 MD steps")
     ap.add_argument("--demo", action="store_true", help="the demo model instead of the paper's")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--one-md", help=argparse.SUPPRESS)
+    ap.add_argument("--params", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.md_steps = [n for n in args.sizes if n == 256], 20
+        args.ensembles = [e for e in args.ensembles if e in ("nvt-langevin", "npt")]
     if args.one:
-        print(json.dumps(one(args.one, args.steps, args.demo)))
+        print(json.dumps(one_size(args.one, args.demo, args.skin, args.params)))
         return
-    rows = []
-    for n in args.sizes:
-        cmd = [sys.executable, __file__, "--one", str(n), "--steps", str(args.steps)]
-        cmd += ["--demo"] if args.demo else []
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode:
-            sys.exit(out.stderr)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if args.one_md:
+        print(json.dumps(one_md(args.md_atoms, args.one_md, args.md_steps, args.demo, args.skin, args.extra,
+                                args.params)))
+        return
+    t_start = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        params_path = str(Path(tmp) / "params.npz")
+        make_params(args.demo, params_path)
+        common = ["--skin", str(args.skin), "--params", params_path] + (["--demo"] if args.demo else [])
+        sizes = [_subprocess(["--one", str(n), *common]) for n in args.sizes]
+        mds = [_subprocess(["--one-md", e, "--md-atoms", str(args.md_atoms), "--md-steps", str(args.md_steps),
+                            "--extra", str(args.extra), *common])
+               for e in (args.ensembles if args.md_steps else [])]
+
     import jax
     print(f"DimeNet++ ({'demo' if args.demo else 'paper'} hyperparameters), float32, "
-          f"JAX {jax.__version__} on {jax.devices()[0].platform}")
-    head = ("atoms", "edges", "triplets", "max nbrs", "capacity", "E+F+W s/call", "compile s", "MD steps/s",
-            "atom-steps/s", "MD 1st chunk s", "peak RSS GB", "mean T K")
-    print(" | ".join(head))
-    for r in rows:
-        print(" | ".join([f"{r['atoms']}", f"{r['edges']}", f"{r['triplets']}", f"{r['max_neighbors']}",
-                          f"{r['capacity']} ({r['reallocations']} realloc)",
-                          f"{r['energy_forces_s']:.4f}", f"{r['compile_s']:.1f}",
-                          f"{r['md_steps_per_s']:.2f}", f"{r['atom_steps_per_s']:.0f}",
-                          f"{r['md_first_chunk_s']:.1f}", f"{r['peak_rss_gb']:.2f}", f"{r['mean_T']:.0f}"]))
+          f"JAX {jax.__version__} on {jax.devices()[0].platform}, skin {args.skin} Å, hcp Ti")
+    if sizes:
+        print("\nenergy + forces + virial, one configuration")
+        head = ("atoms", "edges", "triplets", "max nbrs", "capacity", "neighbours", "E+F+W s/call",
+                "compile s", "peak RSS GB")
+        print(" | ".join(head))
+        for r in sizes:
+            print(" | ".join([f"{r['atoms']}", f"{r['edges']}", f"{r['triplets']}", f"{r['max_neighbors']}",
+                              f"{r['capacity']}", r["backend"], f"{r['efv_s']:.4f}", f"{r['compile_s']:.1f}",
+                              f"{r['peak_rss_gb']:.2f}"]))
+    if mds:
+        print(f"\nMD, {args.md_atoms} atoms, 1 fs, 300 K, {args.md_steps} steps (first run: trace, compile "
+              f"and run; steps/s: the same run again, compiled)")
+        head = ("ensemble", "neighbours", "capacity", "first run s", "steps/s", "atom-steps/s",
+                "vs chemtrain 300", "realloc", "final T K", "ΔV/V", "peak RSS GB")
+        print(" | ".join(head))
+        for r in mds:
+            name = {"nve": "NVE", "nvt-langevin": "NVT Langevin", "nvt-nh": "NVT Nose-Hoover",
+                    "npt": "NPT hexagonal (SCR)"}[r["label"]]
+            print(" | ".join([name, r["backend"], f"{r['capacity']}", f"{r['first_run_s']:.1f}",
+                              f"{r['steps_per_s']:.2f}", f"{r['atom_steps_per_s']:.0f}",
+                              f"{r['atom_steps_per_s'] / CHEMTRAIN_ATOM_STEPS_PER_S:.2f}x",
+                              "+".join(map(str, r["reallocations"])), f"{r['final_T']:.0f}",
+                              f"{r['volume_change']:+.4f}",
+                              f"{r['peak_rss_gb']:.2f}"]))
+    print(f"\ntotal {time.time() - t_start:.0f} s")
 
 
 if __name__ == "__main__":

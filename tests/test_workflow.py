@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from fusedmlp.data import dataset as D
@@ -103,9 +104,14 @@ def tiny_config(tmp_path, **data):
     return path
 
 
+BOTTOM_UP = ["results/pretrained/test_errors.md", "results/pretrained/training_curve.png",
+             "results/data/reference_ref.summary.md", "results/data/reference_ref_hard.summary.md"]
+
+
 def test_tiny_reference_campaign_runs(tmp_path):
     cfg = tiny_config(tmp_path)
-    smk("-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(cfg), "--cores", "2")
+    smk("-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(cfg), "--cores", "2",
+        *BOTTOM_UP)
     ref = D.load(tmp_path / "results/data/reference_ref.npz")
     hard = D.load(tmp_path / "results/data/reference_ref_hard.npz")
     assert len(ref) == 1 + 3 + 3 + 2
@@ -123,7 +129,13 @@ def test_tiny_reference_campaign_runs(tmp_path):
     errors = (tmp_path / "results/pretrained/test_errors.csv").read_text().splitlines()
     assert errors[0].startswith("model,dataset,split") and len(errors) == 2
     assert (tmp_path / "results/checkpoints/pretrained/dft.npz").exists()
-    # the top-down schemes started from it, and every model has its test errors
+
+
+@pytest.mark.slow  # ~6 min: compiling the third-order derivatives of DiffTRe dominates
+def test_tiny_campaign_top_down_rules(tmp_path):
+    cfg = tiny_config(tmp_path)
+    smk("-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(cfg), "--cores", "2")
+    # the top-down schemes started from the pre-trained model, and every model has its test errors
     for scheme in ("sequential", "fused"):
         rows = (tmp_path / f"results/{scheme}/training_log.csv").read_text().splitlines()
         assert "323K_C44" in rows[0] and len(rows) == 2

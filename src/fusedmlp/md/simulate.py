@@ -222,7 +222,8 @@ class Simulator:
                 last_bad = done
                 if retries > 8:
                     raise RuntimeError(f"neighbour structures still overflow after {retries - 1} "
-                                       f"reallocations at step {done}; atoms too close or too fast?")
+                                       f"reallocations at step {done}: atoms too close or too fast, "
+                                       f"or the skin ({ng.skin} Å) too small for this temperature")
                 if int(peak) > ng.capacity:
                     ng.grow(int(peak))
                 nbrs = ng.allocate(state.position, box)
