@@ -72,13 +72,13 @@ def orthorhombic_hcp(reps):
     return at
 
 
-@pytest.mark.parametrize("cell, cutoff, skin, cell_list", [
-    ("hexagonal", CUTOFF, 1.0, False),  # the MD setting: 2 cells per side, all pairs
-    ("hexagonal", 3.0, 0.15, True),  # 4 cells per side: jax-md's cell list, fractional coords
-    pytest.param("orthorhombic", CUTOFF, 1.0, False, marks=pytest.mark.slow),
-    ("orthorhombic", 3.0, 0.15, True),
+@pytest.mark.parametrize("cell, cutoff, skin", [
+    ("hexagonal", CUTOFF, 1.0),  # the MD setting
+    ("hexagonal", 3.0, 0.15),  # many cells per side (jax-md would use a cell list)
+    pytest.param("orthorhombic", CUTOFF, 1.0, marks=pytest.mark.slow),
+    ("orthorhombic", 3.0, 0.15),
 ])
-def test_jaxmd_graph_equals_exact_enumeration(cell, cutoff, skin, cell_list):
+def test_jaxmd_graph_equals_exact_enumeration(cell, cutoff, skin):
     """Within the cutoff, the graph of a jax-md list holds exactly the directed pairs (with
     lattice shifts) and distances of the exact host enumeration, for unwrapped positions,
     after small moves (no rebuild) and after moves that make the list rebuild itself."""
@@ -88,7 +88,8 @@ def test_jaxmd_graph_equals_exact_enumeration(cell, cutoff, skin, cell_list):
     ng = NeighborGraph(cutoff, skin=skin, capacity=64)  # capacity is not what is tested here
     nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box))
     assert ng.kind == "jax-md"
-    assert (nbrs.nl.cell_list_fn is not None) == cell_list
+    # jax-md's cell list is off: jaxlib 0.10.2 on CPU drops pairs from it (jax-ml/jax#39103)
+    assert nbrs.nl.cell_list_fn is None
     assert assert_exact(ng, nbrs, pos, box) > 0
     # NPT: a cell compressed by 2 % with affine positions, too little for a pair to cross the skin
     # (not stale); the list is not rebuilt, its graph measures distances in the new cell
@@ -181,7 +182,7 @@ def simulate(energy, at, ng, steps):
 @pytest.mark.parametrize("backend, supercell, skin, steps", [
     # graph capacity: an atom gains a neighbour within the cutoff
     ("host", (2, 2, 2), 1.0, 10),
-    # and a thin skin: the list rebuilds itself in the loop with no spare slots, and overflows
+    # and a thin skin: the list, with no spare slots, rebuilds itself in the loop
     pytest.param("jax-md", (5, 5, 3), 0.3, 20, marks=pytest.mark.slow),
 ])
 def test_overflow_is_reallocated_and_recomputed(energy, backend, supercell, skin, steps):

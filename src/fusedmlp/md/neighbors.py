@@ -42,7 +42,7 @@ from ..space import image_shifts, plane_spacings
 
 @functools.partial(jax.tree_util.register_dataclass,
                    data_fields=["idx", "shifts", "mask", "reference", "ref_box", "stale"],
-                   meta_fields=[])
+                   meta_fields=["capacity"])
 @dataclasses.dataclass(frozen=True)
 class HostNeighbors:
     """Verlet table with explicit lattice shifts (any cell, including narrow ones)."""
@@ -53,6 +53,7 @@ class HostNeighbors:
     reference: jnp.ndarray  # (N, 3) positions at the build
     ref_box: jnp.ndarray  # (3, 3) box at the build
     stale: jnp.ndarray  # () a pair may have crossed the skin since the build
+    capacity: int = 0
 
     @property
     def overflow(self):
@@ -60,7 +61,7 @@ class HostNeighbors:
 
 
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["nl", "reference", "ref_box", "stale"], meta_fields=[])
+                   data_fields=["nl", "reference", "ref_box", "stale"], meta_fields=["capacity"])
 @dataclasses.dataclass(frozen=True)
 class JaxMDNeighbors:
     """A jax-md neighbour list plus the build state used by the variable-box check."""
@@ -69,6 +70,7 @@ class JaxMDNeighbors:
     reference: jnp.ndarray
     ref_box: jnp.ndarray
     stale: jnp.ndarray
+    capacity: int = 0
 
     @property
     def overflow(self):
@@ -76,7 +78,7 @@ class JaxMDNeighbors:
 
 
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["shifts", "stale"], meta_fields=[])
+                   data_fields=["shifts", "stale"], meta_fields=["capacity"])
 @dataclasses.dataclass(frozen=True)
 class ImageNeighbors:
     """Every atom in every lattice translation within reach: exact at every step, never stale
@@ -84,6 +86,7 @@ class ImageNeighbors:
 
     shifts: jnp.ndarray  # (S, 3) integer translations covering cutoff + skin
     stale: jnp.ndarray  # () the cell deformed beyond what the translations cover
+    capacity: int = 0
 
     @property
     def overflow(self):
@@ -163,13 +166,18 @@ class NeighborGraph:
             disp, _ = jmd_space.periodic_general(box_j.T, fractional_coordinates=True)
             self._fn = partition.neighbor_list(
                 disp, box_j.T, self.cutoff, dr_threshold=self.skin, capacity_multiplier=self.margin,
-                fractional_coordinates=True, format=partition.NeighborListFormat.Dense)
+                fractional_coordinates=True, format=partition.NeighborListFormat.Dense,
+                # jaxlib 0.10.2 on CPU miscompiles the cell-list distance kernel and pairs go
+                # missing silently (jax-ml/jax#39103); the O(N²) build is exact
+                disable_cell_list=True)
             nl = self._fn.allocate(self._fractional(positions, box_j), box=box_j.T)
+            if nl.cell_size is not None:  # an array in pytree metadata breaks jit cache lookups
+                nl = dataclasses.replace(nl, cell_size=float(nl.cell_size))
             nbrs = JaxMDNeighbors(nl, positions, box_j, jnp.asarray(False))
         g = self._graph(positions, box_j, nbrs, nbrs_width(nbrs))
         # triplet work grows as capacity², so the headroom is additive, not a factor
         self.capacity = max(self.capacity, int(g.max_neighbors) + self.extra)
-        return nbrs
+        return dataclasses.replace(nbrs, capacity=self.capacity)
 
     def grow(self, peak: int) -> None:
         """After an overflow: raise the graph capacity above the largest neighbour count seen."""
@@ -243,7 +251,7 @@ class NeighborGraph:
         return build_graph(positions, box, cand, shifts, mask, self.cutoff, capacity)
 
     def graph(self, positions, box, nbrs) -> Graph:
-        return self._graph(positions, box, nbrs, self.capacity)
+        return self._graph(positions, box, nbrs, nbrs.capacity)
 
     def check(self, positions, box, nbrs):
         """Per-step check: (list overflowed or stale, largest neighbour count within the cutoff);
