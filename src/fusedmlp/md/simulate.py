@@ -1,6 +1,7 @@
 """Chunked, jitted MD for any energy function, with recorded frames, progress and restarts.
 
-``run`` advances a system in chunks of steps scanned inside one jitted call and records a frame
+A ``Simulator`` (``run`` for one-off runs) advances a system in chunks of steps scanned inside
+one jitted call and records a frame
 (positions, momenta, box, potential energy, temperature) every ``record_every`` steps. After
 every chunk the neighbour structures are checked; if the list or the graph overflowed (or a host
 table went stale) the chunk is discarded, capacities are reallocated and the chunk is recomputed
@@ -8,7 +9,8 @@ from the state before it. Non-finite positions or a runaway temperature stop the
 error. With a checkpoint path the run saves its state and frames (atomically, at most every
 ``checkpoint_s`` seconds) and a rerun continues from there.
 
-The energy function is ``energy(positions, box, graph) -> U`` (eV), the one used everywhere.
+The energy function is ``energy(params, positions, box, graph) -> U`` (eV) for a ``Simulator``
+and ``energy(positions, box, graph)`` for ``run``: the one energy used everywhere.
 """
 
 from __future__ import annotations
