@@ -191,3 +191,24 @@ def test_npt_lattice_has_zero_pressure_and_independent_c_over_a(eam):
     mean, err = block_estimate(np.mean, p, 5)
     print(f"NPT a {a.mean():.4f} c/a {(c / a).mean():.4f}; NVT pressure {mean:.4f} ± {err:.4f} GPa")
     assert abs(mean) < max(3 * err, 0.05)
+
+
+@pytest.mark.slow
+def test_fcc_stress_fluctuation_has_cubic_symmetry(eam, ti_calc):
+    """fcc at 50 K: C11≈C22≈C33, C12≈C13≈C23, C44≈C55≈C66 within noise, and the cubic
+    constants match the 0 K finite-strain ones."""
+    at = crystal("Ti", "fcc", 4.1545, None, (2, 2, 2))
+    s = MDSettings(thermostat=Thermostat("langevin", temperature=50.0, friction_per_ps=10.0),
+                   timestep_fs=2.0, steps=10000, record_every=10, chunk=2000, seed=11)
+    traj = simulate(eam, at, s)
+    sb, cb = born(eam, traj, skip=100)
+    v = float(volume(jnp.asarray(np.asarray(at.cell))))
+    c = units.ev_per_a3_to_gpa(np.asarray(stress_fluctuation(sb, cb, v, len(at), 50.0)))
+    d, off, shear = np.diag(c)[:3], [c[0, 1], c[0, 2], c[1, 2]], np.diag(c)[3:]
+    print("fcc C diag", d, "off", off, "shear", shear)
+    for group in (d, off, shear):
+        assert np.ptp(group) < 4.0
+    ref = elastic.cubic(elastic.finite_strain_stiffness(ti_calc, at.positions, np.asarray(at.cell), relax=False))
+    got = elastic.cubic(c)
+    for k in ref:
+        assert abs(got[k] - ref[k]) < 4.0, (k, got[k], ref[k])
