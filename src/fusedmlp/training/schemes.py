@@ -7,6 +7,8 @@ import dataclasses
 import logging
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from ase.data import atomic_masses, atomic_numbers
 
@@ -66,7 +68,7 @@ def train_scheme(cfg: dict, scheme: str, model_in, dataset_path, split_path, mod
                  checkpoint_path, figure_path=None, max_epochs_this_run=None):
     t0 = time.time()
     settings, params, meta = load_model(model_in)
-    params = jax_tree_cast(params, dtype(cfg))
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype(cfg)), params)
     sps = state_points(cfg, settings)
     ts = exp_trainer_settings(cfg)
     f = cfg["fused"]
@@ -101,9 +103,3 @@ def train_scheme(cfg: dict, scheme: str, model_in, dataset_path, split_path, mod
              len(result.rows), model_out, (time.time() - t0) / 60)
     return result
 
-
-def jax_tree_cast(params, dt):
-    import jax
-    import jax.numpy as jnp
-
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dt), params)
