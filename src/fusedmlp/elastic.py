@@ -113,3 +113,18 @@ def hexagonal_matrix(c11, c33, c44, c12, c13) -> np.ndarray:
     c[0, 1] = c[1, 0] = c12
     c[0, 2] = c[2, 0] = c[1, 2] = c[2, 1] = c13
     return c
+
+
+def cubic_matrix(c11, c12, c44) -> np.ndarray:
+    """Full 6×6 stiffness of a cubic crystal from its three constants."""
+    return hexagonal_matrix(c11, c11, c44, c12, c12) + np.diag([0, 0, 0, 0, 0, c44 - 0.5 * (c11 - c12)])
+
+
+def symmetric_matrix(constants: dict, symmetry: str) -> np.ndarray:
+    """The 6×6 stiffness of ``hexagonal`` or ``cubic`` constants (names C11 …); the moduli of a
+    symmetry-averaged tensor are less noisy than those of the raw fluctuation tensor."""
+    if symmetry == "hexagonal":
+        return hexagonal_matrix(*(constants[k] for k in ("C11", "C33", "C44", "C12", "C13")))
+    if symmetry == "cubic":
+        return cubic_matrix(*(constants[k] for k in ("C11", "C12", "C44")))
+    raise ValueError(f"symmetry {symmetry!r}: expected 'hexagonal' or 'cubic'")

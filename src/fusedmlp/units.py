@@ -36,6 +36,7 @@ BAR = 1e-4 * GPA
 
 # --- transport ----------------------------------------------------------------------------
 A2_PER_PS_IN_M2_PER_S = ANGSTROM_M**2 / PS_S  # 1 Å²/ps = 1e-8 m²/s
+AMU_PER_A3_TO_G_CM3 = AMU_KG * 1e3 / (ANGSTROM_M * 1e2) ** 3  # 1 u/Å³ ≈ 1.6605 g/cm³
 
 # --- phonons ---------------------------------------------------------------------------------
 THZ = 1.0  # 1 THz in 1/ps: phonon frequencies in THz are already internal inverse times

@@ -27,6 +27,15 @@ wildcard_constraints:
 
 # Trained models, each in results/<model>/model.npz (later stages add theirs).
 MODELS = ["pretrained", "sequential", "fused"]
+# Potentials the evaluation rules measure: the models and, in the demo, the reference potential
+# that labelled their training data (its ground truth).
+REFERENCE = "reference"
+EVAL_MODELS = MODELS + ([REFERENCE] if config["evaluation"]["include_reference"]
+                        and config["data"]["source"] == "reference" else [])
+COMPARISON_TABLES = ["elastic_hcp", "moduli", "lattice_temperature", "lattice_pressure", "phonons",
+                     "liquid", "diffusion", "elastic_bcc", "test_errors"]
+FIGURES = ["elastic_constants", "moduli", "lattice_temperature", "lattice_pressure", "phonons",
+           "liquid_structure", "diffusion"]
 
 
 def compute(kind):
@@ -57,4 +66,6 @@ def all_targets():
         + expand("results/{model}/training_curve.png", model=MODELS)
         + expand("results/{model}/test_errors.md", model=MODELS)
         + expand("results/{model}/parity.png", model=MODELS)
+        + expand("results/comparison/{name}.md", name=COMPARISON_TABLES)
+        + expand("results/figures/{name}.png", name=FIGURES)
     )

@@ -266,17 +266,19 @@ def nbrs_width(nbrs) -> int:
     return (nbrs.idx if isinstance(nbrs, HostNeighbors) else nbrs.nl.idx).shape[1]
 
 
-def frame_graphs(positions, boxes, cutoff: float, capacity: int | None = None, extra: int = 2):
+def frame_graphs(positions, boxes, cutoff: float, capacity: int | None = None, extra: int = 2,
+                 min_capacity: int = 0):
     """Exact graphs of recorded frames (host tables; for observables and reweighting).
 
     ``positions`` (F, N, 3), ``boxes`` (F, 3, 3) or (3, 3). Returns a stacked ``Graph`` with one
-    capacity for all frames (the largest neighbour count + ``extra`` unless given).
+    capacity for all frames: ``capacity`` if given, else the largest neighbour count + ``extra`` but
+    at least ``min_capacity`` (callers pass their last capacity, so compiled consumers see one shape).
     """
     positions = np.asarray(positions, float)
     boxes = np.broadcast_to(np.asarray(boxes, float), (len(positions), 3, 3))
     tables = [neighbor_table(r, b, cutoff) for r, b in zip(positions, boxes)]
     need = max(t[0].shape[1] for t in tables)
-    k = need + extra if capacity is None else capacity
+    k = max(need + extra, min_capacity) if capacity is None else capacity
     if need > k:
         raise ValueError(f"frame graphs need {need} neighbours per atom, capacity is {k}")
     pad = [((0, 0), (0, k - t[0].shape[1])) for t in tables]

@@ -134,18 +134,29 @@ class ExpTrainer:
     def trajectory(self, k: int, params, md_state: dict, epoch: int) -> tuple[Frames, dict]:
         sp, sim = self.sps[k], self.sims[k]
         mom = md_state.get(f"sp{k}_momenta")
+        # graph capacities only grow within a run; a resumed run starts from the saved ones, so
+        # its MD pads (and sums) exactly as the uninterrupted run did
+        for j, other in enumerate(self.sims):
+            if other is sim:
+                sim.ng.capacity = max(sim.ng.capacity, int(md_state.get(f"sp{j}_graph_capacity", 0)))
         traj = sim.run(md_state[f"sp{k}_positions"], sp.box, params=params, momenta=mom,
                        seed=int(np.random.default_rng([self.ts.seed, epoch, k]).integers(2**31)),
                        progress=self.progress, temperature=sp.temperature)
         skip = min(self.ts.skip_frames, len(traj.positions) - 2)
         pos, mom_f = traj.positions[skip:], traj.momenta[skip:]
-        graphs = frame_graphs(pos, sp.box, self.cutoff)
+        # a capacity that only grows, with a margin: a new graph width recompiles the (costly)
+        # third-order reweighting gradient
+        # (kept in the MD state, so a resumed run pads its frames as the uninterrupted one did)
+        graphs = frame_graphs(pos, sp.box, self.cutoff, extra=6,
+                              min_capacity=int(md_state.get(f"sp{k}_capacity", 0)))
         frames = make_frames(pos, mom_f, sp.masses, sp.box, graphs, np.zeros(len(pos)), sp)
         frames.u_ref = self.rews[k].energies(params, frames)  # θ̂: weights exactly uniform at θ̂
         dtype = md_state[f"sp{k}_positions"].dtype
         new_state = dict(md_state)
         new_state[f"sp{k}_positions"] = jnp.asarray(traj.final["positions"], dtype)
         new_state[f"sp{k}_momenta"] = jnp.asarray(traj.final["momenta"], dtype)
+        new_state[f"sp{k}_capacity"] = np.asarray(graphs.neighbors.shape[-1])
+        new_state[f"sp{k}_graph_capacity"] = np.asarray(sim.ng.capacity)
         return frames, new_state, traj.stats
 
     def update(self, k: int, params, opt_state, frames: Frames):
@@ -282,8 +293,10 @@ def fit_top_down(settings: ModelSettings, params0, state_points: list[StatePoint
 
 
 def _md_template(md_state: dict, exp: ExpTrainer) -> dict:
-    """Checkpoint template: positions and momenta of every state point."""
+    """Checkpoint template: positions, momenta and graph capacities of every state point."""
     out = dict(md_state)
     for k in range(len(exp.sps)):
         out.setdefault(f"sp{k}_momenta", jnp.zeros_like(md_state[f"sp{k}_positions"]))
+        out.setdefault(f"sp{k}_capacity", np.asarray(0))
+        out.setdefault(f"sp{k}_graph_capacity", np.asarray(0))
     return out

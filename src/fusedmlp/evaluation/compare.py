@@ -1,0 +1,193 @@
+"""Comparison tables: every model side by side with experiment where a reference exists.
+
+Inputs are the per-model tables of the evaluation jobs; each comparison is a DataFrame written as
+CSV and Markdown. Relative errors are (model − experiment)/experiment in percent; the headline
+table gives the mean absolute relative errors of B, G, ν (and the C_ij) over temperature.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import elastic, experiment
+from ..io import InputError
+from ..tables import write_table
+
+log = logging.getLogger(__name__)
+
+HCP = ("C11", "C33", "C44", "C12", "C13")
+MODULI = ("B_V", "G_V", "nu_V")
+
+
+def read_models(paths: dict[str, str]) -> pd.DataFrame:
+    """Concatenate the per-model tables ``{model: csv}`` (each has a ``model`` column)."""
+    frames = []
+    for model, path in paths.items():
+        df = pd.read_csv(path)
+        if "model" not in df.columns:
+            df.insert(0, "model", model)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def interpolate(table: pd.DataFrame, x: str, column: str, at) -> np.ndarray:
+    """Linear interpolation of ``column`` at ``at``; NaN outside the table's range."""
+    t = table.sort_values(x)
+    v = np.interp(at, t[x], t[column])
+    return np.where((np.asarray(at) < t[x].min()) | (np.asarray(at) > t[x].max()), np.nan, v)
+
+
+def experimental_moduli(el: pd.DataFrame) -> pd.DataFrame:
+    """Voigt B, G, ν of the experimental hcp constants at each temperature."""
+    rows = []
+    for _, r in el.iterrows():
+        m = elastic.moduli(elastic.hexagonal_matrix(*(r[f"{c}_GPa"] for c in HCP)))
+        rows.append({"T_K": r["T_K"], "B_V": m["K_V"], "G_V": m["G_V"], "nu_V": m["nu_V"]})
+    return pd.DataFrame(rows)
+
+
+def _relative(model, exp):
+    return 100.0 * (np.asarray(model, float) - exp) / exp
+
+
+def elastic_hcp(models: pd.DataFrame, el: pd.DataFrame) -> pd.DataFrame:
+    """Per model and temperature: C_ij, B, G, ν with experiment and relative errors."""
+    exp_mod = experimental_moduli(el)
+    out = models[["model", "T_K"]].copy()
+    for c in HCP:
+        exp = interpolate(el, "T_K", f"{c}_GPa", models["T_K"])
+        out[c], out[f"{c}_exp"], out[f"{c}_rel_err_pct"] = models[c], exp, _relative(models[c], exp)
+    for m in MODULI:
+        exp = interpolate(exp_mod, "T_K", m, models["T_K"])
+        out[m], out[f"{m}_exp"], out[f"{m}_rel_err_pct"] = models[m], exp, _relative(models[m], exp)
+    out["pressure_GPa"] = models["pressure_GPa"]
+    return out
+
+
+def moduli_summary(cmp: pd.DataFrame) -> pd.DataFrame:
+    """Mean absolute relative errors over temperature (the paper's headline), per model."""
+    rows = []
+    for model, g in cmp.groupby("model", sort=False):
+        row = {"model": model, "temperatures": int(g["T_K"].nunique()),
+               "T_range_K": f"{g['T_K'].min():g}-{g['T_K'].max():g}"}
+        for name in MODULI + HCP:
+            row[f"{name}_mean_abs_rel_err_pct"] = float(np.nanmean(np.abs(g[f"{name}_rel_err_pct"])))
+        row["mean_abs_pressure_GPa"] = float(np.mean(np.abs(g["pressure_GPa"])))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def lattice_temperature(models: pd.DataFrame, lat: pd.DataFrame) -> pd.DataFrame:
+    out = models[["model", "T_K", "a_A", "a_A_err", "c_A", "c_A_err", "covera"]].copy()
+    for x in ("a_A", "c_A"):
+        exp = interpolate(lat, "T_K", x, models["T_K"])
+        out[f"{x}_exp"], out[f"{x}_rel_err_pct"] = exp, _relative(models[x], exp)
+    return out
+
+
+def with_reference(models: pd.DataFrame, ref_path, key: str, columns) -> pd.DataFrame:
+    """Add ``<col>_ref`` and relative errors from a user-supplied table keyed by ``key``."""
+    out = models.copy()
+    if not ref_path:
+        return out
+    ref = experiment.load_table(ref_path, (key, *columns))
+    for col in columns:
+        target = col if col in models.columns else col.removesuffix("_GPa")
+        exp = interpolate(ref, key, col, models[key])
+        out[f"{target}_ref"], out[f"{target}_rel_err_pct"] = exp, _relative(models[target], exp)
+    return out
+
+
+def phonons(models: pd.DataFrame, ref_path) -> pd.DataFrame:
+    """Band frequencies at the path's special points; with a reference table (label,
+    frequency_THz), each measured frequency next to the nearest branch of every model."""
+    if not ref_path:
+        return models
+    ref = pd.read_csv(ref_path, comment="#")
+    for col in ("label", "frequency_THz"):
+        if col not in ref.columns:
+            raise InputError(ref_path, col, f"column missing; expected label, frequency_THz, found {list(ref.columns)}")
+    rows = []
+    for _, r in ref.iterrows():
+        for _, m in models[models["label"] == r["label"]].iterrows():
+            bands = np.array([m[c] for c in models.columns if c.startswith("band")], float)
+            near = float(bands[np.nanargmin(np.abs(bands - r["frequency_THz"]))])
+            rows.append({"model": m["model"], "label": r["label"], "frequency_THz_ref": r["frequency_THz"],
+                         "frequency_THz": near, "rel_err_pct": float(_relative(near, r["frequency_THz"]))})
+        if not (models["label"] == r["label"]).any():
+            raise InputError(ref_path, "label", f"{r['label']!r} is not a point of the band path "
+                                                f"({sorted(models['label'].unique())})")
+    return pd.DataFrame(rows)
+
+
+def liquid(models: pd.DataFrame, rdf_paths: dict, adf_paths: dict, rdf_ref, adf_ref) -> pd.DataFrame:
+    """Liquid summary per model; with reference curves, the RMS difference of g(r) and p(θ)."""
+    out = models.copy()
+    for ref_path, paths, x, y, name in ((rdf_ref, rdf_paths, "r_A", "g", "rdf"),
+                                        (adf_ref, adf_paths, "theta_deg", "p_per_deg", "adf")):
+        if not ref_path:
+            continue
+        ref = experiment.load_table(ref_path, (x, y))
+        rms = []
+        for model in out["model"]:
+            cur = pd.read_csv(paths[model])
+            rms.append(float(np.sqrt(np.nanmean((interpolate(cur, x, y, ref[x]) - ref[y]) ** 2))))
+        out[f"{name}_rms_diff_to_ref"] = rms
+    return out
+
+
+def diffusion(models: pd.DataFrame, exp: pd.DataFrame) -> pd.DataFrame:
+    """D (m²/s) with the measured value where the experimental table covers T (Arrhenius
+    interpolation: ln D linear in 1/T)."""
+    out = models.copy()
+    d_exp = 1e-9 * exp["D_1e-9_m2_s"].to_numpy()
+    if len(exp) == 1:
+        at = np.where(np.isclose(models["T_K"], exp["T_K"].iloc[0]), d_exp[0], np.nan)
+    else:
+        inv = pd.DataFrame({"inv_T": 1.0 / exp["T_K"], "lnD": np.log(d_exp)})
+        at = np.exp(interpolate(inv, "inv_T", "lnD", 1.0 / models["T_K"].to_numpy()))
+    out["D_exp_m2_s"] = at
+    out["D_gk_rel_err_pct"] = _relative(models["D_gk_m2_s"], at)
+    return out
+
+
+def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
+    """All comparison tables. ``inputs``: per-model tables keyed ``<prop>__<model>__<name>``
+    and ``test_errors__<model>``; ``outputs``: ``{table name: markdown path}`` (CSV beside it)."""
+    def per_model(prop, name):
+        return {k.split("__")[1]: v for k, v in inputs.items() if k.startswith(f"{prop}__") and k.endswith(f"__{name}")}
+
+    refs = cfg["evaluation"]["references"]
+    el = experiment.elastic_constants(cfg["experiment"]["elastic_constants"])
+    lat = experiment.lattice_constants(cfg["experiment"]["lattice_constants"])
+    cmp_el = elastic_hcp(read_models(per_model("elastic_hcp", "table")), el)
+    tables = {
+        "elastic_hcp": (cmp_el, "hcp elastic constants (GPa) and Voigt moduli vs experiment "
+                                f"({experiment.citation(cfg['experiment']['elastic_constants'])})"),
+        "moduli": (moduli_summary(cmp_el), "Mean absolute relative errors (%) over temperature"),
+        "lattice_temperature": (lattice_temperature(read_models(per_model("lattice_temperature", "table")), lat),
+                                "hcp lattice constants (Å) vs temperature at zero pressure"),
+        "lattice_pressure": (with_reference(read_models(per_model("lattice_pressure", "table")),
+                                            refs["lattice_pressure"], "P_GPa", ("a_A", "c_A")),
+                             "hcp lattice constants (Å) vs pressure"),
+        "phonons": (phonons(read_models(per_model("phonons", "summary")), refs["phonons"]),
+                    "Phonon frequencies (THz) at the special points of the band path"),
+        "liquid": (liquid(read_models(per_model("liquid", "summary")), per_model("liquid", "rdf"),
+                          per_model("liquid", "adf"), refs["rdf"], refs["adf"]), "Liquid structure"),
+        "diffusion": (diffusion(read_models(per_model("diffusion", "table")),
+                                experiment.diffusion(cfg["experiment"]["diffusion"])),
+                      "Liquid self-diffusion (m²/s)"),
+        "elastic_bcc": (with_reference(read_models(per_model("elastic_bcc", "table")), refs["elastic_bcc"],
+                                       "T_K", ("C11_GPa", "C12_GPa", "C44_GPa")),
+                        "bcc elastic constants (GPa)"),
+        "test_errors": (read_models({k.split("__")[1]: v for k, v in inputs.items()
+                                     if k.startswith("test_errors__")}), "Errors on the reference test split"),
+    }
+    for name, md_path in outputs.items():
+        df, title = tables[name]
+        write_table(df, csv_path=Path(md_path).with_suffix(".csv"), markdown_path=md_path, title=title)
+        log.info("wrote %s (%d rows)", md_path, len(df))

@@ -1,0 +1,193 @@
+"""One function per evaluation rule: read the configuration, measure one property of one
+potential, write its tables (atomically). The rules' scripts only call these."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from .. import experiment
+from ..io import atomic_path
+from ..observables.phonons import PhononSettings, write_band_csv, write_dos_csv
+from ..tables import write_table
+from .elasticity import CubicElasticSettings, ElasticSettings, cubic_elastic, hcp_elastic_vs_temperature
+from .lattice import lattice_vs_pressure, lattice_vs_temperature
+from .liquid import LiquidSettings, StructureSettings, TransportSettings, diffusion_at, liquid_structure
+from .phonon_bands import crystal_phonons
+from .potentials import Potential, load_potential
+from .sampling import RunSettings, Sampling
+
+log = logging.getLogger(__name__)
+
+
+def run_settings(cfg: dict) -> RunSettings:
+    return RunSettings(**cfg["evaluation"]["md"])
+
+
+def sampling(d: dict) -> Sampling:
+    return Sampling(d["equilibration_ps"], d["production_ps"], d["record_every_fs"])
+
+
+def temperatures(cfg: dict, section: str) -> list[float]:
+    """The section's temperatures; ``all``: every temperature of the experimental elastic table."""
+    t = cfg["evaluation"][section]["temperatures"]
+    if t == "all":
+        return experiment.elastic_constants(cfg["experiment"]["elastic_constants"])["T_K"].tolist()
+    return [float(x) for x in t]
+
+
+def experimental_lattice(cfg: dict):
+    """(a, c) at T (Å), interpolated in the experimental table; outside it, an error."""
+    path = cfg["experiment"]["lattice_constants"]
+    lat = experiment.lattice_constants(path)
+
+    def at(t: float) -> tuple[float, float]:
+        if not lat["T_K"].min() <= t <= lat["T_K"].max():
+            raise ValueError(f"{t:g} K is outside the experimental lattice table {path} "
+                             f"({lat['T_K'].min():g}-{lat['T_K'].max():g} K)")
+        return float(np.interp(t, lat["T_K"], lat["a_A"])), float(np.interp(t, lat["T_K"], lat["c_A"]))
+
+    return at
+
+
+def _potential(cfg, model, model_path) -> Potential:
+    pot = load_potential(cfg, model, model_path)
+    log.info("evaluating %s (cutoff %.2f Å)", model, pot.cutoff)
+    return pot
+
+
+def _symbol(cfg) -> str:
+    return cfg["species"][0]
+
+
+def _done(what: str, t0: float) -> None:
+    log.info("%s done in %.1f min", what, (time.time() - t0) / 60)
+
+
+def elastic_hcp(cfg, model, model_path, table) -> list[dict]:
+    t0, e = time.time(), cfg["evaluation"]["elastic_hcp"]
+    pot = _potential(cfg, model, model_path)
+    rows = hcp_elastic_vs_temperature(pot, _symbol(cfg), experimental_lattice(cfg), temperatures(cfg, "elastic_hcp"),
+                                      e["supercell"], run_settings(cfg),
+                                      ElasticSettings(sampling(e["sampling"]), n_blocks=e["n_blocks"]))
+    for r in rows:
+        r["model"] = model
+    write_table(rows, csv_path=table)
+    _done(f"{model} hcp elastic constants", t0)
+    return rows
+
+
+def _hcp_start(cfg) -> tuple[float, float]:
+    """(a, c/a) where NPT runs and the 0 K relaxation start: the coldest experimental lattice."""
+    lat = experiment.lattice_constants(cfg["experiment"]["lattice_constants"]).sort_values("T_K")
+    a, c = float(lat["a_A"].iloc[0]), float(lat["c_A"].iloc[0])
+    return a, c / a
+
+
+def lattice_temperature(cfg, model, model_path, table) -> list[dict]:
+    t0, e = time.time(), cfg["evaluation"]["lattice_temperature"]
+    pot = _potential(cfg, model, model_path)
+    a0, covera0 = _hcp_start(cfg)
+    rows = lattice_vs_temperature(pot, _symbol(cfg), a0, covera0, e["supercell"], temperatures(cfg, "lattice_temperature"),
+                                  run_settings(cfg), sampling(e["sampling"]))
+    for r in rows:
+        r["model"] = model
+    write_table(rows, csv_path=table)
+    _done(f"{model} lattice vs temperature", t0)
+    return rows
+
+
+def lattice_pressure(cfg, model, model_path, table) -> list[dict]:
+    t0, e = time.time(), cfg["evaluation"]["lattice_pressure"]
+    pot = _potential(cfg, model, model_path)
+    a0, covera0 = _hcp_start(cfg)
+    rows = lattice_vs_pressure(pot, _symbol(cfg), a0, covera0, e["supercell"], e["temperature"], e["pressures_gpa"],
+                               run_settings(cfg), sampling(e["sampling"]))
+    for r in rows:
+        r["model"] = model
+    write_table(rows, csv_path=table)
+    _done(f"{model} lattice vs pressure", t0)
+    return rows
+
+
+def phonons(cfg, model, model_path, bands, dos, summary) -> dict:
+    t0, e = time.time(), cfg["evaluation"]["phonons"]
+    pot = _potential(cfg, model, model_path)
+    a0, covera0 = _hcp_start(cfg) if e["structure"] == "hcp" else (cfg["evaluation"]["elastic_bcc"]["a0"], None)
+    if e["structure"] == "fcc":
+        a0 = a0 * 2 ** (1 / 3)  # same volume per atom as the bcc start
+    ps = PhononSettings(supercell=tuple(e["supercell"]), displacement=e["displacement"],
+                        band_points=e["band_points"], dos_mesh=tuple(e["dos_mesh"]))
+    res, lat = crystal_phonons(pot, _symbol(cfg), e["structure"], a0, covera0, ps)
+    write_band_csv(res, bands)
+    write_dos_csv(res, dos)
+    rows = []
+    for (start, end), q, f in zip(res.segment_labels, res.qpoints, res.frequencies):
+        for label, freqs in ((start, f[0]), (end, f[-1])):
+            if not any(r["label"] == label for r in rows):
+                rows.append({"label": label} | {f"band{j}_THz": float(x) for j, x in enumerate(np.sort(freqs))})
+    table = pd.DataFrame(rows)
+    table.insert(0, "model", model)
+    table["structure"] = e["structure"]
+    table["a_A"], table["covera"] = lat.a, lat.covera if lat.covera else np.nan
+    write_table(table, csv_path=summary)
+    _done(f"{model} phonons", t0)
+    return {"gamma": res.gamma_frequencies}
+
+
+def liquid(cfg, model, model_path, rdf, adf, summary) -> dict:
+    t0, e = time.time(), cfg["evaluation"]["liquid"]
+    pot = _potential(cfg, model, model_path)
+    res = liquid_structure(pot, _symbol(cfg), e["temperature"], liquid_settings(e, e["supercell"], e["sampling"]),
+                           StructureSettings(e["rdf_r_max"], e["rdf_bins"], e["adf_cutoff"], e["adf_bins"]),
+                           run_settings(cfg))
+    for path, table in ((rdf, res["rdf"]), (adf, res["adf"])):
+        with atomic_path(path) as tmp:
+            pd.DataFrame(table).to_csv(tmp, index=False)
+    write_table([res["summary"] | {"model": model}], csv_path=summary)
+    _done(f"{model} liquid structure", t0)
+    return res
+
+
+def liquid_settings(e: dict, supercell, samp: dict) -> LiquidSettings:
+    return LiquidSettings(structure=e["structure"], a0=e["a0"], supercell=tuple(supercell),
+                          melt_factor=e["melt_factor"], melt_ps=e["melt_ps"], npt_ps=e["npt_ps"],
+                          sampling=sampling(samp))
+
+
+def diffusion(cfg, model, model_path, table) -> list[dict]:
+    t0, e, liq = time.time(), cfg["evaluation"]["diffusion"], cfg["evaluation"]["liquid"]
+    pot = _potential(cfg, model, model_path)
+    ls = liquid_settings(liq, e["supercell"], e["sampling"])
+    ts = TransportSettings(max_lag_ps=e["max_lag_ps"], n_blocks=e["n_blocks"])
+    rows = [diffusion_at(pot, _symbol(cfg), t, ls, ts, run_settings(cfg), seed=k) | {"model": model}
+            for k, t in enumerate(e["temperatures"])]
+    write_table(rows, csv_path=table)
+    _done(f"{model} diffusion", t0)
+    return rows
+
+
+def elastic_bcc(cfg, model, model_path, table) -> dict:
+    t0, e = time.time(), cfg["evaluation"]["elastic_bcc"]
+    pot = _potential(cfg, model, model_path)
+    cs = CubicElasticSettings("bcc", e["a0"], tuple(e["supercell"]), e["temperature"], e["npt_ps"],
+                              ElasticSettings(sampling(e["sampling"]), n_blocks=e["n_blocks"]))
+    row = cubic_elastic(pot, _symbol(cfg), cs, run_settings(cfg)) | {"model": model}
+    write_table([row], csv_path=table)
+    _done(f"{model} bcc elastic constants", t0)
+    return row
+
+
+JOBS = {"elastic_hcp": elastic_hcp, "lattice_temperature": lattice_temperature,
+        "lattice_pressure": lattice_pressure, "phonons": phonons, "liquid": liquid,
+        "diffusion": diffusion, "elastic_bcc": elastic_bcc}
+
+
+def run(prop: str, cfg: dict, model: str, model_path, outputs: dict):
+    """The job of one evaluation rule; ``outputs`` are the rule's named output files."""
+    if prop not in JOBS:
+        raise ValueError(f"unknown property {prop!r}; expected one of {sorted(JOBS)}")
+    return JOBS[prop](cfg, model, model_path, **outputs)

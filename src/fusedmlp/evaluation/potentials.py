@@ -1,0 +1,78 @@
+"""The potentials the evaluation rules measure: trained models and, for the demo, the reference
+potential that labelled their training data (the ground truth they should reproduce).
+
+Every potential is used the same way: ``energy(numbers)`` gives ``U(params, positions, box,
+graph)`` for atoms with those atomic numbers (the MD and observables interface), ``params`` holds
+what U needs at run time, and ``cutoff`` sizes the graphs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..model.dimenet import species_index
+from ..md.neighbors import frame_graphs
+from ..model.potential import energy_fn, load_model
+from ..quantity import energy_forces_virial
+from ..reference import level_params
+from ..reference.eam import graph_energy_fn
+from ..training.settings import dtype as config_dtype
+
+REFERENCE = "reference"  # the model name of the reference potential
+
+
+@dataclasses.dataclass
+class Potential:
+    name: str
+    cutoff: float  # Å
+    params: object  # run-time argument of the energy (None for the reference potential)
+    make_energy: Callable[[np.ndarray], Callable]  # atomic numbers -> U(params, r, box, graph)
+    dtype: object = jnp.float32
+
+    def energy(self, numbers) -> Callable:
+        return self.make_energy(np.asarray(numbers))
+
+    def host_efv(self, numbers) -> Callable[[np.ndarray, np.ndarray], tuple]:
+        """Host ``(U, F, W)`` (eV, eV/Å, eV) of one configuration on an exact graph (any cell size:
+        0 K lattices, phonon supercells)."""
+        efv = jax.jit(energy_forces_virial(lambda r, b, graph: self.energy(numbers)(self.params, r, b, graph)))
+
+        def f(positions, box):
+            graph = jax.tree_util.tree_map(lambda x: x[0], frame_graphs(np.asarray(positions)[None], box,
+                                                                        self.cutoff))
+            u, forces, w = efv(jnp.asarray(positions, self.dtype), jnp.asarray(box, self.dtype), graph=graph)
+            return float(u), np.asarray(forces, float), np.asarray(w, float)
+
+        return f
+
+    def forces_fn(self, numbers) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        efv = self.host_efv(numbers)
+        return lambda positions, box: efv(positions, box)[1]
+
+
+def load_potential(cfg: dict, name: str, model_path=None) -> Potential:
+    """The trained model at ``model_path`` or, for ``name == "reference"``, the reference
+    potential at the training level of theory."""
+    if name == REFERENCE:
+        ref = cfg["reference"]
+        p = level_params(ref, ref["training_level"])
+        u = graph_energy_fn(p)
+        return Potential(name, float(p.cutoff), None,
+                         lambda numbers: (lambda params, r, box, graph: u(r, box, graph)))
+    if model_path is None:
+        raise ValueError(f"model {name!r} needs a model file")
+    settings, params, _ = load_model(model_path)
+    dt = config_dtype(cfg)
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dt), params)
+    u = energy_fn(settings)
+
+    def make(numbers):
+        spc = jnp.asarray(species_index(numbers, settings.species))
+        return lambda params, r, box, graph: u(params, r, box, spc, graph)
+
+    return Potential(name, float(settings.dimenet.cutoff), params, make, dt)

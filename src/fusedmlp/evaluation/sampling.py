@@ -1,0 +1,102 @@
+"""MD runs of the evaluation protocol: equilibrate, then record a production trajectory.
+
+The paper's protocol thermostats with Nose–Hoover chains (length 5, 2 chain steps, 3rd-order
+Suzuki–Yoshida, τ_T = 50 fs) and relaxes cells with an anisotropic barostat (τ_P = 500 fs);
+all of it is configuration (``evaluation.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Callable
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_masses
+
+from .. import units
+from ..md.ensembles import Barostat, Thermostat
+from ..md.neighbors import NeighborGraph
+from ..md.simulate import MDSettings, Simulator, Trajectory
+from .potentials import Potential
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """Integrator, thermostat and barostat of every evaluation run (from ``evaluation.md``)."""
+
+    timestep_fs: float = 1.0
+    thermostat: str = "nose-hoover"  # or langevin
+    tau_fs: float = 50.0
+    chain_length: int = 5
+    chain_steps: int = 2
+    sy_steps: int = 3
+    friction_per_ps: float = 4.0  # Langevin only
+    barostat_tau_ps: float = 0.5
+    compressibility_per_gpa: float = 0.01
+    seed: int = 0
+
+    def steps(self, ps: float) -> int:
+        return max(1, int(round(ps / (self.timestep_fs * units.FS))))
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """Lengths of one measurement (ps): equilibration (discarded) and production."""
+
+    equilibration_ps: float
+    production_ps: float
+    record_every_fs: float
+
+
+def _thermostat(rs: RunSettings, temperature: float) -> Thermostat:
+    return Thermostat(rs.thermostat, temperature=temperature, friction_per_ps=rs.friction_per_ps,
+                      tau_fs=rs.tau_fs, chain_length=rs.chain_length, chain_steps=rs.chain_steps,
+                      sy_steps=rs.sy_steps)
+
+
+def _masses(atoms: Atoms) -> np.ndarray:
+    return np.asarray(atomic_masses[atoms.numbers], float)
+
+
+def simulate(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings, ps: float,
+             record_every_fs: float = 0.0, pressure_gpa: float | None = None, coupling: str = "hexagonal",
+             momenta=None, seed: int = 0, progress: Callable[[str], None] = log.info) -> Trajectory:
+    """One NVT run (or NPT with ``pressure_gpa``) of ``ps`` picoseconds from ``atoms``."""
+    steps = rs.steps(ps)
+    every = rs.steps(record_every_fs * units.FS) if record_every_fs else 0
+    if every:
+        steps -= steps % every
+    barostat = None if pressure_gpa is None else Barostat(
+        pressure_gpa=pressure_gpa, tau_ps=rs.barostat_tau_ps, coupling=coupling,
+        compressibility_per_gpa=rs.compressibility_per_gpa)
+    s = MDSettings(thermostat=_thermostat(rs, temperature), barostat=barostat, timestep_fs=rs.timestep_fs,
+                   steps=max(steps, every or 1), record_every=every,
+                   chunk=max(every, 500 - 500 % every) if every else 500, seed=rs.seed + seed)
+    sim = Simulator(pot.energy(atoms.numbers), _masses(atoms), s, NeighborGraph(pot.cutoff, skin=1.0))
+    return sim.run(np.asarray(atoms.positions, pot.dtype), np.array(atoms.cell[:], pot.dtype), params=pot.params,
+                   momenta=momenta, progress=progress)
+
+
+def final_atoms(atoms: Atoms, traj: Trajectory, box=None) -> Atoms:
+    """``atoms`` at the last state of ``traj`` (optionally scaled into ``box``)."""
+    out = atoms.copy()
+    out.set_cell(np.asarray(traj.final["box"], float))
+    out.positions = np.asarray(traj.final["positions"], float)
+    if box is not None:
+        out.set_cell(np.asarray(box, float), scale_atoms=True)
+    return out
+
+
+def measure(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings, sampling: Sampling,
+            pressure_gpa: float | None = None, coupling: str = "hexagonal", seed: int = 0,
+            progress: Callable[[str], None] = log.info) -> Trajectory:
+    """Equilibrate for ``sampling.equilibration_ps``, then record ``sampling.production_ps``."""
+    eq = simulate(pot, atoms, temperature, rs, sampling.equilibration_ps, 0.0, pressure_gpa, coupling,
+                  seed=2 * seed, progress=progress)
+    return simulate(pot, final_atoms(atoms, eq), temperature, rs, sampling.production_ps,
+                    sampling.record_every_fs, pressure_gpa, coupling, momenta=eq.final["momenta"],
+                    seed=2 * seed + 1, progress=progress)
