@@ -34,9 +34,11 @@ def dry_run_jobs(res):
 
 def test_default_dry_run_lists_the_dag():
     jobs = dry_run_jobs(smk("-n", "--forceall"))
+    evaluations = {f"evaluate_{p}": 4 for p in ("elastic_hcp", "lattice_temperature", "lattice_pressure",
+                                                 "phonons", "liquid", "diffusion", "elastic_bcc")}
     assert jobs == {"reference_configurations": 1, "label_reference": 2, "split": 2,
                     "dataset_summary": 2, "pretrain": 1, "train_top_down": 2, "dft_errors": 3,
-                    "all": 1}
+                    **evaluations, "compare": 1, "figures": 1, "all": 1}
 
 
 def test_paper_config_dry_run_downloads_and_ingests():
@@ -81,6 +83,9 @@ def test_slurm_profile_names_existing_rules_and_resources():
     assert "executor" not in local and "default-resources" not in local  # would override slurm
 
 
+TINY_RUN = {"equilibration_ps": 0.02, "production_ps": 0.08, "record_every_fs": 8.0}
+
+
 def tiny_config(tmp_path, **data):
     cfg = {
         "reference": {"sampling": {
@@ -94,6 +99,17 @@ def tiny_config(tmp_path, **data):
         "pretrain": {"epochs": 2, "batch_size": 4},
         "difftre": {"temperatures": [323], "supercell": [2, 2, 1], "epochs": 1, "trajectory_ps": 0.1,
                     "equilibration_ps": 0.02, "record_every_fs": 10.0, "batch_frames": 4},
+        "evaluation": {
+            "md": {"timestep_fs": 2.0},
+            "elastic_hcp": {"temperatures": [323], "supercell": [2, 2, 1], "sampling": TINY_RUN},
+            "lattice_temperature": {"temperatures": [323], "supercell": [2, 2, 1], "sampling": TINY_RUN},
+            "lattice_pressure": {"pressures_gpa": [0, 5], "supercell": [2, 2, 1], "sampling": TINY_RUN},
+            "phonons": {"supercell": [2, 2, 1], "band_points": 3, "dos_mesh": [4, 4, 4]},
+            "liquid": {"supercell": [2, 2, 2], "melt_ps": 0.04, "npt_ps": 0.04, "sampling": TINY_RUN,
+                       "rdf_r_max": 3.0, "rdf_bins": 20, "adf_cutoff": 3.0, "adf_bins": 18},
+            "diffusion": {"temperatures": [2400], "supercell": [2, 2, 2], "max_lag_ps": 0.02, "n_blocks": 2,
+                          "sampling": {**TINY_RUN, "record_every_fs": 4.0}},
+            "elastic_bcc": {"supercell": [2, 2, 2], "npt_ps": 0.04, "sampling": TINY_RUN}},
         "experiment": {k: str(ROOT / "resources/experiment" / f) for k, f in (
             ("elastic_constants", "ti_hcp_elastic_constants.csv"),
             ("lattice_constants", "ti_hcp_lattice_constants.csv"),
@@ -131,7 +147,7 @@ def test_tiny_reference_campaign_runs(tmp_path):
     assert (tmp_path / "results/checkpoints/pretrained/dft.npz").exists()
 
 
-@pytest.mark.slow  # ~6 min: compiling the third-order derivatives of DiffTRe dominates
+@pytest.mark.slow  # ~15 min: compiling DiffTRe's third-order derivatives and 28 evaluation jobs
 def test_tiny_campaign_top_down_rules(tmp_path):
     cfg = tiny_config(tmp_path)
     smk("-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(cfg), "--cores", "2")
@@ -140,6 +156,17 @@ def test_tiny_campaign_top_down_rules(tmp_path):
         rows = (tmp_path / f"results/{scheme}/training_log.csv").read_text().splitlines()
         assert "323K_C44" in rows[0] and len(rows) == 2
         assert (tmp_path / f"results/{scheme}/test_errors.csv").exists()
+    # every model (and the reference potential) evaluated, compared and plotted
+    moduli = (tmp_path / "results/comparison/moduli.csv").read_text()
+    for model in ("pretrained", "sequential", "fused", "reference"):
+        assert f"\n{model}," in moduli
+    for fig in ("elastic_constants", "moduli", "lattice_temperature", "lattice_pressure", "phonons",
+                "liquid_structure", "diffusion"):
+        assert (tmp_path / f"results/figures/{fig}.png").stat().st_size > 10_000
+    # deleting one evaluation output reruns that job and what depends on it, nothing else
+    (tmp_path / "results/fused/elastic_hcp.csv").unlink()
+    jobs = dry_run_jobs(smk("-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(cfg), "-n"))
+    assert jobs == {"evaluate_elastic_hcp": 1, "compare": 1, "figures": 1, "all": 1}
 
 
 def _release_zip(tmp_path, ds, corrupt=False):

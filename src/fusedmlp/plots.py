@@ -156,5 +156,13 @@ def top_down_curve(rows, state_points, path, title: str = "") -> None:
         axes[3].set_ylabel("effective sample size after the update")
         axes[3].set_ylim(0, 1.05)
         axes[3].legend(fontsize=8)
+        if "best_epoch" in df:
+            # row e reports the parameters at the start of epoch e; the selected ones had
+            # best_epoch epochs of training
+            best = int(df["best_epoch"].iloc[-1]) + 1
+            for ax in axes:
+                ax.axvline(best, color="0.4", ls="--", lw=0.9)
+            axes[0].text(best, 1.0, " selected", transform=axes[0].get_xaxis_transform(), fontsize=8,
+                         va="top", color="0.3")
         fig.suptitle(title)
         save(fig, path)

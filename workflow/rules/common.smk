@@ -38,6 +38,11 @@ FIGURES = ["elastic_constants", "moduli", "lattice_temperature", "lattice_pressu
            "liquid_structure", "diffusion"]
 
 
+# Data and training lie on the campaign's critical path: the scheduler starts them before the
+# evaluation jobs of models that already exist (the reference potential's, in the demo).
+CRITICAL_PATH = 10
+
+
 def compute(kind):
     """Resources of one kind of job from config.compute."""
     return dict(config["compute"][kind])

@@ -10,6 +10,7 @@ if config["data"]["source"] == "reference":
         params:
             reference=config["reference"],
         threads: config["compute"]["threads"]
+        priority: CRITICAL_PATH
         resources:
             **compute("cpu_heavy"),
         conda:
@@ -30,6 +31,7 @@ if config["data"]["source"] == "reference":
         wildcard_constraints:
             level="|".join(config["reference"]["levels"]),
         threads: config["compute"]["threads"]
+        priority: CRITICAL_PATH
         resources:
             **compute("cpu_heavy"),
         conda:
@@ -98,6 +100,7 @@ if config["data"]["source"] == "ase":
 
 
 rule split:
+    priority: CRITICAL_PATH
     input:
         "results/data/{stem}.npz",
     output:

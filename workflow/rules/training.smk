@@ -16,6 +16,7 @@ rule pretrain:
         # Outside the outputs, so that a failed or killed job keeps it and a retry resumes.
         checkpoint="results/checkpoints/pretrained/dft.npz",
     threads: config["compute"]["threads"]
+    priority: CRITICAL_PATH
     resources:
         **compute("gpu"),
     conda:
@@ -45,6 +46,7 @@ rule train_top_down:
     params:
         checkpoint="results/checkpoints/{scheme}/top_down.npz",
     threads: config["compute"]["threads"]
+    priority: CRITICAL_PATH
     resources:
         **compute("gpu"),
     conda:

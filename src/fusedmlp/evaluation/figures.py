@@ -9,7 +9,7 @@ from .compare import HCP, experimental_moduli
 
 LABELS = {"pretrained": "DFT pre-trained", "sequential": "DFT, EXP sequential", "fused": "DFT & EXP fused",
           "reference": "reference potential"}
-EXP = dict(color="k", marker="o", ls="none", ms=4, mfc="none", label="experiment")
+EXP = dict(color="k", marker="o", ls="none", ms=4, mfc="none", label="experiment", zorder=5)
 
 
 def colours(models) -> dict:
@@ -106,8 +106,9 @@ def phonons(bands: dict[str, pd.DataFrame], dos: dict[str, pd.DataFrame], ref: p
         for m, b in bands.items():
             cols = [k for k in b.columns if k.startswith("band")]
             for seg, s in b.groupby("segment"):
-                ax.plot(s["distance_inv_A"], s[cols], color=c[m], lw=1,
-                        label=_label(m) if seg == 0 else None)
+                lines = ax.plot(s["distance_inv_A"], s[cols], color=c[m], lw=1)
+                if seg == 0:
+                    lines[0].set_label(_label(m))
                 ticks[float(s["distance_inv_A"].iloc[0])] = s["start"].iloc[0]
                 ticks[float(s["distance_inv_A"].iloc[-1])] = s["end"].iloc[-1]
             d = dos[m]
