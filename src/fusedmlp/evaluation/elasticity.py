@@ -21,6 +21,7 @@ from .. import elastic, units
 from ..md.neighbors import frame_graphs
 from ..md.simulate import Trajectory
 from ..observables.stress import frame_pressure, kinetic_tensor, stress_fluctuation
+from ..structures import crystal
 from ..training.difftre import Frames, Reweighter, reduce_stiffness
 from .potentials import Potential
 from .sampling import RunSettings, Sampling, final_atoms, measure, simulate
@@ -96,7 +97,6 @@ def hcp_elastic_vs_temperature(pot: Potential, symbol: str, lattice: Callable[[f
                                temperatures, supercell, rs: RunSettings, es: ElasticSettings,
                                progress: Callable[[str], None] = log.info) -> list[dict]:
     """hcp C_ij, P, B, G, ν at each temperature, in a box at ``lattice(T) = (a, c)`` (Å)."""
-    from ..structures import crystal
     rows = []
     for k, t in enumerate(temperatures):
         a, c = lattice(float(t))
@@ -124,7 +124,6 @@ class CubicElasticSettings:
 def cubic_elastic(pot: Potential, symbol: str, cs: CubicElasticSettings, rs: RunSettings,
                   progress: Callable[[str], None] = log.info) -> dict:
     """Cubic C11, C12, C44 at ``cs.temperature`` in the mean box of a zero-pressure NPT run."""
-    from ..structures import crystal
     atoms = crystal(symbol, cs.structure, cs.a0, supercell=cs.supercell)
     npt = simulate(pot, atoms, cs.temperature, rs, cs.npt_ps, cs.elastic.sampling.record_every_fs,
                    pressure_gpa=0.0, coupling="isotropic", progress=progress)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .. import experiment
 from ..plots import STYLE, plt, save
-from .compare import HCP, experimental_moduli
+from .compare import HCP, experimental_moduli, read_models
 
 LABELS = {"pretrained": "DFT pre-trained", "sequential": "DFT, EXP sequential", "fused": "DFT & EXP fused",
           "reference": "reference potential"}
@@ -176,9 +177,6 @@ def diffusion(models: pd.DataFrame, exp: pd.DataFrame, path) -> None:
 def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
     """Every figure in ``outputs`` (``{figure name: png}``) from the per-model tables in
     ``inputs`` (keys ``<prop>__<model>__<name>``, as for ``compare.write_all``)."""
-    from .. import experiment
-    from .compare import read_models
-
     def per_model(prop, name):
         return {k.split("__")[1]: v for k, v in inputs.items() if k.startswith(f"{prop}__") and k.endswith(f"__{name}")}
 

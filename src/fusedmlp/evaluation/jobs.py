@@ -3,6 +3,7 @@ potential, write its tables (atomically). The rules' scripts only call these."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -161,9 +162,14 @@ def liquid_settings(e: dict, supercell, samp: dict) -> LiquidSettings:
 def diffusion(cfg, model, model_path, table) -> list[dict]:
     t0, e, liq = time.time(), cfg["evaluation"]["diffusion"], cfg["evaluation"]["liquid"]
     pot = _potential(cfg, model, model_path)
+    rs = run_settings(cfg)
+    if rs.thermostat == "langevin":
+        # friction slows the dynamics that diffusion measures: sample with the deterministic chain
+        log.info("diffusion runs use Nose-Hoover chains instead of the configured Langevin thermostat")
+        rs = dataclasses.replace(rs, thermostat="nose-hoover")
     ls = liquid_settings(liq, e["supercell"], e["sampling"])
     ts = TransportSettings(max_lag_ps=e["max_lag_ps"], n_blocks=e["n_blocks"])
-    rows = [diffusion_at(pot, _symbol(cfg), t, ls, ts, run_settings(cfg), seed=k) | {"model": model}
+    rows = [diffusion_at(pot, _symbol(cfg), t, ls, ts, rs, seed=k) | {"model": model}
             for k, t in enumerate(e["temperatures"])]
     write_table(rows, csv_path=table)
     _done(f"{model} diffusion", t0)

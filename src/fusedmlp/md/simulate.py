@@ -24,6 +24,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax_md import simulate as jmd_simulate
 from jax_md import space as jmd_space
 
 from .. import units
@@ -142,10 +143,17 @@ class Simulator:
                     st, bx, nb, key = args
                     key, sub = jax.random.split(key)
                     _, _, w = efv(st.position, bx, neighbor=nb, params=params)
-                    r, p, bx = baro(sub, st.position, st.momentum, mass[:, None], w, bx, kT)
+                    dt = st.position.dtype  # the barostat's float64 constants must not promote the state
+                    r, p, bx_new = baro(sub, st.position, st.momentum, mass[:, None], w, bx, kT)
+                    r, p, bx = r.astype(dt), p.astype(dt), bx_new.astype(bx.dtype)
                     nb = ng.update(r, bx, nb)
                     f = -jax.grad(u)(r, nb, bx, params)
-                    return st.set(position=r, momentum=p, force=f), bx, nb, key
+                    st = st.set(position=r, momentum=p, force=f)
+                    if hasattr(st, "chain"):
+                        # the chain's next half step uses its stored kinetic energy: it must be
+                        # that of the rescaled momenta
+                        st = st.set(chain=st.chain.set(kinetic_energy=jmd_simulate.kinetic_energy(st)))
+                    return st, bx, nb, key
 
                 st, bx, nb, key = jax.lax.cond(step % s.barostat.every == 0, scale, lambda a: a,
                                                (st, bx, nb, key))
