@@ -12,6 +12,7 @@ from fusedmlp import elastic, experiment, units
 from fusedmlp.config import validate_config
 from fusedmlp.evaluation import compare, figures, jobs
 from fusedmlp.evaluation.potentials import load_potential
+from fusedmlp.evaluation.sampling import scan
 from fusedmlp.structures import crystal, relax_lattice
 
 # the reference potential's own 0 K hcp lattice (science.md; relaxed again in test_phonons_job)
@@ -225,3 +226,16 @@ def test_bcc_elastic_job_cubic_and_unstressed(cfg, tmp_path):
 def test_jobs_reject_unknown_property(cfg):
     with pytest.raises(ValueError, match="unknown property"):
         jobs.run("viscosity", copy.deepcopy(cfg), "reference", None, {})
+
+
+def test_scan_records_points_where_md_blows_up_and_fails_when_all_do():
+    def measure(k, t):
+        if t > 2000:
+            raise FloatingPointError("MD blew up")
+        return {"T_K": t, "D": 1.0}
+
+    rows = scan([1900.0, 2100.0], measure, "T_K", "test")
+    assert rows[0] == {"T_K": 1900.0, "D": 1.0, "status": "ok"}
+    assert rows[1]["T_K"] == 2100.0 and rows[1]["status"].startswith("unstable: MD blew up")
+    with pytest.raises(FloatingPointError, match="unstable at every T_K"):
+        scan([2100.0, 2200.0], measure, "T_K", "test")

@@ -24,7 +24,7 @@ from ..observables.stress import frame_pressure, kinetic_tensor, stress_fluctuat
 from ..structures import crystal
 from ..training.difftre import Frames, Reweighter, reduce_stiffness
 from .potentials import Potential
-from .sampling import RunSettings, Sampling, final_atoms, measure, simulate
+from .sampling import RunSettings, Sampling, final_atoms, measure, scan, simulate
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,7 @@ def hcp_elastic_vs_temperature(pot: Potential, symbol: str, lattice: Callable[[f
                                temperatures, supercell, rs: RunSettings, es: ElasticSettings,
                                progress: Callable[[str], None] = log.info) -> list[dict]:
     """hcp C_ij, P, B, G, ν at each temperature, in a box at ``lattice(T) = (a, c)`` (Å)."""
-    rows = []
-    for k, t in enumerate(temperatures):
+    def at(k, t):
         a, c = lattice(float(t))
         row = elastic_at(pot, crystal(symbol, "hcp", a, c / a, supercell), t, rs, es, "hexagonal", seed=k,
                          progress=progress)
@@ -107,8 +106,9 @@ def hcp_elastic_vs_temperature(pot: Potential, symbol: str, lattice: Callable[[f
                                                           ("C11", "C33", "C44", "C12", "C13"))
                  + f"  P {row['pressure_GPa']:+.3f} GPa  B {row['B_V']:.1f}  G {row['G_V']:.1f}"
                  + f"  ν {row['nu_V']:.3f}")
-        rows.append(row)
-    return rows
+        return row
+
+    return scan(temperatures, at, "T_K", f"{pot.name} hcp elastic constants")
 
 
 @dataclasses.dataclass(frozen=True)

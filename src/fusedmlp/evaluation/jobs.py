@@ -19,7 +19,7 @@ from .lattice import lattice_vs_pressure, lattice_vs_temperature
 from .liquid import LiquidSettings, StructureSettings, TransportSettings, diffusion_at, liquid_structure
 from .phonon_bands import crystal_phonons
 from .potentials import Potential, load_potential
-from .sampling import RunSettings, Sampling
+from .sampling import RunSettings, Sampling, scan
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def liquid(cfg, model, model_path, rdf, adf, summary) -> dict:
 
 def liquid_settings(e: dict, supercell, samp: dict) -> LiquidSettings:
     return LiquidSettings(structure=e["structure"], a0=e["a0"], supercell=tuple(supercell),
-                          melt_factor=e["melt_factor"], melt_ps=e["melt_ps"], npt_ps=e["npt_ps"],
+                          melt_temperature=e["melt_temperature"], melt_ps=e["melt_ps"], npt_ps=e["npt_ps"],
                           sampling=sampling(samp))
 
 
@@ -169,8 +169,10 @@ def diffusion(cfg, model, model_path, table) -> list[dict]:
         rs = dataclasses.replace(rs, thermostat="nose-hoover")
     ls = liquid_settings(liq, e["supercell"], e["sampling"])
     ts = TransportSettings(max_lag_ps=e["max_lag_ps"], n_blocks=e["n_blocks"])
-    rows = [diffusion_at(pot, _symbol(cfg), t, ls, ts, rs, seed=k) | {"model": model}
-            for k, t in enumerate(e["temperatures"])]
+    rows = scan(e["temperatures"], lambda k, t: diffusion_at(pot, _symbol(cfg), t, ls, ts, rs, seed=k),
+                "T_K", f"{model} diffusion")
+    for r in rows:
+        r["model"] = model
     write_table(rows, csv_path=table)
     _done(f"{model} diffusion", t0)
     return rows

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..structures import crystal
 from .potentials import Potential
-from .sampling import RunSettings, Sampling, measure
+from .sampling import RunSettings, Sampling, measure, scan
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,13 @@ def hcp_npt(pot: Potential, symbol: str, a0: float, covera0: float, supercell, t
 
 def lattice_vs_temperature(pot, symbol, a0, covera0, supercell, temperatures, rs, sampling, n_blocks=4,
                            progress=log.info) -> list[dict]:
-    return [hcp_npt(pot, symbol, a0, covera0, supercell, t, 0.0, rs, sampling, n_blocks, seed=k,
-                    progress=progress) for k, t in enumerate(temperatures)]
+    return scan(temperatures, lambda k, t: hcp_npt(pot, symbol, a0, covera0, supercell, t, 0.0, rs, sampling,
+                                                   n_blocks, seed=k, progress=progress),
+                "T_K", f"{pot.name} hcp lattice vs temperature")
 
 
 def lattice_vs_pressure(pot, symbol, a0, covera0, supercell, temperature, pressures, rs, sampling,
                         n_blocks=4, progress=log.info) -> list[dict]:
-    return [hcp_npt(pot, symbol, a0, covera0, supercell, temperature, p, rs, sampling, n_blocks, seed=k,
-                    progress=progress) for k, p in enumerate(pressures)]
+    return scan(pressures, lambda k, p: hcp_npt(pot, symbol, a0, covera0, supercell, temperature, p, rs, sampling,
+                                                n_blocks, seed=k, progress=progress),
+                "P_GPa", f"{pot.name} hcp lattice vs pressure")

@@ -1,6 +1,6 @@
 """Liquid properties: structure (RDF, ADF) and self-diffusion (Green–Kubo, Einstein).
 
-A liquid is prepared from a bcc crystal: melted at ``melt_factor`` × T, brought to T at zero
+A liquid is prepared from a bcc crystal: melted at ``melt_temperature``, brought to T at zero
 pressure with an isotropic barostat (so the density is the model's own), then sampled in NVT at
 the mean NPT box. Diffusion is sampled with a deterministic thermostat (Nose–Hoover by default):
 Langevin friction would slow the dynamics it measures.
@@ -31,7 +31,9 @@ class LiquidSettings:
     structure: str = "bcc"  # the crystal that is melted
     a0: float = 3.3  # Å
     supercell: tuple = (4, 4, 4)
-    melt_factor: float = 1.5  # melt at this multiple of T
+    # above the melting point, but within the potential's training data (hotter melts of ML
+    # potentials find unphysical close contacts)
+    melt_temperature: float = 2500.0  # K
     melt_ps: float = 2.0
     npt_ps: float = 2.0  # density relaxation at T (second half averaged)
     sampling: Sampling = Sampling(1.0, 5.0, 20.0)  # NVT at the mean NPT box
@@ -41,7 +43,7 @@ def prepare_liquid(pot: Potential, symbol: str, temperature: float, ls: LiquidSe
                    seed: int = 0, progress: Callable[[str], None] = log.info):
     """(liquid atoms in their mean zero-pressure box at T, momenta)."""
     atoms = crystal(symbol, ls.structure, ls.a0, supercell=ls.supercell)
-    hot = simulate(pot, atoms, ls.melt_factor * temperature, rs, ls.melt_ps, 0.0, pressure_gpa=0.0,
+    hot = simulate(pot, atoms, max(ls.melt_temperature, temperature), rs, ls.melt_ps, 0.0, pressure_gpa=0.0,
                    coupling="isotropic", seed=3 * seed, progress=progress)
     npt = simulate(pot, final_atoms(atoms, hot), temperature, rs, ls.npt_ps, ls.sampling.record_every_fs,
                    pressure_gpa=0.0, coupling="isotropic", seed=3 * seed + 1, progress=progress)

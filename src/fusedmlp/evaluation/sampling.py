@@ -100,3 +100,19 @@ def measure(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings, s
     return simulate(pot, final_atoms(atoms, eq), temperature, rs, sampling.production_ps,
                     sampling.record_every_fs, pressure_gpa, coupling, momenta=eq.final["momenta"],
                     seed=2 * seed + 1, progress=progress)
+
+
+def scan(points, measure: Callable[[int, float], dict], key: str, label: str) -> list[dict]:
+    """``measure(k, point)`` at every point of a scan (temperatures, pressures). A point where the
+    potential's MD blows up is a result about the potential: it is logged, recorded as a row with
+    ``status`` 'unstable: …' and no values, and the scan goes on. If every point fails, it raises."""
+    rows = []
+    for k, x in enumerate(points):
+        try:
+            rows.append(measure(k, x) | {"status": "ok"})
+        except FloatingPointError as exc:
+            log.warning("%s at %s = %g: MD unstable (%s); recorded as unstable", label, key, x, exc)
+            rows.append({key: float(x), "status": f"unstable: {exc}"})
+    if rows and all(r["status"] != "ok" for r in rows):
+        raise FloatingPointError(f"{label}: MD unstable at every {key} ({[r[key] for r in rows]})")
+    return rows
