@@ -45,10 +45,14 @@ def test_killed_fused_run_resumes_and_completes(setup, tmp_path):
     resumed = fit_top_down(settings, params, sps, ts, scheme, tmp_path / "b.npz", dft=dft,
                            progress=lambda m: None)
     assert len(resumed.rows) == len(whole.rows)
-    # the first epoch is the checkpointed one; the second was run after the restart (observed
-    # to agree with the uninterrupted run to 1e-3 relative, not bit for bit)
-    assert resumed.rows[0] == whole.rows[0]
-    assert [r["323K_C44"] for r in resumed.rows] == pytest.approx([r["323K_C44"] for r in whole.rows], rel=1e-2)
+    # the second epoch ran after the restart, from the checkpointed state, momenta and graph
+    # capacities: everything but the timings is identical to the uninterrupted run
+    def physics(row):
+        return {k: v for k, v in row.items() if k != "seconds" and not k.endswith("steps_per_s")}
+
+    assert [physics(r) for r in resumed.rows] == [physics(r) for r in whole.rows]
+    for a, b in zip(jax.tree_util.tree_leaves(resumed.best_params), jax.tree_util.tree_leaves(whole.best_params)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_state_point_rejects_unknown_targets():

@@ -134,21 +134,19 @@ class ExpTrainer:
     def trajectory(self, k: int, params, md_state: dict, epoch: int) -> tuple[Frames, dict]:
         sp, sim = self.sps[k], self.sims[k]
         mom = md_state.get(f"sp{k}_momenta")
-        # graph capacities only grow within a run; a resumed run starts from the saved ones, so
-        # its MD pads (and sums) exactly as the uninterrupted run did
-        for j, other in enumerate(self.sims):
-            if other is sim:
-                sim.ng.capacity = max(sim.ng.capacity, int(md_state.get(f"sp{j}_graph_capacity", 0)))
+        # Graph capacities only grow, and state points that share a simulator and reweighter
+        # share them: one compiled shape each (the third-order reweighting gradient is costly to
+        # compile). They are kept in the MD state, so a resumed run pads (and sums) exactly as
+        # the uninterrupted run did.
+        shared = [j for j, other in enumerate(self.sims) if other is sim]
+        sim.ng.capacity = max([sim.ng.capacity] + [int(md_state.get(f"sp{j}_graph_capacity", 0)) for j in shared])
+        frame_capacity = max(int(md_state.get(f"sp{j}_capacity", 0)) for j in shared)
         traj = sim.run(md_state[f"sp{k}_positions"], sp.box, params=params, momenta=mom,
                        seed=int(np.random.default_rng([self.ts.seed, epoch, k]).integers(2**31)),
                        progress=self.progress, temperature=sp.temperature)
         skip = min(self.ts.skip_frames, len(traj.positions) - 2)
         pos, mom_f = traj.positions[skip:], traj.momenta[skip:]
-        # a capacity that only grows, with a margin: a new graph width recompiles the (costly)
-        # third-order reweighting gradient
-        # (kept in the MD state, so a resumed run pads its frames as the uninterrupted one did)
-        graphs = frame_graphs(pos, sp.box, self.cutoff, extra=6,
-                              min_capacity=int(md_state.get(f"sp{k}_capacity", 0)))
+        graphs = frame_graphs(pos, sp.box, self.cutoff, extra=6, min_capacity=frame_capacity)
         frames = make_frames(pos, mom_f, sp.masses, sp.box, graphs, np.zeros(len(pos)), sp)
         frames.u_ref = self.rews[k].energies(params, frames)  # θ̂: weights exactly uniform at θ̂
         dtype = md_state[f"sp{k}_positions"].dtype
