@@ -42,3 +42,13 @@ def test_bad_tables(tmp_path):
         experiment.lattice_constants(p)
     with pytest.raises(InputError, match="does not exist"):
         experiment.lattice_constants(tmp_path / "none.csv")
+
+
+def test_at_temperature_interpolates_and_names_the_setting_outside_the_table(tmp_path):
+    p = tmp_path / "lat.csv"
+    p.write_text("# source\nT_K,a_A,c_A\n300,2.950,4.680\n500,2.960,4.700\n")
+    lat = experiment.lattice_constants(p)
+    assert experiment.at_temperature(lat, p, "a_A", 350.0, "x.temperatures") == pytest.approx(2.9525)
+    with pytest.raises(InputError, match=r"1000 K \(difftre.temperatures\) is outside the table \(300-500 K\)") as err:
+        experiment.at_temperature(lat, p, "c_A", 1000.0, "difftre.temperatures")
+    assert "lat.csv" in str(err.value) and err.value.field == "T_K"

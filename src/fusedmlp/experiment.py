@@ -52,6 +52,15 @@ def load_table(path, columns: Sequence[str]) -> pd.DataFrame:
     return df
 
 
+def at_temperature(table: pd.DataFrame, path, column: str, t: float, requested_by: str) -> float:
+    """``column`` of ``table`` (read from ``path``) linearly interpolated at ``t`` K; a temperature
+    outside the table is an error naming the file and the setting that asked for it."""
+    lo, hi = table["T_K"].min(), table["T_K"].max()
+    if not lo <= t <= hi:
+        raise InputError(path, "T_K", f"{t:g} K ({requested_by}) is outside the table ({lo:g}-{hi:g} K)")
+    return float(np.interp(t, table["T_K"], table[column]))
+
+
 def elastic_constants(path) -> pd.DataFrame:
     return load_table(path, ELASTIC_COLUMNS)
 

@@ -155,33 +155,39 @@ def diffusion(models: pd.DataFrame, exp: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def per_model(inputs: dict, prop: str, name: str) -> dict[str, str]:
+    """``{model: path}`` of one output ``name`` of property ``prop`` from rule inputs keyed
+    ``<prop>__<model>__<name>``."""
+    return {k.split("__")[1]: v for k, v in inputs.items() if k.startswith(f"{prop}__") and k.endswith(f"__{name}")}
+
+
 def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
     """All comparison tables. ``inputs``: per-model tables keyed ``<prop>__<model>__<name>``
     and ``test_errors__<model>``; ``outputs``: ``{table name: markdown path}`` (CSV beside it)."""
-    def per_model(prop, name):
-        return {k.split("__")[1]: v for k, v in inputs.items() if k.startswith(f"{prop}__") and k.endswith(f"__{name}")}
+    def models(prop, name):
+        return per_model(inputs, prop, name)
 
     refs = cfg["evaluation"]["references"]
     el = experiment.elastic_constants(cfg["experiment"]["elastic_constants"])
     lat = experiment.lattice_constants(cfg["experiment"]["lattice_constants"])
-    cmp_el = elastic_hcp(read_models(per_model("elastic_hcp", "table")), el)
+    cmp_el = elastic_hcp(read_models(models("elastic_hcp", "table")), el)
     tables = {
         "elastic_hcp": (cmp_el, "hcp elastic constants (GPa) and Voigt moduli vs experiment "
                                 f"({experiment.citation(cfg['experiment']['elastic_constants'])})"),
         "moduli": (moduli_summary(cmp_el), "Mean absolute relative errors (%) over temperature"),
-        "lattice_temperature": (lattice_temperature(read_models(per_model("lattice_temperature", "table")), lat),
+        "lattice_temperature": (lattice_temperature(read_models(models("lattice_temperature", "table")), lat),
                                 "hcp lattice constants (Å) vs temperature at zero pressure"),
-        "lattice_pressure": (with_reference(read_models(per_model("lattice_pressure", "table")),
+        "lattice_pressure": (with_reference(read_models(models("lattice_pressure", "table")),
                                             refs["lattice_pressure"], "P_GPa", ("a_A", "c_A")),
                              "hcp lattice constants (Å) vs pressure"),
-        "phonons": (phonons(read_models(per_model("phonons", "summary")), refs["phonons"]),
+        "phonons": (phonons(read_models(models("phonons", "summary")), refs["phonons"]),
                     "Phonon frequencies (THz) at the special points of the band path"),
-        "liquid": (liquid(read_models(per_model("liquid", "summary")), per_model("liquid", "rdf"),
-                          per_model("liquid", "adf"), refs["rdf"], refs["adf"]), "Liquid structure"),
-        "diffusion": (diffusion(read_models(per_model("diffusion", "table")),
+        "liquid": (liquid(read_models(models("liquid", "summary")), models("liquid", "rdf"),
+                          models("liquid", "adf"), refs["rdf"], refs["adf"]), "Liquid structure"),
+        "diffusion": (diffusion(read_models(models("diffusion", "table")),
                                 experiment.diffusion(cfg["experiment"]["diffusion"])),
                       "Liquid self-diffusion (m²/s)"),
-        "elastic_bcc": (with_reference(read_models(per_model("elastic_bcc", "table")), refs["elastic_bcc"],
+        "elastic_bcc": (with_reference(read_models(models("elastic_bcc", "table")), refs["elastic_bcc"],
                                        "T_K", ("C11_GPa", "C12_GPa", "C44_GPa")),
                         "bcc elastic constants (GPa)"),
         "test_errors": (read_models({k.split("__")[1]: v for k, v in inputs.items()

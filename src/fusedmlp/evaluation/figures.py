@@ -6,7 +6,7 @@ import pandas as pd
 
 from .. import experiment
 from ..plots import STYLE, plt, save
-from .compare import HCP, experimental_moduli, read_models
+from .compare import HCP, experimental_moduli, per_model, read_models
 
 LABELS = {"pretrained": "DFT pre-trained", "sequential": "DFT, EXP sequential", "fused": "DFT & EXP fused",
           "reference": "reference potential"}
@@ -177,11 +177,11 @@ def diffusion(models: pd.DataFrame, exp: pd.DataFrame, path) -> None:
 def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
     """Every figure in ``outputs`` (``{figure name: png}``) from the per-model tables in
     ``inputs`` (keys ``<prop>__<model>__<name>``, as for ``compare.write_all``)."""
-    def per_model(prop, name):
-        return {k.split("__")[1]: v for k, v in inputs.items() if k.startswith(f"{prop}__") and k.endswith(f"__{name}")}
+    def models(prop, name):
+        return per_model(inputs, prop, name)
 
     def frames(prop, name):
-        return {m: pd.read_csv(p) for m, p in per_model(prop, name).items()}
+        return {m: pd.read_csv(p) for m, p in models(prop, name).items()}
 
     def optional(path, columns):
         return experiment.load_table(path, columns) if path else None
@@ -189,19 +189,19 @@ def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
     refs = cfg["evaluation"]["references"]
     el = experiment.elastic_constants(cfg["experiment"]["elastic_constants"])
     makers = {
-        "elastic_constants": lambda p: elastic_constants(read_models(per_model("elastic_hcp", "table")), el, p),
-        "moduli": lambda p: moduli(read_models(per_model("elastic_hcp", "table")), el, p),
+        "elastic_constants": lambda p: elastic_constants(read_models(models("elastic_hcp", "table")), el, p),
+        "moduli": lambda p: moduli(read_models(models("elastic_hcp", "table")), el, p),
         "lattice_temperature": lambda p: lattice_temperature(
-            read_models(per_model("lattice_temperature", "table")),
+            read_models(models("lattice_temperature", "table")),
             experiment.lattice_constants(cfg["experiment"]["lattice_constants"]), p),
-        "lattice_pressure": lambda p: lattice_pressure(read_models(per_model("lattice_pressure", "table")),
+        "lattice_pressure": lambda p: lattice_pressure(read_models(models("lattice_pressure", "table")),
                                                        optional(refs["lattice_pressure"], ("P_GPa", "a_A", "c_A")), p),
         "phonons": lambda p: phonons(frames("phonons", "bands"), frames("phonons", "dos"),
                                      None if not refs["phonons"] else pd.read_csv(refs["phonons"], comment="#"), p),
         "liquid_structure": lambda p: liquid_structure(
             frames("liquid", "rdf"), frames("liquid", "adf"), optional(refs["rdf"], ("r_A", "g")),
             optional(refs["adf"], ("theta_deg", "p_per_deg")), cfg["evaluation"]["liquid"]["temperature"], p),
-        "diffusion": lambda p: diffusion(read_models(per_model("diffusion", "table")),
+        "diffusion": lambda p: diffusion(read_models(models("diffusion", "table")),
                                          experiment.diffusion(cfg["experiment"]["diffusion"]), p),
     }
     for name, path in outputs.items():

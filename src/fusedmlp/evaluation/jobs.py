@@ -40,18 +40,12 @@ def temperatures(cfg: dict, section: str) -> list[float]:
     return [float(x) for x in t]
 
 
-def experimental_lattice(cfg: dict):
+def experimental_lattice(cfg: dict, section: str):
     """(a, c) at T (Å), interpolated in the experimental table; outside it, an error."""
     path = cfg["experiment"]["lattice_constants"]
     lat = experiment.lattice_constants(path)
-
-    def at(t: float) -> tuple[float, float]:
-        if not lat["T_K"].min() <= t <= lat["T_K"].max():
-            raise ValueError(f"{t:g} K is outside the experimental lattice table {path} "
-                             f"({lat['T_K'].min():g}-{lat['T_K'].max():g} K)")
-        return float(np.interp(t, lat["T_K"], lat["a_A"])), float(np.interp(t, lat["T_K"], lat["c_A"]))
-
-    return at
+    return lambda t: tuple(experiment.at_temperature(lat, path, col, t, f"evaluation.{section}.temperatures")
+                           for col in ("a_A", "c_A"))
 
 
 def _potential(cfg, model, model_path) -> Potential:
@@ -68,17 +62,22 @@ def _done(what: str, t0: float) -> None:
     log.info("%s done in %.1f min", what, (time.time() - t0) / 60)
 
 
-def elastic_hcp(cfg, model, model_path, table) -> list[dict]:
-    t0, e = time.time(), cfg["evaluation"]["elastic_hcp"]
-    pot = _potential(cfg, model, model_path)
-    rows = hcp_elastic_vs_temperature(pot, _symbol(cfg), experimental_lattice(cfg), temperatures(cfg, "elastic_hcp"),
-                                      e["supercell"], run_settings(cfg),
-                                      ElasticSettings(sampling(e["sampling"]), n_blocks=e["n_blocks"]))
+def _write_rows(rows: list[dict], model: str, table, what: str, t0: float) -> list[dict]:
+    """Label the rows with the model, write them, log the time taken."""
     for r in rows:
         r["model"] = model
     write_table(rows, csv_path=table)
-    _done(f"{model} hcp elastic constants", t0)
+    _done(f"{model} {what}", t0)
     return rows
+
+
+def elastic_hcp(cfg, model, model_path, table) -> list[dict]:
+    t0, e = time.time(), cfg["evaluation"]["elastic_hcp"]
+    pot = _potential(cfg, model, model_path)
+    rows = hcp_elastic_vs_temperature(pot, _symbol(cfg), experimental_lattice(cfg, "elastic_hcp"),
+                                      temperatures(cfg, "elastic_hcp"), e["supercell"], run_settings(cfg),
+                                      ElasticSettings(sampling(e["sampling"]), n_blocks=e["n_blocks"]))
+    return _write_rows(rows, model, table, "hcp elastic constants", t0)
 
 
 def _hcp_start(cfg) -> tuple[float, float]:
@@ -94,11 +93,7 @@ def lattice_temperature(cfg, model, model_path, table) -> list[dict]:
     a0, covera0 = _hcp_start(cfg)
     rows = lattice_vs_temperature(pot, _symbol(cfg), a0, covera0, e["supercell"], temperatures(cfg, "lattice_temperature"),
                                   run_settings(cfg), sampling(e["sampling"]))
-    for r in rows:
-        r["model"] = model
-    write_table(rows, csv_path=table)
-    _done(f"{model} lattice vs temperature", t0)
-    return rows
+    return _write_rows(rows, model, table, "lattice vs temperature", t0)
 
 
 def lattice_pressure(cfg, model, model_path, table) -> list[dict]:
@@ -107,11 +102,7 @@ def lattice_pressure(cfg, model, model_path, table) -> list[dict]:
     a0, covera0 = _hcp_start(cfg)
     rows = lattice_vs_pressure(pot, _symbol(cfg), a0, covera0, e["supercell"], e["temperature"], e["pressures_gpa"],
                                run_settings(cfg), sampling(e["sampling"]))
-    for r in rows:
-        r["model"] = model
-    write_table(rows, csv_path=table)
-    _done(f"{model} lattice vs pressure", t0)
-    return rows
+    return _write_rows(rows, model, table, "lattice vs pressure", t0)
 
 
 def phonons(cfg, model, model_path, bands, dos, summary) -> dict:
@@ -171,11 +162,7 @@ def diffusion(cfg, model, model_path, table) -> list[dict]:
     ts = TransportSettings(max_lag_ps=e["max_lag_ps"], n_blocks=e["n_blocks"])
     rows = scan(e["temperatures"], lambda k, t: diffusion_at(pot, _symbol(cfg), t, ls, ts, rs, seed=k),
                 "T_K", f"{model} diffusion")
-    for r in rows:
-        r["model"] = model
-    write_table(rows, csv_path=table)
-    _done(f"{model} diffusion", t0)
-    return rows
+    return _write_rows(rows, model, table, "diffusion", t0)
 
 
 def elastic_bcc(cfg, model, model_path, table) -> dict:

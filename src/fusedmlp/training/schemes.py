@@ -38,24 +38,19 @@ def state_points(cfg: dict, settings: ModelSettings) -> list[StatePoint]:
     experimental elastic constants and zero pressure as targets."""
     d = cfg["difftre"]
     symbol = cfg["species"][0]
-    lat = experiment.lattice_constants(cfg["experiment"]["lattice_constants"])
-    el = experiment.elastic_constants(cfg["experiment"]["elastic_constants"])
+    lat_path, el_path = cfg["experiment"]["lattice_constants"], cfg["experiment"]["elastic_constants"]
+    lat, el = experiment.lattice_constants(lat_path), experiment.elastic_constants(el_path)
     n_el = sum(t in ELASTIC for t in d["targets"])
     out = []
     for t in d["temperatures"]:
-        for table, path in ((lat, "lattice_constants"), (el, "elastic_constants")):
-            if not table["T_K"].min() <= t <= table["T_K"].max():
-                raise ValueError(f"difftre.temperatures: {t} K is outside the experimental table "
-                                 f"{cfg['experiment'][path]} ({table['T_K'].min():g}-{table['T_K'].max():g} K)")
-        a = float(np.interp(t, lat["T_K"], lat["a_A"]))
-        c = float(np.interp(t, lat["T_K"], lat["c_A"]))
+        a, c = (experiment.at_temperature(lat, lat_path, col, t, "difftre.temperatures") for col in ("a_A", "c_A"))
         atoms = crystal(symbol, d["structure"], a, c / a, d["supercell"])
         targets, weights = {}, {}
         for name in d["targets"]:
             if name == "pressure":
                 targets[name], weights[name] = 0.0, d["pressure_weight"]
             else:
-                targets[name] = float(np.interp(t, el["T_K"], el[f"{name}_GPa"]))
+                targets[name] = experiment.at_temperature(el, el_path, f"{name}_GPa", t, "difftre.temperatures")
                 weights[name] = d["elastic_weight"] / n_el  # the mean over the constants
         out.append(StatePoint(name=f"{t:g}K", temperature=float(t), positions=atoms.positions,
                               box=np.asarray(atoms.cell), species=species_index(atoms.numbers, settings.species),
