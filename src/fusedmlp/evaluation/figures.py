@@ -103,18 +103,25 @@ def phonons(bands: dict[str, pd.DataFrame], dos: dict[str, pd.DataFrame], ref: p
     with plt.rc_context(STYLE):
         fig, (ax, ax_dos) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True,
                                          gridspec_kw={"width_ratios": [4, 1], "wspace": 0.05})
+        # Each potential has its own lattice, so its |q| along the path differs: every segment is
+        # drawn on the first potential's span, so special points line up across potentials.
+        axis = next(iter(bands.values())).groupby("segment")["distance_inv_A"].agg(["first", "last"])
         ticks = {}
         for m, b in bands.items():
             cols = [k for k in b.columns if k.startswith("band")]
             for seg, s in b.groupby("segment"):
-                lines = ax.plot(s["distance_inv_A"], s[cols], color=c[m], lw=1)
+                d = s["distance_inv_A"].to_numpy()
+                x0, x1 = axis.loc[seg, "first"], axis.loc[seg, "last"]
+                x = x0 + (d - d[0]) / (d[-1] - d[0]) * (x1 - x0)
+                lines = ax.plot(x, s[cols], color=c[m], lw=1)
                 if seg == 0:
                     lines[0].set_label(_label(m))
-                ticks[float(s["distance_inv_A"].iloc[0])] = s["start"].iloc[0]
-                ticks[float(s["distance_inv_A"].iloc[-1])] = s["end"].iloc[-1]
+                # a point shared by two segments is labelled once; a jump is labelled "X|Y"
+                for xp, label in ((x0, s["start"].iloc[0]), (x1, s["end"].iloc[-1])):
+                    if label not in ticks.get(xp, "").split("|"):
+                        ticks[xp] = f"{ticks[xp]}|{label}" if xp in ticks else label
             d = dos[m]
             ax_dos.plot(d[d.columns[1]], d[d.columns[0]], color=c[m], lw=1)
-        # a point shared by two segments is labelled once; a jump is "X|Y"
         pos = sorted(ticks)
         ax.set_xticks(pos, [ticks[p].replace("G", "Γ") for p in pos])
         for p in pos:
@@ -122,7 +129,7 @@ def phonons(bands: dict[str, pd.DataFrame], dos: dict[str, pd.DataFrame], ref: p
         ax.set_xlim(pos[0], pos[-1])
         if ref is not None:
             for _, r in ref.iterrows():
-                xs = [p for p in pos if ticks[p] == r["label"]]
+                xs = [p for p in pos if r["label"] in ticks[p].split("|")]
                 ax.plot(xs, [r["frequency_THz"]] * len(xs), **(EXP | {"label": None}))
         ax.set_ylabel("frequency (THz)")
         ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
