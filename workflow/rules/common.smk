@@ -17,6 +17,14 @@ except ConfigError as exc:
 config.clear()
 config.update(_validated)
 
+# JAX's persistent compilation cache, shared by every job (the scripts inherit the environment,
+# also on cluster nodes, where each job re-reads this file). Even sub-second compiles are kept:
+# the evaluation jobs are short runs whose time goes mostly to compiling.
+if config["compute"]["jax_cache"]:
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(config["compute"]["jax_cache"]).resolve()))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 CONDA_ENV = str(Path(workflow.basedir) / config["compute"]["conda_env"])
 NAME = r"[A-Za-z0-9_-]+"
 

@@ -102,20 +102,35 @@ def energy_fn(settings: ModelSettings, head: int = 0):
     return energy
 
 
+def _example_inputs(settings: ModelSettings, dtype) -> tuple:
+    """A simple cubic cell of two atoms: enough to create every parameter."""
+    pos = np.array([[0.0, 0.0, 0.0], [1.2, 1.3, 1.1]], dtype)
+    box = np.eye(3, dtype=dtype) * 2.6
+    nbr, shf, msk = neighbor_table(pos, box, settings.dimenet.cutoff)
+    pos, box = jnp.asarray(pos), jnp.asarray(box)
+    graph = build_graph(pos, box, jnp.asarray(nbr), jnp.asarray(shf, dtype), jnp.asarray(msk),
+                        settings.dimenet.cutoff, nbr.shape[1])
+    return pos, box, jnp.zeros(2, jnp.int32), graph
+
+
 def init_params(settings: ModelSettings, key, scale: EnergyScale | None = None, dtype=jnp.float32):
     """Network parameters from a small example cell, plus the fixed energy scale."""
     init, _ = dimenet_pp(settings.dimenet)
-    # A simple cubic cell of two atoms is enough to create every parameter.
-    pos = jnp.array([[0.0, 0.0, 0.0], [1.2, 1.3, 1.1]], dtype)
-    box = jnp.eye(3, dtype=dtype) * 2.6
-    nbr, shf, msk = neighbor_table(np.asarray(pos), np.asarray(box), settings.dimenet.cutoff)
-    graph = build_graph(pos, box, jnp.asarray(nbr), jnp.asarray(shf, dtype), jnp.asarray(msk),
-                        settings.dimenet.cutoff, nbr.shape[1])
-    net = init(key, pos, box, jnp.zeros(2, jnp.int32), graph)
+    # One jitted init: run op by op, haiku's initialisers compile hundreds of tiny programs (~15 s).
+    net = jax.jit(init)(key, *_example_inputs(settings, dtype))
     scale = scale or EnergyScale.identity(len(settings.heads), len(settings.species))
     return {"net": jax.tree_util.tree_map(lambda a: a.astype(dtype), net),
             "scale": jnp.asarray(scale.scale, dtype),
             "shift": jnp.asarray(scale.shift, dtype)}
+
+
+def _parameter_shapes(settings: ModelSettings) -> dict[str, tuple]:
+    """Shape of every flattened parameter, traced without computing (or compiling) anything."""
+    init, _ = dimenet_pp(settings.dimenet)
+    net = jax.eval_shape(init, jax.random.PRNGKey(0), *_example_inputs(settings, np.float32))
+    s = EnergyScale.identity(len(settings.heads), len(settings.species))
+    flat = _flatten({"net": net, "scale": s.scale, "shift": s.shift}, leaf=lambda x: x)
+    return {k: tuple(v.shape) for k, v in flat.items()}
 
 
 def trainable(params) -> dict:
@@ -129,11 +144,11 @@ def with_trainable(params, net) -> dict:
 
 # --- model files -------------------------------------------------------------------------------------
 
-def _flatten(params) -> dict[str, np.ndarray]:
-    flat = {"scale": np.asarray(params["scale"]), "shift": np.asarray(params["shift"])}
+def _flatten(params, leaf=np.asarray) -> dict[str, np.ndarray]:
+    flat = {"scale": leaf(params["scale"]), "shift": leaf(params["shift"])}
     for module, leaves in params["net"].items():
         for name, value in leaves.items():
-            flat[f"net/{module}/{name}"] = np.asarray(value)
+            flat[f"net/{module}/{name}"] = leaf(value)
     return flat
 
 
@@ -175,9 +190,8 @@ def load_model(path, expected: ModelSettings | None = None):
             raise fio.InputError(path, "settings", "the model file was made with a different model "
                                                    f"configuration (file, expected): {diff}")
     params = _unflatten(flat)
-    template = init_params(settings, jax.random.PRNGKey(0))
-    want = {k: v.shape for k, v in _flatten(template).items()}
-    got = {k: v.shape for k, v in _flatten(params).items()}
+    want = _parameter_shapes(settings)
+    got = {k: tuple(v.shape) for k, v in _flatten(params).items()}
     if want != got:
         missing = sorted(set(want) - set(got))
         wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])
