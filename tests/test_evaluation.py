@@ -12,7 +12,7 @@ from fusedmlp import elastic, experiment, units
 from fusedmlp.config import validate_config
 from fusedmlp.evaluation import compare, figures, jobs
 from fusedmlp.evaluation.potentials import load_potential
-from fusedmlp.evaluation.sampling import scan
+from fusedmlp.evaluation.sampling import RunSettings, scan, simulate
 from fusedmlp.structures import crystal, relax_lattice
 
 # the reference potential's own 0 K hcp lattice (science.md; relaxed again in test_phonons_job)
@@ -239,3 +239,23 @@ def test_scan_records_points_where_md_blows_up_and_fails_when_all_do():
     assert rows[1]["T_K"] == 2100.0 and rows[1]["status"].startswith("unstable: MD blew up")
     with pytest.raises(FloatingPointError, match="unstable at every T_K"):
         scan([2100.0, 2200.0], measure, "T_K", "test")
+
+
+@pytest.mark.parametrize("thermostat, pressure", [("langevin", None), ("nose-hoover", None),
+                                                  ("nose-hoover", 2.0)])
+def test_reused_simulator_reproduces_fresh_runs_at_other_temperatures_and_lengths(cfg, thermostat, pressure):
+    """A job compiles its MD once and runs it at every temperature, length and seed: each run must
+    be the trajectory a simulator built for that run alone gives."""
+    atoms = crystal("Ti", "hcp", A0, COVERA0, (3, 3, 2))
+    rs = RunSettings(timestep_fs=2.0, thermostat=thermostat)
+    shared = load_potential(cfg, "reference")
+    for temperature, ps, seed in [(300.0, 0.2, 0), (900.0, 0.12, 3)]:
+        reused = simulate(shared, atoms, temperature, rs, ps, 20.0, pressure, seed=seed, progress=lambda m: None)
+        fresh = simulate(load_potential(cfg, "reference"), atoms, temperature, rs, ps, 20.0, pressure,
+                         seed=seed, progress=lambda m: None)
+        assert len(reused.positions) == round(ps / 0.02)
+        np.testing.assert_array_equal(reused.positions, fresh.positions)
+        np.testing.assert_array_equal(reused.boxes, fresh.boxes)
+    assert len(shared.simulators) == 1
+    # the thermostat runs at the requested 900 K (the shared simulator was built with 1 K)
+    assert np.mean(reused.temperatures[2:]) > 300

@@ -66,9 +66,7 @@ for _prop in PROPERTY_OUTPUTS:
             model="|".join(EVAL_MODELS),
         params:
             prop=_prop,
-        # single-threaded: short MD jobs are dominated by XLA compilation (one core), so two run
-        # side by side on a 2-core machine
-        threads: 1
+        threads: config["compute"]["threads"]
         resources:
             **compute("gpu"),
         conda:

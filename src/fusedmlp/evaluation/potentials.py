@@ -33,6 +33,8 @@ class Potential:
     params: object  # run-time argument of the energy (None for the reference potential)
     make_energy: Callable[[np.ndarray], Callable]  # atomic numbers -> U(params, r, box, graph)
     dtype: object = jnp.float32
+    # compiled MD of this potential, reused by every run of a job (see sampling.simulate)
+    simulators: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def energy(self, numbers) -> Callable:
         return self.make_energy(np.asarray(numbers))

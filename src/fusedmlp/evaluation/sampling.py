@@ -62,6 +62,20 @@ def _masses(atoms: Atoms) -> np.ndarray:
     return np.asarray(atomic_masses[atoms.numbers], float)
 
 
+def _simulator(pot: Potential, atoms: Atoms, rs: RunSettings, every: int, barostat) -> Simulator:
+    """The potential's compiled MD for these atoms, ensemble and recording interval. Temperature,
+    length and seed are arguments of a run, so the runs of a scan (and an equilibration and its
+    production) trace and compile once instead of once each."""
+    key = (tuple(atoms.numbers), rs, every, barostat)
+    if key not in pot.simulators:
+        s = MDSettings(thermostat=_thermostat(rs, 1.0), barostat=barostat, timestep_fs=rs.timestep_fs,
+                       steps=every or 1, record_every=every,
+                       chunk=max(every, 500 - 500 % every) if every else 500)
+        pot.simulators[key] = Simulator(pot.energy(atoms.numbers), _masses(atoms), s,
+                                        NeighborGraph(pot.cutoff, skin=1.0))
+    return pot.simulators[key]
+
+
 def simulate(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings, ps: float,
              record_every_fs: float = 0.0, pressure_gpa: float | None = None, coupling: str = "hexagonal",
              momenta=None, seed: int = 0, progress: Callable[[str], None] = log.info) -> Trajectory:
@@ -73,12 +87,10 @@ def simulate(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings, 
     barostat = None if pressure_gpa is None else Barostat(
         pressure_gpa=pressure_gpa, tau_ps=rs.barostat_tau_ps, coupling=coupling,
         compressibility_per_gpa=rs.compressibility_per_gpa)
-    s = MDSettings(thermostat=_thermostat(rs, temperature), barostat=barostat, timestep_fs=rs.timestep_fs,
-                   steps=max(steps, every or 1), record_every=every,
-                   chunk=max(every, 500 - 500 % every) if every else 500, seed=rs.seed + seed)
-    sim = Simulator(pot.energy(atoms.numbers), _masses(atoms), s, NeighborGraph(pot.cutoff, skin=1.0))
+    sim = _simulator(pot, atoms, rs, every, barostat)
     return sim.run(np.asarray(atoms.positions, pot.dtype), np.array(atoms.cell[:], pot.dtype), params=pot.params,
-                   momenta=momenta, progress=progress)
+                   momenta=momenta, progress=progress, seed=rs.seed + seed, temperature=temperature,
+                   steps=max(steps, every or 1))
 
 
 def final_atoms(atoms: Atoms, traj: Trajectory, box=None) -> Atoms:

@@ -179,11 +179,14 @@ class Simulator:
 
     def run(self, positions, box, params=None, momenta=None, checkpoint: str | Path | None = None,
             progress: Callable[[str], None] = log.info, seed: int | None = None,
-            temperature: float | None = None) -> Trajectory:
+            temperature: float | None = None, steps: int | None = None) -> Trajectory:
         """Run from ``positions`` (N, 3) in ``box`` (rows = lattice vectors); ``momenta``
         continues from a previous state (else Maxwell–Boltzmann at the temperature).
-        ``temperature`` overrides the thermostat's without recompiling."""
+        ``temperature``, ``seed`` and ``steps`` override the settings' without recompiling."""
         s, ng, record = self.s, self.ng, self.record
+        total = s.steps if steps is None else int(steps)
+        if total % (record or 1):
+            raise ValueError(f"steps {total} is not a multiple of record_every {record}")
         dtype = jnp.asarray(positions).dtype
         positions = jnp.asarray(positions, dtype)
         box = jnp.asarray(box, dtype)
@@ -212,11 +215,11 @@ class Simulator:
             state, box, key, done, frames = _load_checkpoint(ckpt, state, n, s)
             nbrs = ng.allocate(state.position, box)
             progress(f"resumed from {ckpt} at step {done}")
-        length = min(self.per_call, s.steps) if s.steps else self.per_call
+        length = min(self.per_call, total) if total else self.per_call
         reallocations, retries, last_bad, last_ckpt = 0, 0, -1, time.time()
         t0, first_call_s, start_step = time.time(), None, done
-        while done < s.steps:
-            length = min(length, s.steps - done)
+        while done < total:
+            length = min(length, total - done)
             carry = (state, box, nbrs, jnp.asarray(False), jnp.asarray(0), key, jnp.asarray(done))
             tc = time.time()
             (new_state, new_box, new_nbrs, bad, peak, new_key, _), out = \
@@ -252,7 +255,7 @@ class Simulator:
             length = min(self.per_call, 2 * length)  # a shortened chunk grows back
             if record:
                 frames.append(tuple(np.asarray(x) for x in out))
-            if ckpt is not None and (time.time() - last_ckpt > s.checkpoint_s or done == s.steps):
+            if ckpt is not None and (time.time() - last_ckpt > s.checkpoint_s or done == total):
                 _save_checkpoint(ckpt, state, box, key, done, frames, n, s)
                 last_ckpt = time.time()
             rate = (done - start_step) / (time.time() - t0)
@@ -261,8 +264,8 @@ class Simulator:
             cell = ""
             if s.barostat is not None:
                 cell = "  cell " + " ".join(f"{x:.4f}" for x in np.linalg.norm(np.asarray(box), axis=1))
-            progress(f"{s.ensemble} step {done}/{s.steps}  T {t_now:.0f} K  P {p_gpa:+.3f} GPa{cell}  "
-                     f"{rate:.1f} steps/s  ETA {(s.steps - done) / max(rate, 1e-9):.0f} s")
+            progress(f"{s.ensemble} step {done}/{total}  T {t_now:.0f} K  P {p_gpa:+.3f} GPa{cell}  "
+                     f"{rate:.1f} steps/s  ETA {(total - done) / max(rate, 1e-9):.0f} s")
         stats = dict(steps=done, wall_s=time.time() - t0, first_call_s=first_call_s,
                      reallocations=reallocations, capacity=ng.capacity, neighbor_backend=ng.kind,
                      ensemble=s.ensemble)
