@@ -256,6 +256,6 @@ def test_reused_simulator_reproduces_fresh_runs_at_other_temperatures_and_length
         assert len(reused.positions) == round(ps / 0.02)
         np.testing.assert_array_equal(reused.positions, fresh.positions)
         np.testing.assert_array_equal(reused.boxes, fresh.boxes)
-    assert len(shared.simulators) == 1
+    assert len(shared.compiled) == 1
     # the thermostat runs at the requested 900 K (the shared simulator was built with 1 K)
     assert np.mean(reused.temperatures[2:]) > 300

@@ -37,7 +37,9 @@ def born_frames(pot: Potential, atoms: Atoms, traj: Trajectory, batch_frames: in
     graphs = frame_graphs(traj.positions, box, pot.cutoff)
     frames = Frames(np.asarray(traj.positions, pot.dtype), box.astype(pot.dtype), graphs,
                     np.zeros(len(traj.positions)), {})
-    q = Reweighter(pot.energy(atoms.numbers), batch_frames).quantities(pot.params, frames, True)
+    rw = pot.reuse(("reweighter", tuple(atoms.numbers), batch_frames),
+                   lambda: Reweighter(pot.energy(atoms.numbers), batch_frames))
+    q = rw.quantities(pot.params, frames, True)
     kin = jax.vmap(kinetic_tensor, (0, None))(jnp.asarray(traj.momenta), jnp.asarray(traj.masses))
     return {"born_stress": np.asarray(q["born_stress"], float),
             "born_stiffness": np.asarray(q["born_stiffness"], float),

@@ -33,8 +33,15 @@ class Potential:
     params: object  # run-time argument of the energy (None for the reference potential)
     make_energy: Callable[[np.ndarray], Callable]  # atomic numbers -> U(params, r, box, graph)
     dtype: object = jnp.float32
-    # compiled MD of this potential, reused by every run of a job (see sampling.simulate)
-    simulators: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    # compiled programs of this potential (MD, reweighting), reused by every run of a job
+    compiled: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    def reuse(self, key, make: Callable):
+        """``make()`` once per ``key``: runs that differ only in their arguments share its
+        traced and compiled functions."""
+        if key not in self.compiled:
+            self.compiled[key] = make()
+        return self.compiled[key]
 
     def energy(self, numbers) -> Callable:
         return self.make_energy(np.asarray(numbers))

@@ -66,14 +66,11 @@ def _simulator(pot: Potential, atoms: Atoms, rs: RunSettings, every: int, barost
     """The potential's compiled MD for these atoms, ensemble and recording interval. Temperature,
     length and seed are arguments of a run, so the runs of a scan (and an equilibration and its
     production) trace and compile once instead of once each."""
-    key = (tuple(atoms.numbers), rs, every, barostat)
-    if key not in pot.simulators:
-        s = MDSettings(thermostat=_thermostat(rs, 1.0), barostat=barostat, timestep_fs=rs.timestep_fs,
-                       steps=every or 1, record_every=every,
-                       chunk=max(every, 500 - 500 % every) if every else 500)
-        pot.simulators[key] = Simulator(pot.energy(atoms.numbers), _masses(atoms), s,
-                                        NeighborGraph(pot.cutoff, skin=1.0))
-    return pot.simulators[key]
+    s = MDSettings(thermostat=_thermostat(rs, 1.0), barostat=barostat, timestep_fs=rs.timestep_fs,
+                   steps=every or 1, record_every=every, chunk=max(every, 500 - 500 % every) if every else 500)
+    return pot.reuse(("md", tuple(atoms.numbers), rs, every, barostat),
+                     lambda: Simulator(pot.energy(atoms.numbers), _masses(atoms), s,
+                                       NeighborGraph(pot.cutoff, skin=1.0)))
 
 
 def simulate(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings, ps: float,
