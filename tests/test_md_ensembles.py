@@ -8,7 +8,7 @@ import pytest
 from fusedmlp import elastic, units
 from fusedmlp.md.ensembles import Barostat, Thermostat
 from fusedmlp.md.neighbors import NeighborGraph, frame_graphs
-from fusedmlp.md.simulate import MDSettings, run
+from fusedmlp.md.simulate import MDSettings, Simulator, run
 from fusedmlp.observables.stress import born_terms, frame_pressure, kinetic_tensor, stress_fluctuation, volume
 from fusedmlp.observables.transport import block_estimate
 from fusedmlp.quantity import energy_forces_virial
@@ -152,6 +152,13 @@ def test_run_resumes_from_checkpoint(eam, tmp_path):
     other = MDSettings(**{**s.__dict__, "seed": 7})
     with pytest.raises(ValueError, match="another run"):
         simulate(eam, at, other, checkpoint=ck)
+    # a run that overrides the settings' temperature, seed or length is another run too
+    sim = Simulator(lambda params, r, b, g: e(r, b, g), np.full(len(at), TI), s,
+                    NeighborGraph(p.cutoff, skin=1.0, compact=False))
+    for override in ({"temperature": 600.0}, {"seed": 7}, {"steps": 600}):
+        with pytest.raises(ValueError, match="another run"):
+            sim.run(jnp.asarray(at.positions), np.asarray(at.cell), checkpoint=ck, progress=lambda m: None,
+                    **override)
 
 
 def test_blow_up_is_reported(eam):

@@ -199,6 +199,9 @@ class Simulator:
         kT = jnp.asarray(units.kT(target_t), dtype)
         nbrs = ng.allocate(positions, box)
         key = jax.random.PRNGKey(s.seed if seed is None else seed)
+        # what this run does, overrides included: a checkpoint resumes only the same run
+        this_run = dataclasses.replace(s, steps=total, seed=s.seed if seed is None else seed,
+                                       thermostat=dataclasses.replace(s.thermostat, temperature=target_t))
         key, k_init = jax.random.split(key)
         state = self.init_fn(k_init, positions, mass=mass_col, neighbor=nbrs, box=box, params=params, kT=kT,
                              **({} if momenta is None else {"momenta": jnp.asarray(momenta, dtype)}))
@@ -212,7 +215,7 @@ class Simulator:
         frames: list[tuple] = []
         ckpt = Path(checkpoint) if checkpoint is not None else None
         if ckpt is not None and ckpt.exists():
-            state, box, key, done, frames = _load_checkpoint(ckpt, state, n, s)
+            state, box, key, done, frames = _load_checkpoint(ckpt, state, n, this_run)
             nbrs = ng.allocate(state.position, box)
             progress(f"resumed from {ckpt} at step {done}")
         length = min(self.per_call, total) if total else self.per_call
@@ -256,7 +259,7 @@ class Simulator:
             if record:
                 frames.append(tuple(np.asarray(x) for x in out))
             if ckpt is not None and (time.time() - last_ckpt > s.checkpoint_s or done == total):
-                _save_checkpoint(ckpt, state, box, key, done, frames, n, s)
+                _save_checkpoint(ckpt, state, box, key, done, frames, n, this_run)
                 last_ckpt = time.time()
             rate = (done - start_step) / (time.time() - t0)
             _, _, w = self.efv(state.position, box, neighbor=nbrs, params=params)
