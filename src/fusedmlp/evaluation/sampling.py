@@ -62,13 +62,14 @@ def _masses(atoms: Atoms) -> np.ndarray:
     return np.asarray(atomic_masses[atoms.numbers], float)
 
 
-def _simulator(pot: Potential, atoms: Atoms, rs: RunSettings, every: int, barostat) -> Simulator:
-    """The potential's compiled MD for these atoms, ensemble and recording interval. Temperature,
-    length and seed are arguments of a run, so the runs of a scan (and an equilibration and its
-    production) trace and compile once instead of once each."""
+def _simulator(pot: Potential, atoms: Atoms, rs: RunSettings, barostat) -> Simulator:
+    """The potential's compiled MD for these atoms and ensemble. Temperature, pressure, length,
+    recording interval and seed are arguments of a run, so the runs of a job (the points of a
+    scan, an equilibration and its production) trace and compile once instead of once each."""
+    # 100 frame slots of 500 steps per call: recording intervals down to 5 steps in full calls
     s = MDSettings(thermostat=_thermostat(rs, 1.0), barostat=barostat, timestep_fs=rs.timestep_fs,
-                   steps=every or 1, record_every=every, chunk=max(every, 500 - 500 % every) if every else 500)
-    return pot.reuse(("md", tuple(atoms.numbers), rs, every, barostat),
+                   steps=5, record_every=5, chunk=500)
+    return pot.reuse(("md", tuple(atoms.numbers), rs, barostat),
                      lambda: Simulator(pot.energy(atoms.numbers), _masses(atoms), s,
                                        NeighborGraph(pot.cutoff, skin=1.0)))
 
@@ -82,12 +83,12 @@ def simulate(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings, 
     if every:
         steps -= steps % every
     barostat = None if pressure_gpa is None else Barostat(
-        pressure_gpa=pressure_gpa, tau_ps=rs.barostat_tau_ps, coupling=coupling,
+        pressure_gpa=0.0, tau_ps=rs.barostat_tau_ps, coupling=coupling,
         compressibility_per_gpa=rs.compressibility_per_gpa)
-    sim = _simulator(pot, atoms, rs, every, barostat)
+    sim = _simulator(pot, atoms, rs, barostat)
     return sim.run(np.asarray(atoms.positions, pot.dtype), np.array(atoms.cell[:], pot.dtype), params=pot.params,
                    momenta=momenta, progress=progress, seed=rs.seed + seed, temperature=temperature,
-                   steps=max(steps, every or 1))
+                   steps=max(steps, every or 1), record_every=every, pressure_gpa=pressure_gpa)
 
 
 def final_atoms(atoms: Atoms, traj: Trajectory, box=None) -> Atoms:

@@ -118,14 +118,16 @@ def degrees_of_freedom(thermostat: Thermostat, n_atoms: int) -> int:
 
 
 def barostat_step(b: Barostat, dt_ps: float):
-    """``f(key, positions, momenta, masses, virial, box, kT) -> (positions, momenta, box)``."""
+    """``f(key, positions, momenta, masses, virial, box, kT, p0=None) -> (positions, momenta, box)``;
+    ``p0`` (eV/Å³) overrides the target pressure ``b.pressure_gpa`` (a traced run argument)."""
     groups = jnp.asarray(b.groups())
     n_g = jnp.sum(groups, axis=0)
     beta = b.compressibility_per_gpa / units.GPA  # Å³/eV
-    p0 = units.gpa_to_ev_per_a3(b.pressure_gpa)
     span = b.every * dt_ps
 
-    def apply(key, positions, momenta, masses, virial, box, kT):
+    def apply(key, positions, momenta, masses, virial, box, kT, p0=None):
+        if p0 is None:
+            p0 = units.gpa_to_ev_per_a3(b.pressure_gpa)
         dp = jnp.diag(pressure_tensor(momenta, masses, virial, box)) - p0
         diff = kT * beta / (volume(box) * b.tau_ps * n_g)
         dy = ((beta / b.tau_ps) * (dp @ groups) / n_g * span + (1.0 - n_g) * diff * span

@@ -107,7 +107,11 @@ class Simulator:
         self.record = max(0, s.record_every)
         if s.steps % (self.record or 1):
             raise ValueError(f"steps {s.steps} is not a multiple of record_every {self.record}")
-        self.per_call = max(1, s.chunk) if not self.record else self.record * max(1, -(-s.chunk // self.record))
+        # One compiled chunk serves every run: a call advances a traced number of frames (at most
+        # ``frames``) of a traced number of steps each, so runs of other lengths, recording
+        # intervals, temperatures or pressures do not recompile.
+        self.per_call = max(1, s.chunk)
+        self.frames = max(1, self.per_call // max(self.record, 1))
         if s.barostat is not None:
             ng.variable_box = True
         _, shift = jmd_space.free()  # unwrapped positions; periodicity lives in the neighbour list
@@ -121,17 +125,17 @@ class Simulator:
         self.baro = barostat_step(s.barostat, s.timestep_fs * units.FS) if s.barostat is not None else None
         self._cache: dict = {}
 
-    def _chunk(self, length: int, nbrs):
-        key = (length, self.ng.capacity, self.ng.kind, nbrs_width(nbrs))
+    def _chunk(self, nbrs):
+        key = (self.ng.capacity, self.ng.kind, nbrs_width(nbrs))
         if key not in self._cache:
-            self._cache[key] = self._make(length)
+            self._cache[key] = self._make()
         return self._cache[key]
 
-    def _make(self, length: int):
-        s, ng, u, efv, baro, record = self.s, self.ng, self.u, self.efv, self.baro, self.record
+    def _make(self):
+        s, ng, u, efv, baro = self.s, self.ng, self.u, self.efv, self.baro
         step_fn, dof = self.step_fn, self.dof
 
-        def one_step(params, mass, kT, carry):
+        def one_step(params, mass, kT, p0, carry):
             st, bx, nb, bad, peak, key, step = carry
             st = step_fn(st, neighbor=nb, box=bx, params=params, kT=kT)
             nb = ng.update(st.position, bx, nb)
@@ -144,7 +148,7 @@ class Simulator:
                     key, sub = jax.random.split(key)
                     _, _, w = efv(st.position, bx, neighbor=nb, params=params)
                     dt = st.position.dtype  # the barostat's float64 constants must not promote the state
-                    r, p, bx_new = baro(sub, st.position, st.momentum, mass[:, None], w, bx, kT)
+                    r, p, bx_new = baro(sub, st.position, st.momentum, mass[:, None], w, bx, kT, p0)
                     r, p, bx = r.astype(dt), p.astype(dt), bx_new.astype(bx.dtype)
                     nb = ng.update(r, bx, nb)
                     f = -jax.grad(u)(r, nb, bx, params)
@@ -162,36 +166,54 @@ class Simulator:
             return st, bx, nb, bad, peak, key, step
 
         @jax.jit
-        def chunk(params, mass, kT, carry):
-            body = lambda i, c: one_step(params, mass, kT, c)  # noqa: E731
-            if not record:
-                return jax.lax.fori_loop(0, length, body, carry), None
+        def chunk(params, mass, kT, p0, every, n_frames, carry):
+            """``n_frames`` frames of ``every`` steps each; the frame slots beyond ``n_frames``
+            do nothing (their records are dropped by the caller)."""
+            body = lambda i, c: one_step(params, mass, kT, p0, c)  # noqa: E731
 
-            def frame(carry, _):
-                carry = jax.lax.fori_loop(0, record, body, carry)
+            def record(carry):
                 st, bx, nb = carry[:3]
-                return carry, (st.position, st.momentum, bx, u(st.position, nb, bx, params),
-                               kinetic_temperature(st.momentum, mass, dof))
+                return (st.position, st.momentum, bx, u(st.position, nb, bx, params),
+                        kinetic_temperature(st.momentum, mass, dof))
 
-            return jax.lax.scan(frame, carry, None, length=length // record)
+            def frame(carry, k):
+                def advance(c):
+                    c = jax.lax.fori_loop(0, every, body, c)
+                    return c, record(c)
+
+                def idle(c):
+                    return c, tuple(jnp.zeros(x.shape, x.dtype) for x in jax.eval_shape(record, c))
+
+                return jax.lax.cond(k < n_frames, advance, idle, carry)
+
+            return jax.lax.scan(frame, carry, jnp.arange(self.frames))
 
         return chunk
 
     def run(self, positions, box, params=None, momenta=None, checkpoint: str | Path | None = None,
             progress: Callable[[str], None] = log.info, seed: int | None = None,
-            temperature: float | None = None, steps: int | None = None) -> Trajectory:
+            temperature: float | None = None, steps: int | None = None, record_every: int | None = None,
+            pressure_gpa: float | None = None) -> Trajectory:
         """Run from ``positions`` (N, 3) in ``box`` (rows = lattice vectors); ``momenta``
         continues from a previous state (else Maxwell–Boltzmann at the temperature).
-        ``temperature``, ``seed`` and ``steps`` override the settings' without recompiling."""
-        s, ng, record = self.s, self.ng, self.record
+        ``temperature``, ``seed``, ``steps``, ``record_every`` (0: record nothing) and the
+        barostat's ``pressure_gpa`` override the settings' without recompiling."""
+        s, ng = self.s, self.ng
+        record = self.record if record_every is None else max(0, int(record_every))
         total = s.steps if steps is None else int(steps)
         if total % (record or 1):
             raise ValueError(f"steps {total} is not a multiple of record_every {record}")
         dtype = jnp.asarray(positions).dtype
         positions = jnp.asarray(positions, dtype)
         box = jnp.asarray(box, dtype)
-        if s.barostat is not None:
-            s.barostat.check_box(np.asarray(box))
+        barostat = s.barostat
+        if barostat is not None:
+            if pressure_gpa is not None:
+                barostat = dataclasses.replace(barostat, pressure_gpa=float(pressure_gpa))
+            barostat.check_box(np.asarray(box))
+        elif pressure_gpa is not None:
+            raise ValueError("a target pressure needs a barostat (MDSettings.barostat)")
+        p0 = jnp.asarray(units.gpa_to_ev_per_a3(barostat.pressure_gpa) if barostat is not None else 0.0, dtype)
         n = self.n
         mass = jnp.asarray(units.mass_to_internal(self.masses_u), dtype)
         mass_col = mass[:, None]
@@ -200,7 +222,8 @@ class Simulator:
         nbrs = ng.allocate(positions, box)
         key = jax.random.PRNGKey(s.seed if seed is None else seed)
         # what this run does, overrides included: a checkpoint resumes only the same run
-        this_run = dataclasses.replace(s, steps=total, seed=s.seed if seed is None else seed,
+        this_run = dataclasses.replace(s, steps=total, seed=s.seed if seed is None else seed, record_every=record,
+                                       barostat=barostat,
                                        thermostat=dataclasses.replace(s.thermostat, temperature=target_t))
         key, k_init = jax.random.split(key)
         state = self.init_fn(k_init, positions, mass=mass_col, neighbor=nbrs, box=box, params=params, kT=kT,
@@ -218,15 +241,19 @@ class Simulator:
             state, box, key, done, frames = _load_checkpoint(ckpt, state, n, this_run)
             nbrs = ng.allocate(state.position, box)
             progress(f"resumed from {ckpt} at step {done}")
-        length = min(self.per_call, total) if total else self.per_call
+        # steps per call: whole frames when recording (at most the compiled number of frames),
+        # else one frame of up to ``per_call`` steps
+        full = record * min(self.frames, max(1, self.per_call // record)) if record else self.per_call
+        length = min(full, total) if total else full
         reallocations, retries, last_bad, last_ckpt = 0, 0, -1, time.time()
         t0, first_call_s, start_step = time.time(), None, done
         while done < total:
             length = min(length, total - done)
+            every, n_frames = (record, length // record) if record else (length, 1)
             carry = (state, box, nbrs, jnp.asarray(False), jnp.asarray(0), key, jnp.asarray(done))
             tc = time.time()
-            (new_state, new_box, new_nbrs, bad, peak, new_key, _), out = \
-                self._chunk(length, nbrs)(params, mass, kT, carry)
+            (new_state, new_box, new_nbrs, bad, peak, new_key, _), out = self._chunk(nbrs)(
+                params, mass, kT, p0, jnp.asarray(every), jnp.asarray(n_frames), carry)
             bad = bool(bad) or int(peak) > ng.capacity
             if first_call_s is None:
                 first_call_s = time.time() - tc
@@ -255,9 +282,9 @@ class Simulator:
                                          f"(target {target_t:g} K)")
             state, box, nbrs, key = new_state, new_box, new_nbrs, new_key
             done += length
-            length = min(self.per_call, 2 * length)  # a shortened chunk grows back
+            length = min(full, 2 * length)  # a shortened chunk grows back
             if record:
-                frames.append(tuple(np.asarray(x) for x in out))
+                frames.append(tuple(np.asarray(x)[:n_frames] for x in out))
             if ckpt is not None and (time.time() - last_ckpt > s.checkpoint_s or done == total):
                 _save_checkpoint(ckpt, state, box, key, done, frames, n, this_run)
                 last_ckpt = time.time()
@@ -272,7 +299,7 @@ class Simulator:
         stats = dict(steps=done, wall_s=time.time() - t0, first_call_s=first_call_s,
                      reallocations=reallocations, capacity=ng.capacity, neighbor_backend=ng.kind,
                      ensemble=s.ensemble)
-        return _trajectory(frames, state, box, mass, s, stats)
+        return _trajectory(frames, state, box, mass, this_run, stats)
 
 
 def run(energy: Callable, positions, box, masses, s: MDSettings, ng: NeighborGraph,
