@@ -13,6 +13,9 @@ from fusedmlp.config import validate_config
 from fusedmlp.evaluation import compare, figures, jobs
 from fusedmlp.evaluation.potentials import load_potential
 from fusedmlp.evaluation.sampling import RunSettings, scan, simulate
+from fusedmlp.md.ensembles import Barostat, Thermostat
+from fusedmlp.md.neighbors import NeighborGraph
+from fusedmlp.md.simulate import MDSettings, Simulator
 from fusedmlp.structures import crystal, relax_lattice
 
 # the reference potential's own 0 K hcp lattice (science.md; relaxed again in test_phonons_job)
@@ -241,21 +244,36 @@ def test_scan_records_points_where_md_blows_up_and_fails_when_all_do():
         scan([2100.0, 2200.0], measure, "T_K", "test")
 
 
-@pytest.mark.parametrize("thermostat, pressure", [("langevin", None), ("nose-hoover", None),
-                                                  ("nose-hoover", 2.0)])
-def test_reused_simulator_reproduces_fresh_runs_at_other_temperatures_and_lengths(cfg, thermostat, pressure):
-    """A job compiles its MD once and runs it at every temperature, length and seed: each run must
-    be the trajectory a simulator built for that run alone gives."""
+@pytest.mark.parametrize("thermostat, pressures", [("langevin", (None, None)), ("nose-hoover", (None, None)),
+                                                   ("nose-hoover", (2.0, -1.0))])
+def test_reused_simulator_reproduces_fresh_runs_at_other_temperatures_and_lengths(cfg, thermostat, pressures):
+    """A job compiles its MD once and runs it at every temperature, pressure, length, recording
+    interval and seed: each run must be the trajectory of a simulator built for that run alone."""
     atoms = crystal("Ti", "hcp", A0, COVERA0, (3, 3, 2))
     rs = RunSettings(timestep_fs=2.0, thermostat=thermostat)
     shared = load_potential(cfg, "reference")
-    for temperature, ps, seed in [(300.0, 0.2, 0), (900.0, 0.12, 3)]:
-        reused = simulate(shared, atoms, temperature, rs, ps, 20.0, pressure, seed=seed, progress=lambda m: None)
-        fresh = simulate(load_potential(cfg, "reference"), atoms, temperature, rs, ps, 20.0, pressure,
-                         seed=seed, progress=lambda m: None)
-        assert len(reused.positions) == round(ps / 0.02)
-        np.testing.assert_array_equal(reused.positions, fresh.positions)
-        np.testing.assert_array_equal(reused.boxes, fresh.boxes)
-    assert len(shared.compiled) == 1
+    masses = atoms.get_masses()
+    runs = [(300.0, 0.2, 0, 20.0), (900.0, 0.12, 3, 12.0)]
+    for (temperature, ps, seed, every_fs), pressure in zip(runs, pressures):
+        reused = simulate(shared, atoms, temperature, rs, ps, every_fs, pressure, seed=seed,
+                          progress=lambda m: None)
+        every, steps = round(every_fs / 2.0), round(ps / 0.002)
+        s = MDSettings(thermostat=Thermostat(thermostat, temperature=temperature,
+                                             friction_per_ps=rs.friction_per_ps, tau_fs=rs.tau_fs,
+                                             chain_length=rs.chain_length, chain_steps=rs.chain_steps,
+                                             sy_steps=rs.sy_steps),
+                       barostat=None if pressure is None else Barostat(
+                           pressure_gpa=pressure, tau_ps=rs.barostat_tau_ps,
+                           compressibility_per_gpa=rs.compressibility_per_gpa),
+                       timestep_fs=2.0, steps=steps, record_every=every, chunk=50, seed=rs.seed + seed)
+        fresh = Simulator(shared.energy(atoms.numbers), masses, s, NeighborGraph(shared.cutoff, skin=1.0)).run(
+            np.asarray(atoms.positions, shared.dtype), np.array(atoms.cell[:], shared.dtype),
+            progress=lambda m: None)
+        assert len(reused.positions) == steps // every
+        np.testing.assert_allclose(reused.positions, fresh.positions, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(reused.boxes, fresh.boxes, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(reused.times, fresh.times)
+    (sim,) = shared.compiled.values()
+    assert len(sim._cache) == 1  # one compiled chunk for both runs
     # the thermostat runs at the requested 900 K (the shared simulator was built with 1 K)
     assert np.mean(reused.temperatures[2:]) > 300
