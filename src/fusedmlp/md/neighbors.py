@@ -285,6 +285,12 @@ def frame_graphs(positions, boxes, cutoff: float, capacity: int | None = None, e
     nbr = np.stack([np.pad(t[0], p) for t, p in zip(tables, pad)])
     shf = np.stack([np.pad(t[1], p + ((0, 0),)) for t, p in zip(tables, pad)])
     msk = np.stack([np.pad(t[2], p) for t, p in zip(tables, pad)])
-    build = jax.jit(jax.vmap(lambda r, b, n, s, m: build_graph(r, b, n, s, m, cutoff, k)))
-    return build(jnp.asarray(positions), jnp.asarray(boxes), jnp.asarray(nbr), jnp.asarray(shf),
-                 jnp.asarray(msk))
+    return _frame_graph_builder(float(cutoff), int(k))(
+        jnp.asarray(positions), jnp.asarray(boxes), jnp.asarray(nbr), jnp.asarray(shf), jnp.asarray(msk))
+
+
+@functools.lru_cache(maxsize=None)
+def _frame_graph_builder(cutoff: float, capacity: int):
+    """One jitted builder per cutoff and capacity: a new ``jax.jit`` per call would trace and
+    compile again at every call (a 0 K relaxation calls this hundreds of times)."""
+    return jax.jit(jax.vmap(lambda r, b, n, s, m: build_graph(r, b, n, s, m, cutoff, capacity)))

@@ -96,7 +96,8 @@ class Simulator:
 
     ``energy(params, positions, box, graph) -> U``: ``params`` are an argument of the compiled
     step (not baked in), so a trainer that changes them between runs does not recompile.
-    Compiled chunks are cached by (chunk length, graph capacity, list width).
+    Compiled chunks are cached by (graph capacity, list backend, list width): runs of any length,
+    recording interval, temperature or pressure share one.
     """
 
     def __init__(self, energy: Callable, masses, s: MDSettings, ng: NeighborGraph):
