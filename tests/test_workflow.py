@@ -34,11 +34,21 @@ def dry_run_jobs(res):
 
 def test_default_dry_run_lists_the_dag():
     jobs = dry_run_jobs(smk("-n", "--forceall"))
-    evaluations = {f"evaluate_{p}": 4 for p in ("elastic_hcp", "lattice_temperature", "lattice_pressure",
+    # three models; the reference potential only with evaluation.include_reference
+    evaluations = {f"evaluate_{p}": 3 for p in ("elastic_hcp", "lattice_temperature", "lattice_pressure",
                                                  "phonons", "liquid", "diffusion", "elastic_bcc")}
     assert jobs == {"reference_configurations": 1, "label_reference": 2, "split": 2,
                     "dataset_summary": 2, "pretrain": 1, "train_top_down": 2, "dft_errors": 3,
                     **evaluations, "compare": 1, "figures": 1, "all": 1}
+
+
+def test_reference_potential_evaluated_on_request():
+    """The overlay named in the README adds the reference potential to every property job and keeps
+    the rest of the demo configuration."""
+    jobs = dry_run_jobs(smk("-n", "--forceall", "--configfile", "config/with_reference.yaml"))
+    assert all(jobs[f"evaluate_{p}"] == 4 for p in ("elastic_hcp", "phonons", "diffusion", "elastic_bcc"))
+    assert jobs["dft_errors"] == 3  # the reference potential has no test errors against itself
+    assert jobs["train_top_down"] == 2 and jobs["reference_configurations"] == 1
 
 
 def test_paper_config_dry_run_downloads_and_ingests():
@@ -100,6 +110,7 @@ def tiny_config(tmp_path, **data):
         "difftre": {"temperatures": [323], "supercell": [2, 2, 1], "epochs": 1, "trajectory_ps": 0.1,
                     "equilibration_ps": 0.02, "record_every_fs": 10.0, "batch_frames": 4},
         "evaluation": {
+            "include_reference": True,
             "md": {"timestep_fs": 2.0},
             "elastic_hcp": {"temperatures": [323], "supercell": [2, 2, 1], "sampling": TINY_RUN},
             "lattice_temperature": {"temperatures": [323], "supercell": [2, 2, 1], "sampling": TINY_RUN},
