@@ -112,7 +112,8 @@ class Simulator:
         # ``frames``) of a traced number of steps each, so runs of other lengths, recording
         # intervals, temperatures or pressures do not recompile.
         self.per_call = max(1, s.chunk)
-        self.frames = max(1, self.per_call // max(self.record, 1))
+        # frame slots per call (a simulator built without recording runs one frame per call)
+        self.frames = max(1, self.per_call // self.record) if self.record else 1
         if s.barostat is not None:
             ng.variable_box = True
         _, shift = jmd_space.free()  # unwrapped positions; periodicity lives in the neighbour list
