@@ -82,6 +82,7 @@ def simulate(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings, 
     every = rs.steps(record_every_fs * units.FS) if record_every_fs else 0
     if every:
         steps -= steps % every
+    # the target pressure is a run argument, so every pressure shares the simulator
     barostat = None if pressure_gpa is None else Barostat(
         pressure_gpa=0.0, tau_ps=rs.barostat_tau_ps, coupling=coupling,
         compressibility_per_gpa=rs.compressibility_per_gpa)

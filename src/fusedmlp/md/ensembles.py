@@ -118,16 +118,15 @@ def degrees_of_freedom(thermostat: Thermostat, n_atoms: int) -> int:
 
 
 def barostat_step(b: Barostat, dt_ps: float):
-    """``f(key, positions, momenta, masses, virial, box, kT, p0=None) -> (positions, momenta, box)``;
-    ``p0`` (eV/Å³) overrides the target pressure ``b.pressure_gpa`` (a traced run argument)."""
+    """``f(key, positions, momenta, masses, virial, box, kT, p0) -> (positions, momenta, box)``;
+    the target pressure ``p0`` (eV/Å³) is an argument, like ``kT``, so one compiled step serves
+    every pressure (``b.pressure_gpa`` is the run's default, applied by the MD driver)."""
     groups = jnp.asarray(b.groups())
     n_g = jnp.sum(groups, axis=0)
     beta = b.compressibility_per_gpa / units.GPA  # Å³/eV
     span = b.every * dt_ps
 
-    def apply(key, positions, momenta, masses, virial, box, kT, p0=None):
-        if p0 is None:
-            p0 = units.gpa_to_ev_per_a3(b.pressure_gpa)
+    def apply(key, positions, momenta, masses, virial, box, kT, p0):
         dp = jnp.diag(pressure_tensor(momenta, masses, virial, box)) - p0
         diff = kT * beta / (volume(box) * b.tau_ps * n_g)
         dy = ((beta / b.tau_ps) * (dp @ groups) / n_g * span + (1.0 - n_g) * diff * span
