@@ -7,6 +7,7 @@ The system is a 32-atom fcc cell with a Morse pair potential (Girifalco–Weizer
 C² switch, parametrised by the well depth ``D`` and the stiffness ``alpha``: small and short-ranged
 enough that an MD run of 10⁴ steps takes seconds.
 """
+import dataclasses
 import time
 
 import jax
@@ -203,6 +204,27 @@ def test_batched_gradient_equals_one_pass_grad(rattled):
         assert float(grad[k]) == pytest.approx(float(ref[k]), rel=1e-9), k
         assert abs(float(ref[k])) > 1e-3 * abs(float(value))  # a non-trivial gradient
     assert abs(float(grad["c"])) < 1e-9 * abs(float(value)) and abs(float(ref["c"])) < 1e-9 * abs(float(value))
+
+
+def test_single_batch_program_equals_two_pass(rattled):
+    """All frames in one batch: the loss and gradient of the single compiled program (the state
+    point passed as arrays) equal the two-pass batched ones, also at a second temperature that
+    reuses the program (a temperature baked into it would give the first one's answer)."""
+    sp, fr, rw = rattled
+    one = Reweighter(shifted_morse, batch_frames=N_FRAMES)
+    theta = {"D": D0 * 1.03, "alpha": ALPHA0 * 0.985, "c": 0.2}
+    for temperature in (T_EXACT, 0.7 * T_EXACT):
+        sp_t = dataclasses.replace(sp, temperature=temperature)
+        loss, pred, ess, grad = rw.evaluate(theta, fr, sp_t)
+        loss1, pred1, ess1, grad1 = one.evaluate(theta, fr, sp_t)
+        assert ess < 0.95 and ess1 == pytest.approx(ess, rel=1e-10)
+        assert loss1 == pytest.approx(loss, rel=1e-10)
+        for k in ("pressure", "C11", "C12", "C44"):
+            assert pred1[k] == pytest.approx(pred[k], rel=1e-10), k
+        np.testing.assert_allclose(pred1["rdf"], pred["rdf"], rtol=1e-10)
+        for k in ("D", "alpha"):
+            assert float(grad1[k]) == pytest.approx(float(grad[k]), rel=1e-9), k
+    assert len(one._one_pass.compiled) == 1
 
 
 def test_state_point_validation():

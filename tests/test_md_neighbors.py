@@ -190,7 +190,8 @@ def test_overflow_is_reallocated_and_recomputed(energy, backend, supercell, skin
     ref = simulate(energy, at, NeighborGraph(CUTOFF, skin=1.0, capacity=40, backend=backend), steps)
     assert ref.stats["reallocations"] == 0
     # no headroom: no spare candidate slots, no spare graph slots
-    tight = NeighborGraph(CUTOFF, skin=skin, margin=1.0, extra=0, backend=backend)
+    tight = NeighborGraph(CUTOFF, skin=skin, margin=1.0, extra=0, quantum=1, density_floor=False,
+                          backend=backend)
     got = simulate(energy, at, tight, steps)
     assert got.stats["neighbor_backend"] == ref.stats["neighbor_backend"] == backend
     # the run had to reallocate, and the recomputed trajectory is the same trajectory

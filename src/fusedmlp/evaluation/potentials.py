@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..compilation import Program
 from ..model.dimenet import species_index
 from ..md.neighbors import frame_graphs
 from ..model.potential import energy_fn, load_model
@@ -49,7 +50,7 @@ class Potential:
     def host_efv(self, numbers) -> Callable[[np.ndarray, np.ndarray], tuple]:
         """Host ``(U, F, W)`` (eV, eV/Å, eV) of one configuration on an exact graph (any cell size:
         0 K lattices, phonon supercells)."""
-        efv = jax.jit(energy_forces_virial(lambda r, b, graph: self.energy(numbers)(self.params, r, b, graph)))
+        efv = Program(energy_forces_virial(lambda r, b, graph: self.energy(numbers)(self.params, r, b, graph)))
 
         def f(positions, box):
             graph = jax.tree_util.tree_map(lambda x: x[0], frame_graphs(np.asarray(positions)[None], box,

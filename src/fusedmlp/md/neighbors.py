@@ -39,6 +39,17 @@ from jax_md import space as jmd_space
 from ..model.graph import Graph, build_graph, minimum_image_shifts, neighbor_table
 from ..space import image_shifts, plane_spacings
 
+# Graph capacities (neighbours per atom) are rounded up to a multiple of this: runs of different
+# potentials on the same system then have the same shapes, so one compiled program (in JAX's
+# persistent cache) serves them all, and small growths after an overflow need no new compile.
+CAPACITY_QUANTUM = 4
+
+
+def round_capacity(k: int, quantum: int = CAPACITY_QUANTUM) -> int:
+    """``k`` rounded up to a multiple of ``quantum`` (≥ 1)."""
+    q = max(1, int(quantum))
+    return -(-int(k) // q) * q
+
 
 @functools.partial(jax.tree_util.register_dataclass,
                    data_fields=["idx", "shifts", "mask", "reference", "ref_box", "stale"],
@@ -121,6 +132,8 @@ class NeighborGraph:
     capacity: int = 0  # neighbours per atom kept within the cutoff (0: size from the first call)
     margin: float = 1.25  # headroom of the candidate list
     extra: int = 4  # headroom of the graph capacity over the largest neighbour count seen
+    quantum: int = CAPACITY_QUANTUM  # capacities are multiples of this (see round_capacity)
+    density_floor: bool = True  # start at no less than the mean count in the cutoff sphere
     backend: str = "auto"  # "auto", "jax-md", "images" or "host"
     max_images: int = 4096  # "auto" uses all images while N·S stays below this
     variable_box: bool = False  # NPT: also go stale on cell deformation
@@ -175,13 +188,20 @@ class NeighborGraph:
                 nl = dataclasses.replace(nl, cell_size=float(nl.cell_size))
             nbrs = JaxMDNeighbors(nl, positions, box_j, jnp.asarray(False))
         g = self._graph(positions, box_j, nbrs, nbrs_width(nbrs))
-        # triplet work grows as capacity², so the headroom is additive, not a factor
-        self.capacity = max(self.capacity, int(g.max_neighbors) + self.extra)
+        # Triplet work grows as capacity², so the headroom is additive, not a factor. A crystal
+        # built at its lattice sites has its shells inside the cutoff and the next one just
+        # outside; thermal motion brings the latter in within the first steps. Starting at the
+        # mean number of atoms in the cutoff sphere spares that first reallocation (and a
+        # second compilation of every program that takes the graph).
+        in_sphere = len(positions) / abs(np.linalg.det(box_np)) * 4.0 / 3.0 * math.pi * self.cutoff**3
+        floor = math.ceil(in_sphere) if self.density_floor else 0
+        self.capacity = max(self.capacity, round_capacity(max(int(g.max_neighbors) + self.extra, floor),
+                                                          self.quantum))
         return dataclasses.replace(nbrs, capacity=self.capacity)
 
     def grow(self, peak: int) -> None:
         """After an overflow: raise the graph capacity above the largest neighbour count seen."""
-        self.capacity = max(self.capacity, int(peak) + self.extra)
+        self.capacity = max(self.capacity, round_capacity(int(peak) + self.extra, self.quantum))
 
     # --- jittable -----------------------------------------------------------------------------
     @staticmethod
@@ -278,7 +298,7 @@ def frame_graphs(positions, boxes, cutoff: float, capacity: int | None = None, e
     boxes = np.broadcast_to(np.asarray(boxes, float), (len(positions), 3, 3))
     tables = [neighbor_table(r, b, cutoff) for r, b in zip(positions, boxes)]
     need = max(t[0].shape[1] for t in tables)
-    k = max(need + extra, min_capacity) if capacity is None else capacity
+    k = max(round_capacity(need + extra), min_capacity) if capacity is None else capacity
     if need > k:
         raise ValueError(f"frame graphs need {need} neighbours per atom, capacity is {k}")
     pad = [((0, 0), (0, k - t[0].shape[1])) for t in tables]

@@ -28,6 +28,7 @@ from jax_md import simulate as jmd_simulate
 from jax_md import space as jmd_space
 
 from .. import units
+from ..compilation import Program
 from ..io import save_npz
 from ..observables.stress import pressure_tensor
 from ..quantity import energy_forces_virial
@@ -122,8 +123,9 @@ class Simulator:
             return energy(params, r, box, ng.graph(r, box, neighbor))
 
         self.u = u
-        self.efv = jax.jit(energy_forces_virial(lambda r, b, neighbor, params: u(r, neighbor, b, params)))
-        self.init_fn, self.step_fn = integrator(s.thermostat, u, shift, s.timestep_fs * units.FS)
+        self.efv = Program(energy_forces_virial(lambda r, b, neighbor, params: u(r, neighbor, b, params)))
+        init_fn, self.step_fn = integrator(s.thermostat, u, shift, s.timestep_fs * units.FS)
+        self.init_fn = Program(init_fn)
         self.baro = barostat_step(s.barostat, s.timestep_fs * units.FS) if s.barostat is not None else None
         self._cache: dict = {}
 
@@ -167,7 +169,6 @@ class Simulator:
                 bad, peak = bad | over, jnp.maximum(peak, count)
             return st, bx, nb, bad, peak, key, step
 
-        @jax.jit
         def chunk(params, mass, kT, p0, every, n_frames, carry):
             """``n_frames`` frames of ``every`` steps each; the frame slots beyond ``n_frames``
             do nothing (their records are dropped by the caller)."""
@@ -190,7 +191,7 @@ class Simulator:
 
             return jax.lax.scan(frame, carry, jnp.arange(self.frames))
 
-        return chunk
+        return Program(chunk)
 
     def run(self, positions, box, params=None, momenta=None, checkpoint: str | Path | None = None,
             progress: Callable[[str], None] = log.info, seed: int | None = None,

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..compilation import Program
 from ..data.dataset import Dataset
 from ..model.dimenet import species_index
 from ..model.graph import build_graph, neighbor_table
@@ -187,13 +188,14 @@ def dft_trainer(settings: ModelSettings, data: GraphData, train_idx, ts: DFTTrai
         total, parts = loss_terms(pred, batch, weight, ts)
         return total, (parts, pred[3])
 
-    @jax.jit
     def update(state: DFTState, batch, weight):
         (value, (parts, overflow)), grads = jax.value_and_grad(loss, has_aux=True)(
             trainable(state.params), state.params, batch, weight)
         updates, opt_state = optimizer.update(grads, state.opt_state, trainable(state.params))
         net = optax.apply_updates(trainable(state.params), updates)
         return DFTState(with_trainable(state.params, net), opt_state, state.step + 1), value, jnp.any(overflow)
+
+    update = Program(update)
 
     def init(params) -> DFTState:
         return DFTState(params, optimizer.init(trainable(params)), jnp.zeros((), jnp.int32))
@@ -229,7 +231,7 @@ def dft_trainer(settings: ModelSettings, data: GraphData, train_idx, ts: DFTTrai
                 return apply(state, idx, weight)
         raise IndexError(batch_number)
 
-    jit_predict = jax.jit(predict)
+    jit_predict = Program(predict)
 
     def predict_indices(params, indices, chunk: int = 32):
         indices = np.asarray(indices)

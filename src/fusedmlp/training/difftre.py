@@ -12,7 +12,10 @@ exp(−Σ w ln w)/F says how far θ has moved from the trajectory's θ̂.
 The gradient is computed in two passes so memory stays bounded by one batch of frames: the
 per-frame quantities q_i(θ) (energy, Born terms) are evaluated in batches; the loss, a function of
 all q_i through the weighted averages, gives the cotangents ∂L/∂q_i; and ∂L/∂θ = Σ_i (∂q_i/∂θ)ᵀ
-∂L/∂q_i is accumulated batch by batch with vector–Jacobian products.
+∂L/∂q_i is accumulated batch by batch with vector–Jacobian products. When all frames fit in one
+batch, one compiled program computes the loss and its gradient directly (the forward pass of the
+second pass is then not repeated); the state point enters it as arguments (``StateSpec``), so
+state points with the same atoms and targets share it.
 
 Observables and targets are configuration: a state point names targets (``C11`` … ``C66`` of the
 stress-fluctuation tensor, reduced by the crystal's symmetry, ``pressure``, or an ``rdf`` table);
@@ -22,6 +25,7 @@ each target has a weight, and the state point's loss is Σ_k weight_k (pred_k �
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -29,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import elastic, units
+from ..compilation import Program
 from ..observables.stress import born_terms, frame_pressure, kinetic_tensor, stress_fluctuation
 from ..observables.structure import rdf_frames
 
@@ -75,6 +80,41 @@ class StatePoint:
     def needs_born(self) -> bool:
         return bool(self.elastic_targets) or "pressure" in self.targets
 
+    def spec(self, dtype=None) -> "StateSpec":
+        dtype = np.asarray(self.positions).dtype if dtype is None else dtype
+        targets = {k: np.asarray(v[1] if k == "rdf" else v, dtype) for k, v in self.targets.items()}
+        return StateSpec(np.asarray(self.temperature, dtype), np.asarray(abs(np.linalg.det(self.box)), dtype),
+                         targets, {k: np.asarray(v, dtype) for k, v in self.weights.items()},
+                         self.symmetry, len(self.positions))
+
+
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["temperature", "volume", "targets", "weights"],
+                   meta_fields=["symmetry", "n_atoms"])
+@dataclasses.dataclass(frozen=True)
+class StateSpec:
+    """What the loss needs of a state point, as arrays (traced in compiled programs): the
+    temperature (K), volume (Å³), target values (the RDF target as g on its bins) and weights."""
+
+    temperature: jnp.ndarray
+    volume: jnp.ndarray
+    targets: dict
+    weights: dict
+    symmetry: str
+    n_atoms: int
+
+    @property
+    def elastic_targets(self) -> list[str]:
+        return [k for k in self.targets if k.startswith("C")]
+
+    @property
+    def needs_born(self) -> bool:
+        return bool(self.elastic_targets) or "pressure" in self.targets
+
+
+def _spec(sp) -> StateSpec:
+    return sp.spec() if isinstance(sp, StatePoint) else sp
+
 
 def reweighting_weights(u, u_ref, temperature: float):
     """w_i = softmax(−β[U_θ − U_θ̂]) over frames."""
@@ -97,10 +137,11 @@ def reduce_stiffness(c, symmetry: str) -> dict:
     return {f"C{i + 1}{j + 1}": 0.5 * (c[i, j] + c[j, i]) for i in range(6) for j in range(i, 6)}
 
 
-def predictions(q: dict, fixed: dict, weights, sp: StatePoint) -> dict:
+def predictions(q: dict, fixed: dict, weights, sp: StatePoint | StateSpec) -> dict:
     """Reweighted observables of one state point (GPa; ``rdf`` as an array)."""
     out = {}
-    volume = float(abs(np.linalg.det(sp.box)))
+    sp = _spec(sp)
+    volume = sp.volume
     if sp.needs_born:
         # momenta do not depend on θ: their plain mean is the exact reweighted expectation, and
         # leaving it out of the weights removes noise from the gradient
@@ -108,7 +149,7 @@ def predictions(q: dict, fixed: dict, weights, sp: StatePoint) -> dict:
         p = frame_pressure(q["born_stress"], kin, volume, weights)
         out["pressure"] = units.ev_per_a3_to_gpa(jnp.mean(p[:3]))
     if sp.elastic_targets:
-        c = stress_fluctuation(q["born_stress"], q["born_stiffness"], volume, len(sp.positions),
+        c = stress_fluctuation(q["born_stress"], q["born_stiffness"], volume, sp.n_atoms,
                                sp.temperature, weights)
         out.update(reduce_stiffness(units.ev_per_a3_to_gpa(c), sp.symmetry))
     if "rdf" in sp.targets:
@@ -116,14 +157,23 @@ def predictions(q: dict, fixed: dict, weights, sp: StatePoint) -> dict:
     return out
 
 
-def state_loss(pred: dict, sp: StatePoint):
+def state_loss(pred: dict, sp: StatePoint | StateSpec):
     total = 0.0
+    sp = _spec(sp)
     for name, target in sp.targets.items():
         if name == "rdf":
-            total = total + sp.weights[name] * jnp.mean((pred["rdf"] - jnp.asarray(target[1])) ** 2)
+            total = total + sp.weights[name] * jnp.mean((pred["rdf"] - target) ** 2)
         else:
             total = total + sp.weights[name] * (pred[name] - target) ** 2
     return total
+
+
+def reweighted_loss(q: dict, u_ref, fixed: dict, sp: StatePoint | StateSpec):
+    """(loss, (predictions, weights)) of per-frame quantities ``q`` sampled at U_θ̂ = ``u_ref``."""
+    sp = _spec(sp)
+    w = reweighting_weights(q["energy"], u_ref, sp.temperature)
+    pred = predictions(q, fixed, w, sp)
+    return state_loss(pred, sp), (pred, w)
 
 
 def frame_quantities(energy: Callable, with_born: bool) -> Callable:
@@ -173,7 +223,7 @@ class Reweighter:
 
     def __init__(self, energy: Callable, batch_frames: int = 16):
         self.batch = batch_frames
-        self._q = {b: jax.jit(jax.vmap(frame_quantities(energy, b), (None, 0, None, 0)))
+        self._q = {b: Program(jax.vmap(frame_quantities(energy, b), (None, 0, None, 0)))
                    for b in (False, True)}
 
         def vjp_batch(params, positions, box, graphs, cot, with_born):
@@ -181,7 +231,15 @@ class Reweighter:
                                                  (None, 0, None, 0))(p, positions, box, graphs), params)
             return pull(cot)[0]
 
-        self._vjp = jax.jit(vjp_batch, static_argnums=5)
+        self._vjp = Program(vjp_batch, static_argnums=(5,))
+
+        def loss_and_grad(params, positions, box, graphs, u_ref, fixed, spec):
+            """Loss, (predictions, weights) and gradient over all frames at once."""
+            q_of = jax.vmap(frame_quantities(energy, spec.needs_born), (None, 0, None, 0))
+            return jax.value_and_grad(lambda p: reweighted_loss(q_of(p, positions, box, graphs), u_ref,
+                                                                fixed, spec), has_aux=True)(params)
+
+        self._one_pass = Program(loss_and_grad)
 
     def _batches(self, n: int):
         for s in range(0, n, self.batch):
@@ -204,13 +262,18 @@ class Reweighter:
 
     def evaluate(self, params, fr: Frames, sp: StatePoint, gradient: bool = True):
         """(loss, predictions, ESS, gradient or None) of state point ``sp`` at ``params``."""
+        dtype = jnp.asarray(fr.positions).dtype
+        spec = sp.spec(dtype)
+        if gradient and len(fr.positions) <= self.batch:
+            (value, (pred, w)), grads = self._one_pass(
+                params, jnp.asarray(fr.positions), jnp.asarray(fr.box), fr.graphs, jnp.asarray(fr.u_ref, dtype),
+                {k: jnp.asarray(v, dtype) for k, v in fr.fixed.items()}, spec)
+            return float(value), _to_host(pred), effective_sample_size(w), grads
         q = self.quantities(params, fr, sp.needs_born)
         u_ref = jnp.asarray(fr.u_ref, q["energy"].dtype)
 
         def loss_of(q):
-            w = reweighting_weights(q["energy"], u_ref, sp.temperature)
-            pred = predictions(q, fr.fixed, w, sp)
-            return state_loss(pred, sp), (pred, w)
+            return reweighted_loss(q, u_ref, fr.fixed, spec)
 
         if not gradient:
             value, (pred, w) = loss_of(q)
