@@ -51,6 +51,32 @@ def test_reference_potential_evaluated_on_request():
     assert jobs["train_top_down"] == 2 and jobs["reference_configurations"] == 1
 
 
+def test_a_deleted_evaluation_output_rebuilds_only_that_job_and_its_dependents(tmp_path):
+    """The README's promise: delete one property table of a finished campaign and `snakemake`
+    reruns that job, the comparison tables and the figures, nothing else."""
+    cfg = tmp_path / "experiment.yaml"
+    cfg.write_text(yaml.safe_dump({"experiment": {k: str(ROOT / "resources/experiment" / f) for k, f in (
+        ("elastic_constants", "ti_hcp_elastic_constants.csv"), ("lattice_constants", "ti_hcp_lattice_constants.csv"),
+        ("diffusion", "ti_liquid_diffusion.csv"))}}))
+    args = ("-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(cfg))
+    # a finished campaign: every output present (`--touch` only touches existing files, in
+    # execution order, and records them as made by the current code)
+    plan = smk(*args, "-n", "--forceall").stdout
+    outputs = [f.strip() for line in re.findall(r"^    output: (.*)$", plan, re.M) for f in line.split(",")]
+    assert len(outputs) > 80
+    for f in outputs:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).touch()
+    smk(*args, "--touch", "--cores", "1")
+    assert "Nothing to be done" in smk(*args, "-n").stdout
+    (tmp_path / "results/fused/elastic_hcp.csv").unlink()
+    assert dry_run_jobs(smk(*args, "-n")) == {"evaluate_elastic_hcp": 1, "compare": 1, "figures": 1, "all": 1}
+    (tmp_path / "results/sequential/model.npz").unlink()  # a model: its evaluations follow
+    jobs = dry_run_jobs(smk(*args, "-n"))
+    assert jobs["train_top_down"] == 1 and jobs["dft_errors"] == 1 and jobs["evaluate_diffusion"] == 1
+    assert "pretrain" not in jobs
+
+
 def test_paper_config_dry_run_downloads_and_ingests():
     jobs = dry_run_jobs(smk("-n", "--forceall", "--configfile", "config/paper.yaml"))
     assert jobs["download_release"] == 1 and jobs["ingest_release"] == 1
@@ -155,7 +181,34 @@ def test_tiny_reference_campaign_runs(tmp_path):
     assert "epoch 2/2" in log and "ETA" in log
     errors = (tmp_path / "results/pretrained/test_errors.csv").read_text().splitlines()
     assert errors[0].startswith("model,dataset,split") and len(errors) == 2
+    _errors_match_the_model_api(tmp_path, ref, split["test"])
     assert (tmp_path / "results/checkpoints/pretrained/dft.npz").exists()
+
+
+def _errors_match_the_model_api(tmp_path, ds, test_idx):
+    """dft_errors' table equals RMSEs recomputed here through the public model API (host neighbour
+    table, not the trainer's padded batches) on the test configurations."""
+    import pandas as pd
+    from fusedmlp.model.api import Potential
+
+    pot = Potential.load(tmp_path / "results/pretrained/model.npz")
+    de, df, dw = [], [], []
+    for i in test_idx:
+        c = ds.config(i)
+        u, f, w = pot(c["positions"], c["box"], c["species"])
+        n = len(c["positions"])
+        de.append((u - c["energy"]) / n)
+        df.append((f - c["forces"]).ravel())
+        if c["virial_mask"]:
+            dw.append(((w - c["virial"]) / n).ravel())
+    row = pd.read_csv(tmp_path / "results/pretrained/test_errors.csv").iloc[0]
+    rmse = lambda x: 1e3 * np.sqrt(np.mean(np.concatenate([np.atleast_1d(v) for v in x]) ** 2))
+    assert row["configurations"] == len(test_idx)
+    np.testing.assert_allclose(row["energy_rmse_meV_atom"], rmse(de), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(row["forces_rmse_meV_A"], rmse(df), rtol=1e-3)
+    if dw:
+        np.testing.assert_allclose(row["virial_rmse_meV_atom"], rmse(dw), rtol=1e-3)
+    assert row["n_virial"] == len(dw)
 
 
 @pytest.mark.slow  # ~15 min: compiling DiffTRe's third-order derivatives and 28 evaluation jobs

@@ -70,13 +70,18 @@ def dataset_stems():
 
 
 def all_targets():
+    """Every product, each named: a deleted file is rebuilt by `snakemake` (with what depends on
+    it); Snakemake leaves a missing file alone if only an up-to-date product names it."""
     stems = dataset_stems()
     return (
         expand("results/data/{stem}.npz", stem=stems)
         + expand("results/data/{stem}.split.json", stem=stems)
         + expand("results/data/{stem}.summary.md", stem=stems)
         + expand("results/data/{stem}.summary.png", stem=stems)
+        + expand("results/{model}/model.npz", model=MODELS)
         + expand("results/{model}/training_curve.png", model=MODELS)
+        + expand("results/{model}/test_errors.csv", model=MODELS)
+        + list(evaluation_tables().values())  # workflow/rules/evaluation.smk
         + expand("results/{model}/test_errors.md", model=MODELS)
         + expand("results/{model}/parity.png", model=MODELS)
         + expand("results/comparison/{name}.md", name=COMPARISON_TABLES)
