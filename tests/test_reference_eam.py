@@ -203,3 +203,32 @@ def test_cubic_bulk_modulus_agrees_with_energy_volume_curvature(ti_calc):
     b_ev = v0 * (e[0] - 2 * e[1] + e[2]) / (h * v0) ** 2
     assert abs(b_voigt - units.ev_per_a3_to_gpa(b_ev)) < 0.5
     assert abs(c["C11"] - c["C12"]) > 5  # a genuine anisotropic tensor, not a degenerate one
+
+
+def test_md_run_volume_scale_samples_an_expanded_box_and_labels_it(ti_calc):
+    """A melt sampled at 1.15 times the crystal's volume per atom: its boxes are the relaxed
+    crystal scaled uniformly, and the labels say so; the expanded box is under tension (the
+    crystal's box compresses a melt), which is what such data teach a model."""
+    from fusedmlp.reference.sampling import MDRun, PhaseSpec, SamplingSettings, label, sample_configurations
+
+    s = SamplingSettings(element="Ti", phases={"bcc": PhaseSpec("bcc", 3.29, supercells=((2, 2, 2),))},
+                         strained_per_phase=0, perturbed_per_phase=0, equilibration_steps=20,
+                         snapshots_per_run=2, snapshot_interval=5,
+                         md_runs=(MDRun("bcc", (2, 2, 2), 2500.0, "liquid"),
+                                  MDRun("bcc", (2, 2, 2), 2500.0, "liquid", volume_scale=1.15)))
+    ds = label(sample_configurations(s, ti_calc, progress=lambda _: None), ti_calc, "ref", virial_kinds=("md",))
+    vol = {t: [] for t in ("eq", "crystal box", "expanded")}
+    pressure = {"crystal box": [], "expanded": []}
+    for i in range(len(ds)):
+        c = ds.config(i)
+        v = abs(np.linalg.det(c["box"])) / len(c["positions"])
+        kind = ("eq" if c["config_type"] == "bcc/equilibrium" else
+                "expanded" if "V/V0 1.15" in c["source"] else "crystal box")
+        vol[kind].append(v)
+        if kind != "eq":
+            assert c["config_type"] == "liquid/md" and c["virial_mask"]
+            pressure[kind].append(np.trace(c["virial"]) / (3 * v * len(c["positions"])))
+    assert [len(v) for v in vol.values()] == [1, 2, 2]
+    np.testing.assert_allclose(vol["crystal box"], vol["eq"][0] * np.ones(2), rtol=1e-12)
+    np.testing.assert_allclose(vol["expanded"], 1.15 * vol["eq"][0] * np.ones(2), rtol=1e-12)
+    assert max(pressure["expanded"]) < min(pressure["crystal box"])

@@ -7,15 +7,12 @@ import sys
 from pathlib import Path
 
 
-def setup(log_file=None, level=logging.INFO, jax_cache: str | None = "results/.jax_cache") -> logging.Logger:
-    """Route the package's log records (and warnings) to ``log_file`` and stderr, and keep
-    compiled JAX programs in ``jax_cache`` so that jobs with the same shapes (the sequential
-    and fused trainers, reruns) do not compile them again."""
-    if jax_cache:
-        import jax
+def setup(log_file=None, level=logging.INFO) -> logging.Logger:
+    """Route the package's log records (and warnings) to ``log_file`` and stderr.
 
-        jax.config.update("jax_compilation_cache_dir", jax_cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+    JAX's persistent compilation cache is not set here: the workflow exports it to every job as
+    JAX_COMPILATION_CACHE_DIR (from ``compute.jax_cache``; unset turns it off), and JAX reads it
+    at import."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

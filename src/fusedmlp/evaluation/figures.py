@@ -49,7 +49,7 @@ def moduli(models: pd.DataFrame, el: pd.DataFrame, path) -> None:
     c = colours(models["model"].unique())
     exp = experimental_moduli(el)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharex=True)
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharex=True, gridspec_kw={"wspace": 0.35})
         for ax, (name, title, unit) in zip(axes, (("B_V", "bulk modulus B", "GPa"), ("G_V", "shear modulus G", "GPa"),
                                                   ("nu_V", "Poisson ratio ν", ""))):
             ax.plot(exp["T_K"], exp[name], **EXP)
@@ -65,7 +65,7 @@ def moduli(models: pd.DataFrame, el: pd.DataFrame, path) -> None:
 def lattice_temperature(models: pd.DataFrame, lat: pd.DataFrame, path) -> None:
     c = colours(models["model"].unique())
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharex=True)
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharex=True, gridspec_kw={"wspace": 0.35})
         lat = lat.assign(covera=lat["c_A"] / lat["a_A"])
         for ax, (name, title) in zip(axes, (("a_A", "a (Å)"), ("c_A", "c (Å)"), ("covera", "c/a"))):
             ax.plot(lat["T_K"], lat[name], **EXP)
@@ -81,7 +81,7 @@ def lattice_temperature(models: pd.DataFrame, lat: pd.DataFrame, path) -> None:
 def lattice_pressure(models: pd.DataFrame, ref: pd.DataFrame | None, path) -> None:
     c = colours(models["model"].unique())
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharex=True)
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharex=True, gridspec_kw={"wspace": 0.35})
         models = models.assign(covera=models["c_A"] / models["a_A"])
         for ax, (name, title) in zip(axes, (("a_A", "a (Å)"), ("c_A", "c (Å)"), ("covera", "c/a"))):
             if ref is not None:

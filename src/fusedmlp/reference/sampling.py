@@ -45,6 +45,9 @@ class MDRun:
     supercell: tuple[int, int, int]
     temperature: float  # K
     label: str | None = None  # config_type prefix; defaults to the structure (e.g. "liquid")
+    # volume per atom relative to the relaxed crystal: a melt near its own zero-pressure density
+    # (about 1.1-1.2 for a metal) rather than compressed into the crystal's box
+    volume_scale: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +75,8 @@ class SamplingSettings:
                   for name, p in s["phases"].items()}
         md = s["md"]
         runs = tuple(MDRun(structure=r["structure"], supercell=tuple(r["supercell"]),
-                           temperature=float(t), label=r.get("label"))
+                           temperature=float(t), label=r.get("label"),
+                           volume_scale=float(r.get("volume_scale", 1.0)))
                      for r in md["runs"] for t in r["temperatures"])
         return SamplingSettings(
             element=cfg["element"], phases=phases,
@@ -134,17 +138,18 @@ def sample_configurations(settings: SamplingSettings, calc: ReferenceCalculator,
             raise ValueError(f"MD run on {run.structure!r}, which is not among the sampled phases "
                              f"{sorted(lattice)}")
         lp = lattice[run.structure]
-        at = crystal(settings.element, settings.phases[run.structure].structure, lp.a, lp.covera,
-                     run.supercell)
+        at = crystal(settings.element, settings.phases[run.structure].structure,
+                     lp.a * run.volume_scale ** (1 / 3), lp.covera, run.supercell)
         t0 = time.time()
         frames = _langevin_snapshots(calc, at.positions, np.asarray(at.cell),
                                      atomic_masses[z], run.temperature, settings,
                                      seed=int(rng.integers(2**31)))
         label = run.label or run.structure
+        volume = "" if run.volume_scale == 1.0 else f" V/V0 {run.volume_scale:g}"
         for k, pos in enumerate(frames):
-            add("md", label, pos, np.asarray(at.cell), f"{run.structure} {run.supercell} "
+            add("md", label, pos, np.asarray(at.cell), f"{run.structure} {run.supercell}{volume} "
                                                        f"{run.temperature:g} K frame {k}")
-        progress(f"MD {label} {run.structure}{list(run.supercell)} at {run.temperature:g} K: "
+        progress(f"MD {label} {run.structure}{list(run.supercell)}{volume} at {run.temperature:g} K: "
                  f"{len(frames)} snapshots in {time.time() - t0:.1f} s")
 
     # Seeded random order, so that a file-order split (the paper's default) sees every kind.
