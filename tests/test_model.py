@@ -200,3 +200,64 @@ def test_ase_calculator_stress_is_minus_virial_over_volume(pot):
     a2.set_cell(box @ (np.eye(3) + np.diag([eps, 0, 0])).T, scale_atoms=True)
     de = (a2.get_potential_energy() - u) / eps / atoms.get_volume()
     assert abs(de - s[0, 0]) < 1e-4
+
+
+def test_repulsion_is_smooth_at_its_reach_and_one_term_per_pair():
+    """φ vanishes with its first two derivatives at r_in (finite differences), equals ε at r_in/2,
+    and a dimer in a large cell gets φ(r) once, not once per directed edge."""
+    from fusedmlp.model.repulsion import RepulsionSettings, pair_repulsion, repulsion_energy
+
+    jax.config.update("jax_enable_x64", True)
+    s = RepulsionSettings(energy=10.0, r_inner=2.0)
+    phi = lambda r: pair_repulsion(s, jnp.asarray(r, jnp.float64))  # noqa: E731
+    np.testing.assert_allclose(float(phi(1.0)), 10.0)
+    h = 1e-4
+    for r0 in (2.0 - h, 2.0, 2.0 + h, 2.5):
+        assert abs(float(phi(r0))) < 1e-10
+    d1 = (float(phi(2.0 - h)) - float(phi(2.0 - 3 * h))) / (2 * h)
+    d2 = (float(phi(2.0 - h)) - 2 * float(phi(2.0 - 2 * h)) + float(phi(2.0 - 3 * h))) / h**2
+    assert abs(d1) < 1e-6 and abs(d2) < 1e-2  # both → 0 as r → r_in (φ ∝ (r_in − r)³)
+    assert float(jax.grad(phi)(1.5)) < 0 and float(jax.grad(phi)(0.0 + 2.5)) == 0.0
+    pos = np.array([[0.0, 0.0, 0.0], [1.3, 0.0, 0.0]])
+    box = np.eye(3) * 12.0
+    nbr, shf, msk = G.neighbor_table(pos, box, 5.0)
+    g = G.build_graph(jnp.asarray(pos), jnp.asarray(box), jnp.asarray(nbr), jnp.asarray(shf, float),
+                      jnp.asarray(msk), 5.0, nbr.shape[1])
+    np.testing.assert_allclose(float(repulsion_energy(s, jnp.asarray(pos), jnp.asarray(box), g)),
+                               float(phi(1.3)), rtol=1e-12)
+
+
+def test_repulsion_enters_the_one_energy_and_its_forces(model):
+    """With the prior, energy_fn adds exactly Σ φ, and forces stay −∇U (finite differences)."""
+    from fusedmlp.model.repulsion import RepulsionSettings
+
+    settings, params = model
+    with_rep = dataclasses.replace(settings, repulsion=RepulsionSettings(energy=10.0, r_inner=2.2))
+    pos, box, numbers = triclinic_cell(seed=3)
+    pos = pos.copy()
+    pos[1] = pos[0] + np.array([1.6, 0.3, 0.0])  # one pair well inside r_in
+    sp = jnp.asarray(np.where(numbers == 22, 0, 1))
+    nbr, shf, msk = G.neighbor_table(pos, box, settings.dimenet.cutoff)
+    graph = G.build_graph(jnp.asarray(pos), jnp.asarray(box), jnp.asarray(nbr), jnp.asarray(shf, float),
+                          jnp.asarray(msk), settings.dimenet.cutoff, nbr.shape[1])
+    u0 = lambda r: energy_fn(settings)(params, r, jnp.asarray(box), sp, graph)  # noqa: E731
+    u1 = lambda r: energy_fn(with_rep)(params, r, jnp.asarray(box), sp, graph)  # noqa: E731
+    r = jnp.asarray(pos)
+    d = np.linalg.norm((pos[None] - pos[:, None]), axis=-1)  # no pair crosses the cell here
+    close = d[np.triu_indices(len(pos), 1)]
+    close = close[close < 2.2]
+    assert len(close) >= 1
+    np.testing.assert_allclose(float(u1(r) - u0(r)), float(np.sum(10.0 * (2.2 / close - 1) ** 3)), rtol=1e-9)
+    f = -np.asarray(jax.grad(u1)(r))
+    h = 1e-5
+    e = np.zeros_like(pos)
+    e[1, 0] = h
+    fd = -(float(u1(r + e)) - float(u1(r - e))) / (2 * h)
+    np.testing.assert_allclose(f[1, 0], fd, rtol=1e-6, atol=1e-8)
+
+
+def test_old_model_files_without_repulsion_load(tmp_path, model):
+    settings, params = model
+    d = settings.to_dict()
+    d.pop("repulsion")
+    assert ModelSettings.from_dict(d).repulsion is None

@@ -2,10 +2,11 @@
 
 The total energy of head h (one head per level of theory) is
 
-    U_h = Σ_i [ σ_h · o_ih + μ_h(Z_i) ]
+    U_h = Σ_i [ σ_h · o_ih + μ_h(Z_i) ] + Σ_pairs φ(r_ij)
 
 with o the network's per-atom output, σ_h a fixed energy scale and μ_h(Z) fixed per-species
-reference energies, both taken from the training data so that the network learns O(1) numbers.
+reference energies, both taken from the training data so that the network learns O(1) numbers,
+and φ an optional short-range repulsion (``repulsion``), zero at the distances of the data.
 ``energy_fn`` is a pure function of (params, positions, box, species, graph): MD, training and
 phonons all call it. Forces and virials come from ``fusedmlp.quantity``.
 """
@@ -25,6 +26,7 @@ from ase.data import chemical_symbols
 from .. import io as fio
 from .dimenet import DimeNetSettings, dimenet_pp
 from .graph import Graph, build_graph, neighbor_table
+from .repulsion import RepulsionSettings, repulsion_energy
 
 FORMAT_VERSION = 1
 
@@ -34,6 +36,7 @@ class ModelSettings:
     dimenet: DimeNetSettings
     species: tuple[int, ...]  # atomic numbers, in embedding order
     heads: tuple[str, ...] = ("default",)  # level-of-theory names, one output head each
+    repulsion: RepulsionSettings | None = None  # short-range prior, shared by every head
 
     def __post_init__(self):
         if self.dimenet.n_species != len(self.species) or self.dimenet.n_heads != len(self.heads):
@@ -41,24 +44,28 @@ class ModelSettings:
 
     @staticmethod
     def create(species_symbols: Sequence[str], heads: Sequence[str] = ("default",),
-               **dimenet_kwargs) -> "ModelSettings":
+               repulsion: RepulsionSettings | None = None, **dimenet_kwargs) -> "ModelSettings":
         from ase.data import atomic_numbers
         z = tuple(atomic_numbers[s] for s in species_symbols)
         return ModelSettings(DimeNetSettings(n_species=len(z), n_heads=len(heads), **dimenet_kwargs),
-                             z, tuple(heads))
+                             z, tuple(heads), repulsion)
 
     def hyperparameters(self) -> dict:
         """What the configuration decides (everything but data-derived normalisations)."""
         d = {k: v for k, v in dataclasses.asdict(self.dimenet).items() if k != "aggregation_scale"}
-        return {**d, "species": list(self.species), "heads": list(self.heads)}
+        return {**d, "species": list(self.species), "heads": list(self.heads),
+                "repulsion_energy": self.repulsion.energy if self.repulsion else None}
 
     def to_dict(self) -> dict:
         return {"dimenet": dataclasses.asdict(self.dimenet), "species": list(self.species),
-                "heads": list(self.heads)}
+                "heads": list(self.heads),
+                "repulsion": dataclasses.asdict(self.repulsion) if self.repulsion else None}
 
     @staticmethod
     def from_dict(d: dict) -> "ModelSettings":
-        return ModelSettings(DimeNetSettings(**d["dimenet"]), tuple(d["species"]), tuple(d["heads"]))
+        rep = d.get("repulsion")  # absent in files written before the prior existed
+        return ModelSettings(DimeNetSettings(**d["dimenet"]), tuple(d["species"]), tuple(d["heads"]),
+                             RepulsionSettings(**rep) if rep else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,11 +100,16 @@ def energy_fn(settings: ModelSettings, head: int = 0):
     """``energy(params, positions, box, species_idx, graph, atom_mask=None) -> U`` (eV)."""
     per_atom = atomic_energies(settings)
 
+    rep = settings.repulsion if settings.repulsion and settings.repulsion.r_inner > 0 else None
+
     def energy(params, positions, box, species_idx, graph, atom_mask=None):
         e = per_atom(params, positions, box, species_idx, graph)[:, head]
         if atom_mask is not None:
             e = jnp.where(atom_mask, e, 0.0)
-        return jnp.sum(e)
+        total = jnp.sum(e)
+        if rep is not None:
+            total = total + repulsion_energy(rep, positions, box, graph, atom_mask)
+        return total
 
     return energy
 

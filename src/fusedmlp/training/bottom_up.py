@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 
 import jax
@@ -13,6 +14,7 @@ from ..data import dataset as D
 from ..data.splits import load_split
 from ..model.dimenet import species_index
 from ..model.potential import EnergyScale, fit_energy_scale, init_params, save_model
+from ..model.repulsion import shortest_distance
 from .dft import prepare
 from .pretrain import fit_dft
 from .settings import dft_trainer_settings, dtype, model_settings
@@ -34,6 +36,14 @@ def pretrain(cfg: dict, dataset_path, split_path, model_path, log_csv, checkpoin
     nbrs = data.neighbor_mask[train].sum(-1)[data.atom_mask[train]]
     settings = dataclasses.replace(settings, dimenet=dataclasses.replace(
         settings.dimenet, aggregation_scale=round(float(nbrs.mean()), 2)))
+    if settings.repulsion is not None:
+        # the prior acts only below the shortest distance of the training data (rounded down)
+        r_min = shortest_distance(data.positions[train], data.box[train], data.neighbors[train],
+                                  data.shifts[train], data.neighbor_mask[train])
+        settings = dataclasses.replace(settings, repulsion=dataclasses.replace(
+            settings.repulsion, r_inner=math.floor(100 * r_min) / 100))
+        log.info("short-range repulsion below %.2f Å (shortest training distance %.3f Å), "
+                 "%.1f eV at half that", settings.repulsion.r_inner, r_min, settings.repulsion.energy)
     sub = ds.subset(train)
     counts = np.stack([np.bincount(species_index(sub.species[sub.atoms_slice(i)], settings.species),
                                    minlength=len(settings.species)) for i in range(len(sub))])

@@ -7,6 +7,7 @@ import dataclasses
 import jax.numpy as jnp
 
 from ..model.potential import ModelSettings
+from ..model.repulsion import RepulsionSettings
 from .dft import DFTTrainerSettings
 
 MODEL_KEYS = ("cutoff", "embed_size", "out_embed_size", "type_embed_size", "int_embed_size",
@@ -16,8 +17,10 @@ MODEL_KEYS = ("cutoff", "embed_size", "out_embed_size", "type_embed_size", "int_
 
 def model_settings(cfg: dict, heads=("default",), aggregation_scale: float = 1.0) -> ModelSettings:
     m = cfg["model"]
+    # the prior's reach is set from the training data by the pre-training (r_inner 0 until then)
+    rep = RepulsionSettings(energy=m["repulsion_ev"]) if m["repulsion_ev"] > 0 else None
     return ModelSettings.create(cfg["species"], heads=heads, aggregation_scale=aggregation_scale,
-                                **{k: m[k] for k in MODEL_KEYS})
+                                repulsion=rep, **{k: m[k] for k in MODEL_KEYS})
 
 
 def dtype(cfg: dict):
