@@ -88,7 +88,7 @@ def training_curve(rows, path, title: str = "") -> None:
 def parity(panels, path, title: str = "") -> None:
     """Predicted vs reference scatter plots. ``panels``: list of (reference, predicted, label, unit)."""
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), gridspec_kw={"wspace": 0.35})
         for ax, (ref, pred, label, unit) in zip(np.atleast_1d(axes), panels):
             ref, pred = np.ravel(ref), np.ravel(pred)
             if ref.size == 0:
