@@ -38,8 +38,8 @@ def pair_repulsion(s: RepulsionSettings, r):
 def repulsion_energy(s: RepulsionSettings, positions, box, graph: Graph, atom_mask=None):
     """Σ over pairs of φ (eV): each pair appears as two directed edges of the graph."""
     d = edge_vectors(positions, box, graph)
-    r = jnp.sqrt(jnp.where(graph.mask, jnp.sum(d**2, axis=-1), s.r_inner**2))
-    phi = jnp.where(graph.mask, pair_repulsion(s, r), 0.0)
+    # empty slots sit at r_in, where φ is exactly zero (and its gradient too)
+    phi = pair_repulsion(s, jnp.sqrt(jnp.where(graph.mask, jnp.sum(d**2, axis=-1), s.r_inner**2)))
     if atom_mask is not None:
         phi = phi * atom_mask[:, None]
     return 0.5 * jnp.sum(phi)
