@@ -207,8 +207,7 @@ def test_repulsion_is_smooth_at_its_reach_and_one_term_per_pair():
     and a dimer in a large cell gets φ(r) once, not once per directed edge."""
     from fusedmlp.model.repulsion import RepulsionSettings, pair_repulsion, repulsion_energy
 
-    jax.config.update("jax_enable_x64", True)
-    s = RepulsionSettings(energy=10.0, r_inner=2.0)
+    s = RepulsionSettings(energy=10.0, r_inner=2.0)  # float64: conftest enables x64
     phi = lambda r: pair_repulsion(s, jnp.asarray(r, jnp.float64))  # noqa: E731
     np.testing.assert_allclose(float(phi(1.0)), 10.0)
     h = 1e-4

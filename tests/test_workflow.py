@@ -18,6 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
+# the experimental tables by absolute path, for campaigns run in a temporary folder
+EXPERIMENT = {k: str(ROOT / "resources/experiment" / f) for k, f in (
+    ("elastic_constants", "ti_hcp_elastic_constants.csv"), ("lattice_constants", "ti_hcp_lattice_constants.csv"),
+    ("diffusion", "ti_liquid_diffusion.csv"))}
+
+
 def smk(*args, cwd=ROOT, check=True):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     res = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, env=env)
@@ -55,9 +61,7 @@ def test_a_deleted_evaluation_output_rebuilds_only_that_job_and_its_dependents(t
     """The README's promise: delete one property table of a finished campaign and `snakemake`
     reruns that job, the comparison tables and the figures, nothing else."""
     cfg = tmp_path / "experiment.yaml"
-    cfg.write_text(yaml.safe_dump({"experiment": {k: str(ROOT / "resources/experiment" / f) for k, f in (
-        ("elastic_constants", "ti_hcp_elastic_constants.csv"), ("lattice_constants", "ti_hcp_lattice_constants.csv"),
-        ("diffusion", "ti_liquid_diffusion.csv"))}}))
+    cfg.write_text(yaml.safe_dump({"experiment": EXPERIMENT}))
     args = ("-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(cfg))
     # a finished campaign: every output present (`--touch` only touches existing files, in
     # execution order, and records them as made by the current code)
@@ -147,10 +151,7 @@ def tiny_config(tmp_path, **data):
             "diffusion": {"temperatures": [2400], "supercell": [2, 2, 2], "max_lag_ps": 0.02, "n_blocks": 2,
                           "sampling": {**TINY_RUN, "record_every_fs": 4.0}},
             "elastic_bcc": {"supercell": [2, 2, 2], "npt_ps": 0.04, "sampling": TINY_RUN}},
-        "experiment": {k: str(ROOT / "resources/experiment" / f) for k, f in (
-            ("elastic_constants", "ti_hcp_elastic_constants.csv"),
-            ("lattice_constants", "ti_hcp_lattice_constants.csv"),
-            ("diffusion", "ti_liquid_diffusion.csv"))},
+        "experiment": EXPERIMENT,
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
