@@ -40,21 +40,6 @@ def test_ragged_configuration_access(small_dataset):
     np.testing.assert_array_equal(both.positions, small_dataset.subset([0, 1, 2]).positions)
 
 
-def test_padded_batch_matches_configurations(small_dataset):
-    b = D.pad_batch(small_dataset, [0, 1, 2])
-    n_pad = int(small_dataset.n_atoms.max())
-    assert b.positions.shape == (3, n_pad, 3)
-    for k, i in enumerate([0, 1, 2]):
-        c = small_dataset.config(i)
-        n = len(c["positions"])
-        np.testing.assert_array_equal(b.positions[k, :n], c["positions"])
-        np.testing.assert_array_equal(b.forces[k, :n], c["forces"])
-        assert b.atom_mask[k].sum() == n and not b.atom_mask[k, n:].any()
-        assert np.all(b.species[k, n:] == 0) and np.all(b.forces[k, n:] == 0)
-    with pytest.raises(ValueError, match="n_pad"):
-        D.pad_batch(small_dataset, [0], n_pad=1)
-
-
 def test_failed_save_keeps_previous_file(tmp_path, small_dataset, monkeypatch):
     path = tmp_path / "d.npz"
     D.save(path, small_dataset)

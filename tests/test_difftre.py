@@ -20,12 +20,12 @@ from fusedmlp.md.ensembles import Thermostat
 from fusedmlp.md.neighbors import NeighborGraph, frame_graphs
 from fusedmlp.md.simulate import MDSettings, Simulator
 from fusedmlp.model.graph import edge_vectors
+from fusedmlp.observables.averages import block_estimate
+from fusedmlp.observables.reweighting import (Frames, effective_sample_size, frame_quantities, make_frames,
+                                              reweighting_weights)
 from fusedmlp.observables.structure import rdf_bins
-from fusedmlp.observables.transport import block_estimate
 from fusedmlp.structures import crystal
-from fusedmlp.training.difftre import (Frames, Reweighter, StatePoint, effective_sample_size,
-                                       frame_quantities, make_frames, predictions,
-                                       reweighting_weights, state_loss)
+from fusedmlp.training.difftre import Reweighter, StatePoint, predictions, state_loss
 
 CU = 63.546  # u
 A_LAT = 3.615  # Å, fcc lattice parameter

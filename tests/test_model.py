@@ -10,9 +10,9 @@ from fusedmlp.data.dataset import from_configs
 from fusedmlp.io import InputError
 from fusedmlp.model import graph as G
 from fusedmlp.model.api import Potential
+from fusedmlp.model.batch import batch_predictor, prepare, take
 from fusedmlp.model.potential import ModelSettings, energy_fn, init_params, load_model, save_model
 from fusedmlp.structures import crystal
-from fusedmlp.training.dft import batch_predictor, prepare, take
 
 SMALL = dict(embed_size=8, out_embed_size=8, type_embed_size=4, int_embed_size=4, basis_embed_size=3,
              n_blocks=2, aggregation_scale=20.0)

@@ -10,9 +10,9 @@ import pytest
 from scipy.signal import lfilter
 
 from fusedmlp import units
+from fusedmlp.observables.averages import block_estimate
 from fusedmlp.observables.transport import (
     DiffusionSettings,
-    block_estimate,
     einstein_diffusion,
     green_kubo_diffusion,
     lag_times,

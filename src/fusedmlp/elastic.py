@@ -13,19 +13,35 @@ import numpy as np
 from scipy.optimize import minimize
 
 from . import units
+from .quantity import strained
 
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+# The independent constants by crystal symmetry, in the order of the paper's tables
+# ("none": the 21 of a symmetric 6×6 matrix).
+HEXAGONAL_CONSTANTS = ("C11", "C33", "C44", "C12", "C13")
+CUBIC_CONSTANTS = ("C11", "C12", "C44")
+SYMMETRY_CONSTANTS = {"hexagonal": HEXAGONAL_CONSTANTS, "cubic": CUBIC_CONSTANTS,
+                      "none": tuple(f"C{i}{j}" for i in range(1, 7) for j in range(i, 7))}
+
+_VOIGT_ROWS, _VOIGT_COLS = (np.array(ix) for ix in zip(*VOIGT))
+# Voigt component of each tensor entry, and its factor: ε_aa = e_I on the diagonal, and
+# ε_ab = γ_I / 2 off it, since the shear components are engineering strains γ = 2ε.
+_VOIGT_OF_ENTRY = np.array([[0, 5, 4], [5, 1, 3], [4, 3, 2]])
+_STRAIN_FACTOR = np.array([[1.0, 0.5, 0.5], [0.5, 1.0, 0.5], [0.5, 0.5, 1.0]])
 
 
-def voigt_strain(j: int, amount: float) -> np.ndarray:
-    """Symmetric strain tensor of Voigt component ``j`` (engineering shear for j ≥ 3)."""
-    a, b = VOIGT[j]
-    e = np.zeros((3, 3))
-    if a == b:
-        e[a, a] = amount
-    else:
-        e[a, b] = e[b, a] = amount / 2
-    return e
+def voigt_to_strain(e):
+    """Symmetric 3×3 strain tensor of a Voigt 6-vector ``e`` with engineering shears.
+
+    NumPy or JAX (traceable, so the Born terms differentiate through it); keeps ``e``'s dtype.
+    """
+    return e[..., _VOIGT_OF_ENTRY] * np.asarray(_STRAIN_FACTOR, dtype=e.dtype)
+
+
+def tensor_to_voigt(t):
+    """Voigt 6-vector (xx, yy, zz, yz, xz, xy) of a symmetric 3×3 tensor (a stress: no factor
+    on the shear components). NumPy or JAX; leading axes are kept."""
+    return t[..., _VOIGT_ROWS, _VOIGT_COLS]
 
 
 def relax_positions(efv: Callable, positions, box, ftol: float = 1e-6) -> np.ndarray:
@@ -54,13 +70,12 @@ def finite_strain_stiffness(efv: Callable, positions, box, delta: float = 1e-3,
     for j in range(6):
         stresses = []
         for sign in (1.0, -1.0):
-            d = np.eye(3) + voigt_strain(j, sign * delta)
-            pos, bx = positions @ d.T, box @ d.T
+            pos, bx = strained(positions, box, voigt_to_strain(sign * delta * np.eye(6)[j]))
             if relax:
                 pos = relax_positions(efv, pos, bx)
             _, _, w = efv(pos, bx)
             sigma = -np.asarray(w) / abs(np.linalg.det(bx))
-            stresses.append(np.array([sigma[a, b] for a, b in VOIGT]))
+            stresses.append(tensor_to_voigt(sigma))
         c[:, j] = (stresses[0] - stresses[1]) / (2 * delta)
     return units.ev_per_a3_to_gpa(c)
 
@@ -79,6 +94,17 @@ def cubic(c) -> dict:
     return {"C11": (c[0, 0] + c[1, 1] + c[2, 2]) / 3,
             "C12": (c[0, 1] + c[1, 0] + c[0, 2] + c[2, 0] + c[1, 2] + c[2, 1]) / 6,
             "C44": (c[3, 3] + c[4, 4] + c[5, 5]) / 3}
+
+
+def reduce_stiffness(c, symmetry: str) -> dict:
+    """The named constants (``SYMMETRY_CONSTANTS[symmetry]``) of a 6×6 stiffness, averaged over
+    the entries the symmetry makes equal; "none" symmetrises C_ij. Plain arithmetic, so it also
+    traces under JAX."""
+    if symmetry == "hexagonal":
+        return hexagonal(c)
+    if symmetry == "cubic":
+        return cubic(c)
+    return {f"C{i + 1}{j + 1}": 0.5 * (c[i, j] + c[j, i]) for i in range(6) for j in range(i, 6)}
 
 
 def moduli(c: np.ndarray) -> dict:
@@ -124,7 +150,7 @@ def symmetric_matrix(constants: dict, symmetry: str) -> np.ndarray:
     """The 6×6 stiffness of ``hexagonal`` or ``cubic`` constants (names C11 …); the moduli of a
     symmetry-averaged tensor are less noisy than those of the raw fluctuation tensor."""
     if symmetry == "hexagonal":
-        return hexagonal_matrix(*(constants[k] for k in ("C11", "C33", "C44", "C12", "C13")))
+        return hexagonal_matrix(*(constants[k] for k in HEXAGONAL_CONSTANTS))
     if symmetry == "cubic":
-        return cubic_matrix(*(constants[k] for k in ("C11", "C12", "C44")))
+        return cubic_matrix(*(constants[k] for k in CUBIC_CONSTANTS))
     raise ValueError(f"symmetry {symmetry!r}: expected 'hexagonal' or 'cubic'")

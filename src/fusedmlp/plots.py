@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .elastic import HEXAGONAL_CONSTANTS  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
 STYLE = {
@@ -116,7 +117,7 @@ def top_down_curve(rows, state_points, path, title: str = "") -> None:
     import pandas as pd
 
     df = pd.DataFrame(list(rows))
-    names = ("C11", "C33", "C44", "C12", "C13")
+    names = HEXAGONAL_CONSTANTS
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 4, figsize=(18, 4.2), gridspec_kw={"wspace": 0.3})
         ax = axes[0]

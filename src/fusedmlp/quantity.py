@@ -19,12 +19,23 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+
+def strained(positions, box, strain):
+    """The configuration under the homogeneous strain ε at fixed fractional coordinates:
+    x' = x (1 + ε)ᵀ for the positions and for the box rows (lattice vectors).
+
+    NumPy in, NumPy out; JAX (traced) in, JAX out. The identity takes the box's dtype so that a
+    float32 model is not promoted to float64 by the strain.
+    """
+    deform = np.eye(3, dtype=box.dtype) + strain
+    return positions @ deform.T, box @ deform.T
 
 
 def strained_energy(energy_fn: Callable, positions, box, strain, **kwargs):
     """U at the homogeneously strained configuration (fixed fractional coordinates)."""
-    deform = jnp.eye(3, dtype=box.dtype) + strain
-    return energy_fn(positions @ deform.T, box @ deform.T, **kwargs)
+    return energy_fn(*strained(positions, box, strain), **kwargs)
 
 
 def energy_forces_virial(energy_fn: Callable) -> Callable:

@@ -16,10 +16,6 @@ def to_fractional(positions, box):
     return positions @ jnp.linalg.inv(box)
 
 
-def to_cartesian(frac, box):
-    return frac @ box
-
-
 def plane_spacings(box) -> np.ndarray:
     """Distances between opposite faces of the cell, one per lattice direction (Å)."""
     box = np.asarray(box, float)

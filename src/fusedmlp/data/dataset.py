@@ -106,10 +106,6 @@ class Dataset:
             virial_mask=mask(virial_mask, True) if virial_mask is not None else self.virial_mask,
             fidelity=np.full(n, fidelity), metadata={**self.metadata, **(metadata or {})})
 
-    def species_symbols(self) -> list[str]:
-        return [chemical_symbols[z] for z in np.unique(self.species)]
-
-
 def from_configs(configs: Sequence[dict], metadata: dict | None = None) -> Dataset:
     """Build a dataset from per-configuration dicts (keys as in ``Dataset.config``).
 
@@ -269,53 +265,6 @@ def file_sha256(path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-# --- batching --------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Batch:
-    """Configurations padded to a common atom count; padded atoms have ``atom_mask`` False,
-    species 0, zero positions and zero forces."""
-
-    positions: np.ndarray  # (B, n_pad, 3)
-    species: np.ndarray  # (B, n_pad)
-    atom_mask: np.ndarray  # (B, n_pad) bool
-    n_atoms: np.ndarray  # (B,)
-    box: np.ndarray  # (B, 3, 3)
-    energy: np.ndarray  # (B,)
-    forces: np.ndarray  # (B, n_pad, 3)
-    virial: np.ndarray  # (B, 3, 3)
-    energy_mask: np.ndarray  # (B,)
-    forces_mask: np.ndarray  # (B,)
-    virial_mask: np.ndarray  # (B,)
-
-
-def pad_batch(ds: Dataset, indices: Sequence[int], n_pad: int | None = None) -> Batch:
-    """Gather configurations ``indices`` into a padded ``Batch``.
-
-    ``n_pad`` defaults to the largest configuration of the whole dataset, so every batch of a
-    dataset has the same shape (one compilation for a jitted training step).
-    """
-    idx = np.asarray(indices, np.int64)
-    n_pad = int(ds.n_atoms.max()) if n_pad is None else int(n_pad)
-    if np.any(ds.n_atoms[idx] > n_pad):
-        raise ValueError(f"pad_batch: n_pad={n_pad} is smaller than a configuration "
-                         f"({int(ds.n_atoms[idx].max())} atoms)")
-    b = len(idx)
-    pos = np.zeros((b, n_pad, 3))
-    frc = np.zeros((b, n_pad, 3))
-    spc = np.zeros((b, n_pad), np.int64)
-    msk = np.zeros((b, n_pad), bool)
-    off = ds.offsets
-    for k, i in enumerate(idx):
-        n = ds.n_atoms[i]
-        s = slice(off[i], off[i + 1])
-        pos[k, :n], frc[k, :n], spc[k, :n], msk[k, :n] = ds.positions[s], ds.forces[s], ds.species[s], True
-    return Batch(positions=pos, species=spc, atom_mask=msk, n_atoms=ds.n_atoms[idx].copy(),
-                 box=ds.box[idx].copy(), energy=ds.energy[idx].copy(), forces=frc,
-                 virial=ds.virial[idx].copy(), energy_mask=ds.energy_mask[idx].copy(),
-                 forces_mask=ds.forces_mask[idx].copy(), virial_mask=ds.virial_mask[idx].copy())
 
 
 def summary(ds: Dataset) -> "list[dict]":

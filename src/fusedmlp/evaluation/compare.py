@@ -19,7 +19,6 @@ from ..tables import write_table
 
 log = logging.getLogger(__name__)
 
-HCP = ("C11", "C33", "C44", "C12", "C13")
 MODULI = ("B_V", "G_V", "nu_V")
 
 
@@ -45,7 +44,7 @@ def experimental_moduli(el: pd.DataFrame) -> pd.DataFrame:
     """Voigt B, G, ν of the experimental hcp constants at each temperature."""
     rows = []
     for _, r in el.iterrows():
-        m = elastic.moduli(elastic.hexagonal_matrix(*(r[f"{c}_GPa"] for c in HCP)))
+        m = elastic.moduli(elastic.hexagonal_matrix(*(r[f"{c}_GPa"] for c in elastic.HEXAGONAL_CONSTANTS)))
         rows.append({"T_K": r["T_K"], "B_V": m["K_V"], "G_V": m["G_V"], "nu_V": m["nu_V"]})
     return pd.DataFrame(rows)
 
@@ -58,7 +57,7 @@ def elastic_hcp(models: pd.DataFrame, el: pd.DataFrame) -> pd.DataFrame:
     """Per model and temperature: C_ij, B, G, ν with experiment and relative errors."""
     exp_mod = experimental_moduli(el)
     out = models[["model", "T_K"]].copy()
-    for c in HCP:
+    for c in elastic.HEXAGONAL_CONSTANTS:
         exp = interpolate(el, "T_K", f"{c}_GPa", models["T_K"])
         out[c], out[f"{c}_exp"], out[f"{c}_rel_err_pct"] = models[c], exp, _relative(models[c], exp)
     for m in MODULI:
@@ -74,7 +73,7 @@ def moduli_summary(cmp: pd.DataFrame) -> pd.DataFrame:
     for model, g in cmp.groupby("model", sort=False):
         row = {"model": model, "temperatures": int(g["T_K"].nunique()),
                "T_range_K": f"{g['T_K'].min():g}-{g['T_K'].max():g}"}
-        for name in MODULI + HCP:
+        for name in MODULI + elastic.HEXAGONAL_CONSTANTS:
             row[f"{name}_mean_abs_rel_err_pct"] = float(np.nanmean(np.abs(g[f"{name}_rel_err_pct"])))
         row["mean_abs_pressure_GPa"] = float(np.mean(np.abs(g["pressure_GPa"])))
         rows.append(row)

@@ -20,9 +20,10 @@ from ase import Atoms
 from .. import elastic, units
 from ..md.neighbors import frame_graphs
 from ..md.simulate import Trajectory
+from ..observables.averages import block_slices, standard_error
+from ..observables.reweighting import BatchedQuantities, Frames
 from ..observables.stress import frame_pressure, kinetic_tensor, stress_fluctuation
 from ..structures import crystal
-from ..training.difftre import Frames, Reweighter, reduce_stiffness
 from .potentials import Potential
 from .sampling import RunSettings, Sampling, final_atoms, measure, scan, simulate
 
@@ -37,9 +38,9 @@ def born_frames(pot: Potential, atoms: Atoms, traj: Trajectory, batch_frames: in
     graphs = frame_graphs(traj.positions, box, pot.cutoff)
     frames = Frames(np.asarray(traj.positions, pot.dtype), box.astype(pot.dtype), graphs,
                     np.zeros(len(traj.positions)), {})
-    rw = pot.reuse(("reweighter", tuple(atoms.numbers), batch_frames),
-                   lambda: Reweighter(pot.energy(atoms.numbers), batch_frames))
-    q = rw.quantities(pot.params, frames, True)
+    per_frame = pot.reuse(("frame quantities", tuple(atoms.numbers), batch_frames),
+                          lambda: BatchedQuantities(pot.energy(atoms.numbers), batch_frames))
+    q = per_frame.quantities(pot.params, frames, True)
     kin = jax.vmap(kinetic_tensor, (0, None))(jnp.asarray(traj.momenta), jnp.asarray(traj.masses))
     return {"born_stress": np.asarray(q["born_stress"], float),
             "born_stiffness": np.asarray(q["born_stiffness"], float),
@@ -61,7 +62,7 @@ def summarize(q: dict, n_atoms: int, temperature: float, symmetry: str, n_blocks
 
     def values(idx=None) -> dict:
         c, p = tensor_and_pressure(q, n_atoms, temperature, idx)
-        out = {k: float(v) for k, v in reduce_stiffness(c, symmetry).items()}
+        out = {k: float(v) for k, v in elastic.reduce_stiffness(c, symmetry).items()}
         out["pressure_GPa"] = p
         # bulk modulus named B as in the paper (elastic.moduli calls it K)
         out.update({k.replace("K_", "B_"): v for k, v in
@@ -70,10 +71,10 @@ def summarize(q: dict, n_atoms: int, temperature: float, symmetry: str, n_blocks
 
     row = values()
     n = len(q["born_stress"])
-    if n_blocks >= 2 and n // n_blocks >= 2:
-        blocks = [values(np.arange(b * (n // n_blocks), (b + 1) * (n // n_blocks))) for b in range(n_blocks)]
+    if n_blocks >= 2 and n // n_blocks >= 2:  # otherwise no errors: too few frames per block
+        blocks = [values(s) for s in block_slices(n, n_blocks)]
         for k in list(row):
-            row[f"{k}_err"] = float(np.std([b[k] for b in blocks], ddof=1) / np.sqrt(n_blocks))
+            row[f"{k}_err"] = standard_error([b[k] for b in blocks])
     return row
 
 
@@ -104,8 +105,8 @@ def hcp_elastic_vs_temperature(pot: Potential, symbol: str, lattice: Callable[[f
         row = elastic_at(pot, crystal(symbol, "hcp", a, c / a, supercell), t, rs, es, "hexagonal", seed=k,
                          progress=progress)
         row.update(a_A=a, c_A=c)
-        progress(f"{pot.name} hcp {t:g} K: " + "  ".join(f"{n} {row[n]:.1f}" for n in
-                                                          ("C11", "C33", "C44", "C12", "C13"))
+        progress(f"{pot.name} hcp {t:g} K: "
+                 + "  ".join(f"{n} {row[n]:.1f}" for n in elastic.HEXAGONAL_CONSTANTS)
                  + f"  P {row['pressure_GPa']:+.3f} GPa  B {row['B_V']:.1f}  G {row['G_V']:.1f}"
                  + f"  ν {row['nu_V']:.3f}")
         return row

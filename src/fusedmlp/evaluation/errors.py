@@ -8,11 +8,11 @@ import numpy as np
 
 from ..data import dataset as D
 from ..data.splits import load_split
+from ..model.batch import batch_predictor, error_metrics, indexed_predictor, prepare
 from ..model.potential import load_model
+from ..model.settings import dtype, model_settings
 from ..plots import parity
 from ..tables import write_table
-from ..training.dft import dft_trainer, error_metrics, prepare
-from ..training.settings import dft_trainer_settings, dtype, model_settings
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ def dft_errors(cfg: dict, model_path, dataset_path, split_path, table_csv, table
     if len(idx) == 0:
         raise ValueError(f"{split_path}: the {subset} split is empty")
     data = prepare(ds, settings)
-    trainer = dft_trainer(settings, data, split["train"], dft_trainer_settings(cfg), dtype(cfg))
-    u, f, w = trainer.predict(params, idx)
+    predict = indexed_predictor(batch_predictor(settings, data.capacity), data, dtype(cfg))
+    u, f, w = predict(params, idx)
     m = error_metrics(data, np.asarray(idx), u, f, w)
     rows = [{"model": model_name, "dataset": str(dataset_path), "split": subset,
              "configurations": len(idx),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import experiment
+from ..elastic import HEXAGONAL_CONSTANTS
 from ..plots import STYLE, plt, save
-from .compare import HCP, experimental_moduli, per_model, read_models
+from .compare import experimental_moduli, per_model, read_models
 
 LABELS = {"pretrained": "DFT pre-trained", "sequential": "DFT, EXP sequential", "fused": "DFT & EXP fused",
           "reference": "reference potential"}
@@ -33,7 +34,7 @@ def elastic_constants(models: pd.DataFrame, el: pd.DataFrame, path) -> None:
     c = colours(models["model"].unique())
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 5, figsize=(17, 3.6), sharex=True)
-        for ax, name in zip(axes, HCP):
+        for ax, name in zip(axes, HEXAGONAL_CONSTANTS):
             ax.plot(el["T_K"], el[f"{name}_GPa"], **EXP)
             for m, g in models.groupby("model", sort=False):
                 _series(ax, g, "T_K", name, c[m], _label(m), f"{name}_err")

@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..observables.averages import block_slices, standard_error
 from ..structures import crystal
 from .potentials import Potential
 from .sampling import RunSettings, Sampling, measure, scan
@@ -26,13 +27,13 @@ def hcp_lattice(boxes, supercell) -> tuple[np.ndarray, np.ndarray]:
 
 
 def block_mean(x, n_blocks: int) -> tuple[float, float]:
-    """Mean and its standard error from ``n_blocks`` consecutive blocks (NaN error if too short)."""
+    """Mean of all frames and its standard error from ``n_blocks`` consecutive blocks (NaN error
+    if there are too few frames for the blocks)."""
     x = np.asarray(x, float)
-    m = len(x) // n_blocks
-    if n_blocks < 2 or m < 1:
+    if n_blocks < 2 or len(x) // n_blocks < 1:
         return float(np.mean(x)), float("nan")
-    means = x[:m * n_blocks].reshape(n_blocks, m).mean(axis=1)
-    return float(np.mean(x)), float(np.std(means, ddof=1) / np.sqrt(n_blocks))
+    means = [np.mean(x[s]) for s in block_slices(len(x), n_blocks, min_length=1)]
+    return float(np.mean(x)), standard_error(means)
 
 
 def hcp_npt(pot: Potential, symbol: str, a0: float, covera0: float, supercell, temperature: float,

@@ -16,13 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..compilation import Program
-from ..model.dimenet import species_index
 from ..md.neighbors import frame_graphs
+from ..model.dimenet import species_index
 from ..model.potential import energy_fn, load_model
+from ..model.settings import dtype as config_dtype
 from ..quantity import energy_forces_virial
 from ..reference import level_params
 from ..reference.eam import graph_energy_fn
-from ..training.settings import dtype as config_dtype
 
 REFERENCE = "reference"  # the model name of the reference potential
 

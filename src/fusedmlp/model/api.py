@@ -8,21 +8,19 @@
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
+from ..elastic import tensor_to_voigt
+from ..md.neighbors import round_capacity
 from ..quantity import energy_forces_virial
 from .dimenet import species_index
 from .graph import build_graph, neighbor_table
 from .potential import ModelSettings, energy_fn, load_model
 
-
-def _bucket(n: int, step: int) -> int:
-    return max(step, int(math.ceil(n / step) * step))
+CAPACITY_STEP = 4  # neighbour capacities are multiples of this: one compilation per bucket
 
 
 class Potential:
@@ -54,7 +52,7 @@ class Potential:
         box = np.asarray(box, float)
         # exact neighbours on the host; capacity rounded up so similar cells share one compilation
         nbr, shf, mask = neighbor_table(positions, box, self.settings.dimenet.cutoff)
-        cap = _bucket(nbr.shape[1], 4)
+        cap = round_capacity(max(nbr.shape[1], 1), CAPACITY_STEP)  # at least one bucket
         pad = ((0, 0), (0, cap - nbr.shape[1]))
         nbr, mask = np.pad(nbr, pad), np.pad(mask, pad)
         shf = np.pad(shf, pad + ((0, 0),))
@@ -84,5 +82,4 @@ class MLPCalculator(Calculator):
             raise ValueError("the potential needs a periodic cell (pbc in all three directions)")
         u, f, w = self.potential(self.atoms.positions, np.asarray(self.atoms.cell), self.atoms.numbers)
         s = -w / self.atoms.get_volume()
-        self.results = {"energy": u, "free_energy": u, "forces": f,
-                        "stress": np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])}
+        self.results = {"energy": u, "free_energy": u, "forces": f, "stress": tensor_to_voigt(s)}

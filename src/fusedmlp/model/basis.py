@@ -44,17 +44,6 @@ def spherical_bessel_roots(n_spherical: int, n_radial: int) -> np.ndarray:
     return roots
 
 
-def spherical_jn(l_max: int, x):
-    """j_0 … j_(l_max) by upward recurrence, stacked on the last axis."""
-    s, c = jnp.sin(x), jnp.cos(x)
-    out = [s / x]
-    if l_max >= 1:
-        out.append(s / x**2 - c / x)
-    for l in range(1, l_max):
-        out.append((2 * l + 1) / x * out[l] - out[l - 1])
-    return jnp.stack(out, axis=-1)
-
-
 def legendre(l_max: int, t):
     """P_0 … P_(l_max) at t = cos θ (Bonnet recurrence), stacked on the last axis."""
     out = [jnp.ones_like(t), t]

@@ -163,10 +163,6 @@ def dimenet_pp(settings: DimeNetSettings):
     return t.init, t.apply
 
 
-def count_parameters(params) -> int:
-    return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
-
-
 def species_index(species_z: Sequence[int], known_z: Sequence[int]) -> np.ndarray:
     """Map atomic numbers to embedding rows; raises for species the model does not know."""
     table = {int(z): k for k, z in enumerate(known_z)}

@@ -21,7 +21,6 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ase.data import chemical_symbols
 
 from .. import io as fio
 from .dimenet import DimeNetSettings, dimenet_pp
@@ -210,7 +209,3 @@ def load_model(path, expected: ModelSettings | None = None):
         raise fio.InputError(path, "params", f"parameters do not fit the settings (missing "
                                              f"{missing[:5]}, wrong shape {wrong[:5]})")
     return settings, params, header.get("metadata", {})
-
-
-def species_symbols(settings: ModelSettings) -> list[str]:
-    return [chemical_symbols[z] for z in settings.species]

@@ -1,4 +1,4 @@
-"""Stress, pressure and the isothermal stress-fluctuation elastic tensor.
+"""Stress, pressure tensor and the isothermal stress-fluctuation elastic tensor.
 
 Conventions: box rows are lattice vectors; strains act as h' = (1 + ε) h at fixed fractional
 coordinates; tensors use Voigt order (xx, yy, zz, yz, xz, xy) with engineering shear strains,
@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from .. import units
-from ..elastic import VOIGT
+from ..elastic import tensor_to_voigt, voigt_to_strain
+from ..quantity import strained_energy
 from .averages import weighted_average
 
 # (δ_ik δ_jl + δ_il δ_jk) in Voigt form: 2 on the normal diagonal, 1 on the shear diagonal
@@ -46,22 +47,6 @@ def pressure_tensor(momenta, masses, virial, box):
     return (kinetic_tensor(momenta, masses) + virial) / volume(box)
 
 
-def pressure(momenta, masses, virial, box):
-    return jnp.trace(pressure_tensor(momenta, masses, virial, box)) / 3.0
-
-
-def voigt_to_strain(e):
-    """Symmetric strain tensor of a Voigt vector with engineering shears."""
-    half = 0.5 * e
-    return jnp.array([[e[0], half[5], half[4]],
-                      [half[5], e[1], half[3]],
-                      [half[4], half[3], e[2]]])
-
-
-def tensor_to_voigt(t):
-    return jnp.stack([t[a, b] for a, b in VOIGT])
-
-
 def born_terms(energy: Callable) -> Callable:
     """``f(positions, box, **kw) -> (σᴮ (6,), Cᴮ (6, 6))`` in eV/Å³ for ``energy(positions, box, **kw)``.
 
@@ -71,8 +56,7 @@ def born_terms(energy: Callable) -> Callable:
 
     def f(positions, box, **kw):
         def u_of(e):
-            deform = jnp.eye(3, dtype=box.dtype) + voigt_to_strain(e)
-            return energy(positions @ deform.T, box @ deform.T, **kw)
+            return strained_energy(energy, positions, box, voigt_to_strain(e), **kw)
 
         zero = jnp.zeros(6, box.dtype)
         grad = jax.grad(u_of)

@@ -84,19 +84,6 @@ def _row_displacements(i, frac, box):
     return (df - jnp.round(df)) @ box
 
 
-def pair_distances(positions, box, rows=None):
-    """Minimum-image distances (len(rows), N) from atoms ``rows`` (default all) to every atom.
-
-    Valid for distances below half the smallest plane spacing; the full N × N matrix is only
-    built when ``rows`` is None, so pass row blocks for large N.
-    """
-    positions = jnp.asarray(positions)
-    box = jnp.asarray(box)
-    frac = positions @ jnp.linalg.inv(box)
-    rows = jnp.arange(positions.shape[0]) if rows is None else jnp.asarray(rows)
-    return jax.vmap(lambda i: jnp.linalg.norm(_row_displacements(i, frac, box), axis=-1))(rows)
-
-
 # --- radial distribution function ---------------------------------------------------------------
 
 

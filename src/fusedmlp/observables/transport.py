@@ -13,11 +13,10 @@ Diffusion coefficients are in Å²/ps; ``units.a2_per_ps_to_m2_per_s`` converts 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-
 import numpy as np
 
 from .. import units
+from .averages import block_estimate
 
 _FFT_ELEMENTS = 2**22  # padded samples per FFT batch: bounds memory for long, large trajectories
 
@@ -156,22 +155,6 @@ def einstein_diffusion(msd, dt: float, fit_range: tuple[float, float] | None = N
         raise ValueError(f"fit_range {fit_range} holds fewer than two lag times")
     slope, _ = np.polyfit(t[mask], m[mask], 1)
     return float(slope / 6.0)
-
-
-def block_estimate(fn: Callable[[np.ndarray], float], series, n_blocks: int):
-    """Mean and standard error of ``fn`` over ``n_blocks`` contiguous blocks of ``series``.
-
-    Blocks split axis 0 (frames) and are treated as independent, so each should be much longer
-    than the correlation time; the last F mod n_blocks frames are dropped.
-    """
-    series = np.asarray(series)
-    if int(n_blocks) != n_blocks or n_blocks < 2:
-        raise ValueError(f"n_blocks must be an integer >= 2; got {n_blocks}")
-    length = series.shape[0] // int(n_blocks)
-    if length < 2:
-        raise ValueError(f"{series.shape[0]} frames are too few for {n_blocks} blocks")
-    values = np.array([fn(series[k * length:(k + 1) * length]) for k in range(int(n_blocks))])
-    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(n_blocks))
 
 
 @dataclasses.dataclass(frozen=True)

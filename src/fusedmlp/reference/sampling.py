@@ -22,6 +22,7 @@ from jax_md import simulate, space as jmd_space
 
 from .. import units
 from ..data.dataset import Dataset, from_configs
+from ..quantity import strained
 from ..space import wrap_positions
 from ..structures import LatticeParameters, crystal, relax_lattice
 from .eam import ReferenceCalculator
@@ -94,11 +95,6 @@ def _random_strain(rng, amplitude):
     return 0.5 * (e + e.T)
 
 
-def _deformed(positions, box, strain):
-    d = np.eye(3) + strain
-    return positions @ d.T, box @ d.T
-
-
 def sample_configurations(settings: SamplingSettings, calc: ReferenceCalculator,
                           progress: Callable[[str], None] = log.info) -> Dataset:
     """Generate the unlabelled configurations (labels masked out); see the module docstring."""
@@ -123,13 +119,13 @@ def sample_configurations(settings: SamplingSettings, calc: ReferenceCalculator,
         for k in range(settings.strained_per_phase):
             j = rng.integers(len(cells))
             eps = _random_strain(rng, settings.max_strain)
-            pos, box = _deformed(cells[j].positions, np.asarray(cells[j].cell), eps)
+            pos, box = strained(cells[j].positions, np.asarray(cells[j].cell), eps)
             add("strained", name, pos, box, f"{name} {ph.supercells[j]} strain {k}")
         for k in range(settings.perturbed_per_phase):
             j = rng.integers(len(cells))
             eps = _random_strain(rng, settings.perturb_strain)
             sigma = rng.uniform(*settings.perturb_sigma)
-            pos, box = _deformed(cells[j].positions, np.asarray(cells[j].cell), eps)
+            pos, box = strained(cells[j].positions, np.asarray(cells[j].cell), eps)
             pos = pos + rng.normal(scale=sigma, size=pos.shape)
             add("perturbed", name, pos, box, f"{name} {ph.supercells[j]} sigma {sigma:.3f}")
 

@@ -1,13 +1,12 @@
 """Differentiable trajectory reweighting (DiffTRe; Thaler & Zavadlav, Nat. Commun. 12, 6884, 2021).
 
 A trajectory sampled with parameters θ̂ gives ensemble averages at nearby θ by reweighting its
-frames,
+frames (``observables.reweighting``),
 
     w_i = softmax_i(−β [U_θ(x_i) − U_θ̂(x_i)]),     ⟨O⟩_θ = Σ_i w_i O_θ(x_i),
 
 and the gradient of a loss of such averages flows through the weights and through observables
-that depend on θ themselves (Born stress and stiffness). The effective sample size
-exp(−Σ w ln w)/F says how far θ has moved from the trajectory's θ̂.
+that depend on θ themselves (Born stress and stiffness).
 
 The gradient is computed in two passes so memory stays bounded by one batch of frames: the
 per-frame quantities q_i(θ) (energy, Born terms) are evaluated in batches; the loss, a function of
@@ -32,14 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import elastic, units
+from .. import units
 from ..compilation import Program
-from ..observables.stress import born_terms, frame_pressure, kinetic_tensor, stress_fluctuation
-from ..observables.structure import rdf_frames
-
-VOIGT_NAMES = ("11", "22", "33", "44", "55", "66")
-SYMMETRIES = {"hexagonal": ("C11", "C33", "C44", "C12", "C13"), "cubic": ("C11", "C12", "C44"),
-              "none": tuple(f"C{i}{j}" for i in range(1, 7) for j in range(i, 7))}
+from ..elastic import SYMMETRY_CONSTANTS, reduce_stiffness
+from ..observables.reweighting import (BatchedQuantities, Frames, effective_sample_size,
+                                       frame_quantities, reweighting_weights)
+from ..observables.stress import frame_pressure, stress_fluctuation
 
 
 @dataclasses.dataclass
@@ -57,10 +54,10 @@ class StatePoint:
     symmetry: str = "hexagonal"
 
     def __post_init__(self):
-        if self.symmetry not in SYMMETRIES:
+        if self.symmetry not in SYMMETRY_CONSTANTS:
             raise ValueError(f"state point {self.name}: symmetry {self.symmetry!r}, expected one of "
-                             f"{tuple(SYMMETRIES)}")
-        allowed = set(SYMMETRIES[self.symmetry]) | {"pressure", "rdf"}
+                             f"{tuple(SYMMETRY_CONSTANTS)}")
+        allowed = set(SYMMETRY_CONSTANTS[self.symmetry]) | {"pressure", "rdf"}
         unknown = set(self.targets) - allowed
         if unknown:
             raise ValueError(f"state point {self.name}: unknown targets {sorted(unknown)} for "
@@ -116,27 +113,6 @@ def _spec(sp) -> StateSpec:
     return sp.spec() if isinstance(sp, StatePoint) else sp
 
 
-def reweighting_weights(u, u_ref, temperature: float):
-    """w_i = softmax(−β[U_θ − U_θ̂]) over frames."""
-    return jax.nn.softmax(-(u - u_ref) / units.kT(temperature))
-
-
-def effective_sample_size(w) -> float:
-    """exp(−Σ w ln w) / F: 1 for uniform weights."""
-    w = np.asarray(w, float)
-    nz = w[w > 0]
-    return float(np.exp(-np.sum(nz * np.log(nz))) / len(w))
-
-
-def reduce_stiffness(c, symmetry: str) -> dict:
-    """Named constants of a 6×6 stiffness (jax-traceable)."""
-    if symmetry == "hexagonal":
-        return elastic.hexagonal(c)
-    if symmetry == "cubic":
-        return elastic.cubic(c)
-    return {f"C{i + 1}{j + 1}": 0.5 * (c[i, j] + c[j, i]) for i in range(6) for j in range(i, 6)}
-
-
 def predictions(q: dict, fixed: dict, weights, sp: StatePoint | StateSpec) -> dict:
     """Reweighted observables of one state point (GPa; ``rdf`` as an array)."""
     out = {}
@@ -176,55 +152,12 @@ def reweighted_loss(q: dict, u_ref, fixed: dict, sp: StatePoint | StateSpec):
     return state_loss(pred, sp), (pred, w)
 
 
-def frame_quantities(energy: Callable, with_born: bool) -> Callable:
-    """``q(params, positions, box, graph) -> dict`` per frame for ``energy(params, r, box, graph)``."""
-
-    def q(params, positions, box, graph):
-        def u(r, b, graph):
-            return energy(params, r, b, graph)
-
-        out = {"energy": u(positions, box, graph)}
-        if with_born:
-            out["born_stress"], out["born_stiffness"] = born_terms(u)(positions, box, graph=graph)
-        return out
-
-    return q
-
-
-@dataclasses.dataclass
-class Frames:
-    """Recorded frames of one state point with what does not depend on θ."""
-
-    positions: np.ndarray  # (F, N, 3)
-    box: np.ndarray  # (3, 3)
-    graphs: object  # stacked Graph (F leading)
-    u_ref: np.ndarray  # (F,) U_θ̂ of the sampling parameters
-    fixed: dict  # kinetic tensors, per-frame RDFs
-
-
-def make_frames(positions, momenta, masses_u, box, graphs, u_ref, sp: StatePoint) -> Frames:
-    mass = units.mass_to_internal(np.asarray(masses_u, float))
-    kin = np.asarray(jax.vmap(kinetic_tensor, (0, None))(jnp.asarray(momenta), jnp.asarray(mass)))
-    fixed = {"kinetic": kin}
-    if "rdf" in sp.targets:
-        r_target = np.asarray(sp.targets["rdf"][0])
-        dr = r_target[1] - r_target[0]
-        r_max = r_target[-1] + 0.5 * dr
-        r, g = rdf_frames(positions, box, r_max, len(r_target))
-        if not np.allclose(r, r_target, atol=1e-6 * r_max):
-            raise ValueError(f"state point {sp.name}: the rdf target must be on uniform bin centres "
-                             "starting at Δr/2")
-        fixed["rdf"] = np.asarray(g)
-    return Frames(np.asarray(positions), np.asarray(box), graphs, np.asarray(u_ref), fixed)
-
-
-class Reweighter:
-    """Per-frame quantities, reweighted predictions, loss and gradient for one energy function."""
+class Reweighter(BatchedQuantities):
+    """Per-frame quantities (``BatchedQuantities``), reweighted predictions, loss and gradient
+    for one energy function."""
 
     def __init__(self, energy: Callable, batch_frames: int = 16):
-        self.batch = batch_frames
-        self._q = {b: Program(jax.vmap(frame_quantities(energy, b), (None, 0, None, 0)))
-                   for b in (False, True)}
+        super().__init__(energy, batch_frames)
 
         def vjp_batch(params, positions, box, graphs, cot, with_born):
             _, pull = jax.vjp(lambda p: jax.vmap(frame_quantities(energy, with_born),
@@ -240,25 +173,6 @@ class Reweighter:
                                                                 fixed, spec), has_aux=True)(params)
 
         self._one_pass = Program(loss_and_grad)
-
-    def _batches(self, n: int):
-        for s in range(0, n, self.batch):
-            idx = np.arange(s, min(s + self.batch, n))
-            yield idx, np.r_[idx, np.full(self.batch - len(idx), idx[0])]  # one compiled shape
-
-    def _take(self, fr: Frames, padded):
-        return (jnp.asarray(fr.positions[padded]), jnp.asarray(fr.box),
-                jax.tree_util.tree_map(lambda x: x[padded], fr.graphs))
-
-    def quantities(self, params, fr: Frames, with_born: bool) -> dict:
-        parts = []
-        for idx, padded in self._batches(len(fr.positions)):
-            q = self._q[with_born](params, *self._take(fr, padded))
-            parts.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[:len(idx)], q))
-        return {k: jnp.asarray(np.concatenate([p[k] for p in parts])) for k in parts[0]}
-
-    def energies(self, params, fr: Frames) -> np.ndarray:
-        return np.asarray(self.quantities(params, fr, False)["energy"])
 
     def evaluate(self, params, fr: Frames, sp: StatePoint, gradient: bool = True):
         """(loss, predictions, ESS, gradient or None) of state point ``sp`` at ``params``."""
