@@ -273,7 +273,7 @@ class Ensemble:
         s = MDSettings(thermostat=Thermostat("langevin", temperature=T_MD, friction_per_ps=20.0),
                        timestep_fs=2.0, steps=steps, record_every=record_every, chunk=2500)
         self.sim = Simulator(shifted_morse, self.masses, s,
-                             NeighborGraph(R_OFF, skin=1.0, compact=False, backend="host"))
+                             NeighborGraph(R_OFF, skin=1.0, max_images=0))  # host tables
         self.rw = rw
 
     def frames(self, theta, seed, sp):

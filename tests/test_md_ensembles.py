@@ -28,7 +28,7 @@ def eam():
 def simulate(eam, atoms, s, **kw):
     p, e = eam
     return run(e, jnp.asarray(atoms.positions), np.asarray(atoms.cell), np.full(len(atoms), TI), s,
-               NeighborGraph(p.cutoff, skin=1.0, compact=False), progress=lambda m: None, **kw)
+               NeighborGraph(p.cutoff, skin=1.0), progress=lambda m: None, **kw)
 
 
 def born(eam, traj, skip=0):
@@ -143,7 +143,7 @@ def test_run_resumes_from_checkpoint(eam, tmp_path):
     ck = tmp_path / "md.npz"
     with pytest.raises(Killed):
         run(e, jnp.asarray(at.positions), np.asarray(at.cell), np.full(len(at), TI), s,
-            NeighborGraph(p.cutoff, compact=False), checkpoint=ck, progress=kill)
+            NeighborGraph(p.cutoff), checkpoint=ck, progress=kill)
     assert ck.exists()
     resumed = simulate(eam, at, s, checkpoint=ck)
     np.testing.assert_array_equal(resumed.positions, whole.positions)
@@ -153,7 +153,7 @@ def test_run_resumes_from_checkpoint(eam, tmp_path):
         simulate(eam, at, other, checkpoint=ck)
     # a run that overrides the settings' temperature, seed or length is another run too
     sim = Simulator(lambda params, r, b, g: e(r, b, g), np.full(len(at), TI), s,
-                    NeighborGraph(p.cutoff, skin=1.0, compact=False))
+                    NeighborGraph(p.cutoff, skin=1.0))
     for override in ({"temperature": 600.0}, {"seed": 7}, {"steps": 600}):
         with pytest.raises(ValueError, match="another run"):
             sim.run(jnp.asarray(at.positions), np.asarray(at.cell), checkpoint=ck, progress=lambda m: None,

@@ -1,7 +1,9 @@
 """MD neighbour structures: the graphs of jax-md lists are exact, deformed cells make lists stale,
-and overflow is detected, reallocated and recomputed without changing the trajectory."""
+overflow is reported in the returned value, and a run reallocates and recomputes without changing
+the trajectory."""
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,6 +18,9 @@ from fusedmlp.structures import crystal
 
 TI = 47.867
 CUTOFF = 5.0  # the DimeNet++ cutoff
+# NeighborGraph settings that give a kind of list in the cells used here (the jax-md kind in any
+# box wide enough; host tables in a narrow cell once the image budget is exceeded)
+KIND = {"jax-md": {}, "host": {"max_images": 0}}
 
 
 def hcp(supercell, rattle=0.05, seed=1):
@@ -85,18 +90,17 @@ def test_jaxmd_graph_equals_exact_enumeration(cell, cutoff, skin):
     at = hcp((5, 5, 3), rattle=0.1) if cell == "hexagonal" else orthorhombic_hcp((5, 3, 3))
     box = np.asarray(at.cell)
     pos = unwrapped(at)
-    ng = NeighborGraph(cutoff, skin=skin, capacity=64)  # capacity is not what is tested here
-    nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box))
-    assert ng.kind == "jax-md"
+    ng = NeighborGraph(cutoff, skin=skin)
+    nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box), capacity=64)  # capacity is not tested here
+    assert nbrs.kind == "jax-md"
     # jax-md's cell list is off: jaxlib 0.10.2 on CPU drops pairs from it (jax-ml/jax#39103)
     assert nbrs.nl.cell_list_fn is None
     assert assert_exact(ng, nbrs, pos, box) > 0
     # NPT: a cell compressed by 2 % with affine positions, too little for a pair to cross the skin
     # (not stale); the list is not rebuilt, its graph measures distances in the new cell
-    ng.variable_box = True
-    squeezed = ng.update(jnp.asarray(pos / 1.02), jnp.asarray(box / 1.02), nbrs)
-    ng.variable_box = False
-    assert not bool(squeezed.overflow)
+    squeezed = dataclasses.replace(ng, variable_box=True).update(jnp.asarray(pos / 1.02),
+                                                                 jnp.asarray(box / 1.02), nbrs)
+    assert not bool(squeezed.did_buffer_overflow)
     assert_exact(ng, squeezed, pos / 1.02, box / 1.02)
     rng = np.random.default_rng(3)
     for step, rebuild in ((0.3 * skin, False), (1.5 * skin, True)):  # largest move vs skin/2
@@ -106,27 +110,59 @@ def test_jaxmd_graph_equals_exact_enumeration(cell, cutoff, skin):
         before = np.asarray(nbrs.nl.reference_position)
         nbrs = ng.update(jnp.asarray(pos), jnp.asarray(box), nbrs)
         assert (not np.array_equal(before, np.asarray(nbrs.nl.reference_position))) == rebuild
-        assert not bool(nbrs.overflow)
+        assert not bool(nbrs.did_buffer_overflow)
         assert_exact(ng, nbrs, pos, box)
 
 
-def test_backend_selection():
+def test_kind_selection():
     small, large = hcp((2, 2, 2)), hcp((5, 5, 3))
     assert not uses_jaxmd(np.asarray(small.cell), CUTOFF, 1.0)
     assert uses_jaxmd(np.asarray(large.cell), CUTOFF, 1.0)
     assert not uses_jaxmd(np.asarray(large.cell), CUTOFF, 1.5)  # 6.5 Å > half of 12.77 Å
-    with pytest.raises(ValueError, match="jax-md"):
-        NeighborGraph(CUTOFF, backend="jax-md").allocate(jnp.asarray(small.positions),
-                                                          jnp.asarray(np.asarray(small.cell)))
+    ng = NeighborGraph(CUTOFF)
+    assert ng.kind(len(large), large.cell) == "jax-md"
+    assert ng.kind(len(small), small.cell) == "images"
+    # a narrow cell with more atoms × images than the budget: host tables
+    assert dataclasses.replace(ng, max_images=0).kind(len(small), small.cell) == "host"
+    assert ng.kind(len(large), large.cell[:] * [1, 1, 0.5]) == "images"
+
+
+def test_overflow_is_in_the_returned_value_and_a_larger_allocation_fixes_it():
+    """jax-md's contract: ``update`` reports overflow in the value it returns (jitted too), the
+    caller allocates again with a larger capacity; description and values are immutable."""
+    at = hcp((2, 2, 2))
+    pos, box = jnp.asarray(at.positions), jnp.asarray(np.asarray(at.cell))
+    ng = NeighborGraph(CUTOFF, extra=0, quantum=1, density_floor=False)  # no headroom
+    nbrs = ng.allocate(pos, box)
+    assert nbrs.kind == "images" and not bool(nbrs.did_buffer_overflow)
+    assert int(nbrs.peak) == nbrs.capacity
+    # a 3 % smaller cell brings the shell at √3·a = 5.11 Å within the 5 Å cutoff
+    over = jax.jit(ng.update)(pos / 1.03, box / 1.03, nbrs)
+    assert bool(over.did_buffer_overflow) and int(over.peak) > over.capacity == nbrs.capacity
+    grown = ng.grown_capacity(over)
+    assert grown >= int(over.peak)
+    fixed = ng.allocate(pos, box, capacity=grown)
+    assert fixed.capacity == grown > nbrs.capacity
+    after = jax.jit(ng.update)(pos / 1.03, box / 1.03, fixed)
+    assert not bool(after.did_buffer_overflow)
+    assert_exact(ng, after, np.asarray(pos / 1.03), np.asarray(box / 1.03))
+    # the capacity is static: the graph has that many slots, and a compiled program sees it
+    assert ng.graph(pos, box, fixed).capacity == grown
+    assert jax.tree_util.tree_structure(fixed) != jax.tree_util.tree_structure(nbrs)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ng.skin = 2.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        nbrs.capacity = 64
+    assert hash(ng) == hash(NeighborGraph(CUTOFF, extra=0, quantum=1, density_floor=False))
 
 
 # --- variable box -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend, supercell", [
+@pytest.mark.parametrize("kind, supercell", [
     ("host", (2, 2, 2)),
     pytest.param("jax-md", (5, 5, 3), marks=pytest.mark.slow),  # the same criterion, a larger cell
 ])
-def test_deformed_cell_makes_the_list_stale(backend, supercell):
+def test_deformed_cell_makes_the_list_stale(kind, supercell):
     """NPT: a list goes stale once the cell has deformed enough (affine positions) for a pair to
     cross the skin — with a 0.2 Å skin a 5 % compression may bring pairs from 5.2 Å to 4.95 Å —
     but not for a 0.1 % deformation, nor for 5 % with a 1 Å skin (5/6 would be needed)."""
@@ -134,12 +170,13 @@ def test_deformed_cell_makes_the_list_stale(backend, supercell):
     pos, box = at.positions, np.asarray(at.cell)
     for skin, cases in ((0.2, ((1.001, False), (1 / 1.001, False), (1.05, True), (1 / 1.05, True))),
                         (1.0, ((1 / 1.05, False),))):
-        ng = NeighborGraph(CUTOFF, skin=skin, backend=backend, variable_box=True)
-        nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box))
-        assert ng.kind == backend
+        ng = NeighborGraph(CUTOFF, skin=skin, variable_box=True, **KIND[kind])
+        # a graph capacity that a compressed cell cannot overflow: staleness is tested
+        nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box), capacity=64)
+        assert nbrs.kind == kind
         for scale, stale in cases:
             new = ng.update(jnp.asarray(pos * scale), jnp.asarray(box * scale), nbrs)
-            assert bool(new.overflow) == stale, (skin, scale)
+            assert bool(new.did_buffer_overflow) == stale, (skin, scale)
 
 
 # --- overflow: detected, reallocated, recomputed ------------------------------------------------
@@ -148,11 +185,12 @@ def test_host_table_goes_stale_when_an_atom_moves_half_the_skin():
     """Relative to the mean translation; an atom that crossed the cell keeps its pairs."""
     at = hcp((2, 2, 2))
     pos, box = at.positions, np.asarray(at.cell)
-    ng = NeighborGraph(CUTOFF, skin=0.4, capacity=40, backend="host")
-    nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box))
+    ng = NeighborGraph(CUTOFF, skin=0.4, **KIND["host"])
+    nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box), capacity=40)
+    assert nbrs.kind == "host"
 
     def stale(new):
-        return bool(ng.update(jnp.asarray(new), jnp.asarray(box), nbrs).overflow)
+        return bool(ng.update(jnp.asarray(new), jnp.asarray(box), nbrs).did_buffer_overflow)
 
     one = np.zeros_like(pos)
     one[3] = [0.0, 0.0, 1.0]
@@ -172,30 +210,32 @@ def energy():
     return graph_energy_fn(dataclasses.replace(zhou2004("Ti"), r_on=4.0, r_off=CUTOFF))
 
 
-def simulate(energy, at, ng, steps):
+def simulate(energy, at, ng, steps, capacity=0):
     s = MDSettings(thermostat=Thermostat("langevin", temperature=600.0), timestep_fs=1.0,
                    steps=steps, chunk=10, record_every=2, seed=3)
     return run(energy, jnp.asarray(at.positions), np.asarray(at.cell), np.full(len(at), TI), s, ng,
-               progress=lambda m: None)
+               progress=lambda m: None, capacity=capacity)
 
 
-@pytest.mark.parametrize("backend, supercell, skin, steps", [
+@pytest.mark.parametrize("kind, supercell, skin, steps", [
     # graph capacity: an atom gains a neighbour within the cutoff
     ("host", (2, 2, 2), 1.0, 10),
     # and a thin skin: the list, with no spare slots, rebuilds itself in the loop
     pytest.param("jax-md", (5, 5, 3), 0.3, 20, marks=pytest.mark.slow),
 ])
-def test_overflow_is_reallocated_and_recomputed(energy, backend, supercell, skin, steps):
+def test_overflow_is_reallocated_and_recomputed(energy, kind, supercell, skin, steps):
     at = hcp(supercell)
-    ref = simulate(energy, at, NeighborGraph(CUTOFF, skin=1.0, capacity=40, backend=backend), steps)
-    assert ref.stats["reallocations"] == 0
+    ref = simulate(energy, at, NeighborGraph(CUTOFF, skin=1.0, **KIND[kind]), steps, capacity=40)
+    assert ref.stats["reallocations"] == 0 and ref.stats["capacity"] == 40
     # no headroom: no spare candidate slots, no spare graph slots
     tight = NeighborGraph(CUTOFF, skin=skin, margin=1.0, extra=0, quantum=1, density_floor=False,
-                          backend=backend)
+                          **KIND[kind])
     got = simulate(energy, at, tight, steps)
-    assert got.stats["neighbor_backend"] == ref.stats["neighbor_backend"] == backend
-    # the run had to reallocate, and the recomputed trajectory is the same trajectory
+    assert got.stats["neighbor_backend"] == ref.stats["neighbor_backend"] == kind
+    # the run had to reallocate, and the recomputed trajectory is the same trajectory; the grown
+    # capacity is in the stats, for the caller to start its next run from
     assert got.stats["reallocations"] >= 1
+    assert got.stats["capacity"] > tight.allocate(jnp.asarray(at.positions), np.asarray(at.cell)).capacity
     assert len(got.positions) == len(ref.positions) == steps // 2
     np.testing.assert_allclose(got.positions, ref.positions, rtol=0, atol=1e-9)
     np.testing.assert_allclose(got.momenta, ref.momenta, rtol=0, atol=1e-9)

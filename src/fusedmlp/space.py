@@ -16,6 +16,13 @@ def to_fractional(positions, box):
     return positions @ jnp.linalg.inv(box)
 
 
+def edge_displacements(positions, box, neighbors, shifts):
+    """d[i, s] = r_j + n_s·box − r_i with j = neighbors[i, s] and n_s = shifts[i, s]: the
+    periodic edge vector of every graph and list in the package, in one place. Plain indexing
+    and ``@``, so it takes NumPy arrays on the host and JAX arrays (differentiable) alike."""
+    return positions[neighbors] + shifts @ box - positions[:, None, :]
+
+
 def plane_spacings(box) -> np.ndarray:
     """Distances between opposite faces of the cell, one per lattice direction (Å)."""
     box = np.asarray(box, float)

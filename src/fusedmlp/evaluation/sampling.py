@@ -76,8 +76,10 @@ def _simulator(pot: Potential, atoms: Atoms, rs: RunSettings, barostat) -> Simul
 
 def simulate(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings, ps: float,
              record_every_fs: float = 0.0, pressure_gpa: float | None = None, coupling: str = "hexagonal",
-             momenta=None, seed: int = 0, progress: Callable[[str], None] = log.info) -> Trajectory:
-    """One NVT run (or NPT with ``pressure_gpa``) of ``ps`` picoseconds from ``atoms``."""
+             momenta=None, seed: int = 0, progress: Callable[[str], None] = log.info,
+             capacity: int = 0) -> Trajectory:
+    """One NVT run (or NPT with ``pressure_gpa``) of ``ps`` picoseconds from ``atoms``; ``capacity``
+    the graph capacity to start from (a previous run's ``stats["capacity"]``: the same compiled MD)."""
     steps = rs.steps(ps)
     every = rs.steps(record_every_fs * units.FS) if record_every_fs else 0
     if every:
@@ -89,7 +91,8 @@ def simulate(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings, 
     sim = _simulator(pot, atoms, rs, barostat)
     return sim.run(np.asarray(atoms.positions, pot.dtype), np.array(atoms.cell[:], pot.dtype), params=pot.params,
                    momenta=momenta, progress=progress, seed=rs.seed + seed, temperature=temperature,
-                   steps=max(steps, every or 1), record_every=every, pressure_gpa=pressure_gpa)
+                   steps=max(steps, every or 1), record_every=every, pressure_gpa=pressure_gpa,
+                   capacity=capacity)
 
 
 def final_atoms(atoms: Atoms, traj: Trajectory, box=None) -> Atoms:
@@ -110,7 +113,7 @@ def measure(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings, s
                   seed=2 * seed, progress=progress)
     return simulate(pot, final_atoms(atoms, eq), temperature, rs, sampling.production_ps,
                     sampling.record_every_fs, pressure_gpa, coupling, momenta=eq.final["momenta"],
-                    seed=2 * seed + 1, progress=progress)
+                    seed=2 * seed + 1, progress=progress, capacity=eq.stats["capacity"])
 
 
 def scan(points, measure: Callable[[int, float], dict], key: str, label: str) -> list[dict]:

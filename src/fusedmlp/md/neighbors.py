@@ -4,6 +4,12 @@ tables with lattice shifts for narrow cells.
 A list holds, per atom, the candidates within cutoff + skin; every force call keeps the
 candidates within the cutoff, at most ``capacity`` per atom (``model.graph.build_graph``).
 
+The shape is jax-md's ``partition.neighbor_list``: ``NeighborGraph`` is a frozen description
+(cutoff, skin, headroom, variable box) with a host ``allocate(positions, box, capacity)`` and a
+jittable ``update(positions, box, nbrs)``; the value they return is a pytree whose class is the
+kind of list and whose graph capacity is a static field. Nothing is changed in place: a larger
+capacity is a new value from a new ``allocate``.
+
 * **jax-md** (``partition.neighbor_list``, per-atom format, fractional coordinates) whenever
   cutoff + skin is below half of the smallest plane spacing of the box: the minimum image is then
   the only image within reach, and the list rebuilds itself inside the jitted loop when an atom
@@ -12,16 +18,17 @@ candidates within the cutoff, at most ``capacity`` per atom (``model.graph.build
   within cutoff + skin is a candidate (N·S per atom), exact at every step and never stale in a
   fixed box; cells narrower than twice the cutoff, as DFT cells often are, stay exact.
 * **host** tables (``model.graph.neighbor_table``) with explicit lattice shifts for larger narrow
-  cells; the table flags itself stale instead of rebuilding, and the MD driver reallocates it.
+  cells (N·S above ``max_images``); the table flags itself stale instead of rebuilding, and the MD driver reallocates it.
 
-With a variable box (NPT) both kinds also go stale once the cell has deformed so much since the
-build that a pair could have crossed the skin: 2·max|δ| + ‖h_ref⁻¹h − 1‖·(r_c + skin) > skin,
-with δ the atomic displacements relative to the affine deformation.
+With a variable box (NPT) host tables and jax-md lists also go stale once the cell has deformed
+so much since the build that a pair could have crossed the skin: 2·max|δ| + ‖h_ref⁻¹h − 1‖·(r_c +
+skin) > skin, with δ the atomic displacements relative to the affine deformation; image lists go
+stale once their translations no longer reach the cutoff.
 
 Failures are never truncations: an overflowing list, a stale table or an atom with more
-neighbours than the graph capacity sets a flag; the MD driver discards the chunk, grows the
-capacity above the largest count seen in it, reallocates from the state before it, and
-recomputes.
+neighbours than the graph capacity sets ``did_buffer_overflow`` in the value; the MD driver
+discards the chunk, allocates again from the state before it with a capacity above the largest
+count seen (``grown_capacity``), and recomputes.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +45,7 @@ from jax_md import partition
 from jax_md import space as jmd_space
 
 from ..model.graph import Graph, build_graph, minimum_image_shifts, neighbor_table
-from ..space import image_shifts, plane_spacings
+from ..space import edge_displacements, image_shifts, plane_spacings
 
 # Graph capacities (neighbours per atom) are rounded up to a multiple of this: runs of different
 # potentials on the same system then have the same shapes, so one compiled program (in JAX's
@@ -51,57 +59,83 @@ def round_capacity(k: int, quantum: int = CAPACITY_QUANTUM) -> int:
     return -(-int(k) // q) * q
 
 
+# --- neighbour values ------------------------------------------------------------------------------
+# Pytrees like jax-md's ``NeighborList``: the class is the kind and the graph capacity a static
+# field, so a compiled program specialises on both, and a larger capacity is a new value (and a
+# new program), never a field changed under a program compiled for the old one.
+
+class _Overflow:
+    @property
+    def did_buffer_overflow(self):
+        """Since the allocation, the list went stale (or overflowed) or an atom had more
+        neighbours within the cutoff than the graph has slots: allocate again, larger."""
+        return self.stale | (self.peak > self.capacity)
+
+
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["idx", "shifts", "mask", "reference", "ref_box", "stale"],
+                   data_fields=["shifts", "stale", "peak"], meta_fields=["capacity"])
+@dataclasses.dataclass(frozen=True)
+class ImageNeighbors(_Overflow):
+    """Every atom in every lattice translation within reach: exact at every step, never stale
+    in a fixed box (small cells, where the N·S candidates per atom are affordable)."""
+
+    kind: ClassVar[str] = "images"
+    shifts: jnp.ndarray  # (S, 3) integer translations covering cutoff + skin
+    stale: jnp.ndarray  # () the cell deformed beyond what the translations cover
+    peak: jnp.ndarray  # () largest neighbour count within the cutoff since the allocation
+    capacity: int  # graph slots per atom
+
+    @property
+    def width(self) -> int:
+        return self.shifts.shape[0]
+
+
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["idx", "shifts", "mask", "reference", "ref_box", "stale", "peak"],
                    meta_fields=["capacity"])
 @dataclasses.dataclass(frozen=True)
-class HostNeighbors:
+class HostNeighbors(_Overflow):
     """Verlet table with explicit lattice shifts (any cell, including narrow ones)."""
 
+    kind: ClassVar[str] = "host"
     idx: jnp.ndarray  # (N, M)
     shifts: jnp.ndarray  # (N, M, 3)
     mask: jnp.ndarray  # (N, M)
     reference: jnp.ndarray  # (N, 3) positions at the build
     ref_box: jnp.ndarray  # (3, 3) box at the build
     stale: jnp.ndarray  # () a pair may have crossed the skin since the build
-    capacity: int = 0
+    peak: jnp.ndarray
+    capacity: int
 
     @property
-    def overflow(self):
-        return self.stale
+    def width(self) -> int:
+        return self.idx.shape[1]
 
 
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["nl", "reference", "ref_box", "stale"], meta_fields=["capacity"])
+                   data_fields=["nl", "reference", "ref_box", "stale", "peak"], meta_fields=["capacity"])
 @dataclasses.dataclass(frozen=True)
-class JaxMDNeighbors:
+class JaxMDNeighbors(_Overflow):
     """A jax-md neighbour list plus the build state used by the variable-box check."""
 
-    nl: partition.NeighborList
+    kind: ClassVar[str] = "jax-md"
+    nl: partition.NeighborList  # carries its own update function (static)
     reference: jnp.ndarray
     ref_box: jnp.ndarray
     stale: jnp.ndarray
-    capacity: int = 0
+    peak: jnp.ndarray
+    capacity: int
 
     @property
-    def overflow(self):
-        return self.nl.did_buffer_overflow | self.stale
-
-
-@functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["shifts", "stale"], meta_fields=["capacity"])
-@dataclasses.dataclass(frozen=True)
-class ImageNeighbors:
-    """Every atom in every lattice translation within reach: exact at every step, never stale
-    in a fixed box (small cells, where the N·S candidates per atom are affordable)."""
-
-    shifts: jnp.ndarray  # (S, 3) integer translations covering cutoff + skin
-    stale: jnp.ndarray  # () the cell deformed beyond what the translations cover
-    capacity: int = 0
+    def width(self) -> int:
+        return self.nl.idx.shape[1]
 
     @property
-    def overflow(self):
-        return self.stale
+    def did_buffer_overflow(self):
+        return (self.nl.did_buffer_overflow != 0) | super().did_buffer_overflow
+
+
+Neighbors = ImageNeighbors | HostNeighbors | JaxMDNeighbors
 
 
 def uses_jaxmd(box, cutoff: float, skin: float) -> bool:
@@ -123,71 +157,71 @@ def _affine_displacement(positions, reference, ref_box, box):
     return jnp.sqrt(jnp.max(jnp.sum(dr**2, -1))), strain
 
 
-@dataclasses.dataclass
+# --- the description and its allocate / update pair -----------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
 class NeighborGraph:
-    """Candidate list + per-atom graph capacity for one system."""
+    """How one system's neighbour structures are built: static and hashable, never changed.
+
+    As jax-md's ``neighbor_list``: ``allocate`` (host) makes a value for positions and a box,
+    ``update`` (jittable) advances it, ``graph`` makes the model's ``Graph`` of it. Overflow is
+    reported in the returned value (``did_buffer_overflow``, ``peak``); the caller allocates
+    again with ``capacity=grown_capacity(nbrs)``: a new value, nothing here changes.
+    """
 
     cutoff: float
     skin: float = 1.0
-    capacity: int = 0  # neighbours per atom kept within the cutoff (0: size from the first call)
     margin: float = 1.25  # headroom of the candidate list
     extra: int = 4  # headroom of the graph capacity over the largest neighbour count seen
     quantum: int = CAPACITY_QUANTUM  # capacities are multiples of this (see round_capacity)
     density_floor: bool = True  # start at no less than the mean count in the cutoff sphere
-    backend: str = "auto"  # "auto", "jax-md", "images" or "host"
-    max_images: int = 4096  # "auto" uses all images while N·S stays below this
+    max_images: int = 4096  # narrow cells use all images while N·S stays below this, else host tables
     variable_box: bool = False  # NPT: also go stale on cell deformation
-    compact: bool = True  # False: pass all candidates (masked) to pair-based energies, no sorting
-
-    def __post_init__(self):
-        if self.backend not in ("auto", "jax-md", "images", "host"):
-            raise ValueError(f"neighbour backend {self.backend!r}: expected auto, jax-md, images or host")
-        self.kind = None  # the backend in use, set at allocation
-        self._width = 0  # host table width
 
     # --- host calls -------------------------------------------------------------------------
-    def allocate(self, positions, box):
-        """A new list for ``positions`` in ``box`` with headroom (host call: not jittable)."""
+    def kind(self, n_atoms: int, box) -> str:
+        """The kind of list for ``n_atoms`` in ``box``: "jax-md", "images" or "host"."""
+        box = np.asarray(box, float)
+        if uses_jaxmd(box, self.cutoff, self.skin):
+            return "jax-md"
+        n_images = len(image_shifts(box, self.cutoff + self.skin))
+        return "images" if n_atoms * n_images <= self.max_images else "host"
+
+    def allocate(self, positions, box, capacity: int = 0, width: int = 0) -> Neighbors:
+        """A new value for ``positions`` in ``box`` with headroom (host call: not jittable).
+
+        Graph capacity and host-table width are at least ``capacity`` and ``width``: a caller
+        that reallocates passes the old ones, so the compiled step keeps its shapes.
+        """
         box_np = np.asarray(box, float)
-        exact_mi = uses_jaxmd(box_np, self.cutoff, self.skin)
-        if self.backend == "jax-md" and not exact_mi:
-            raise ValueError(f"a jax-md list needs cutoff + skin = {self.cutoff + self.skin:g} Å "
-                             f"below half the smallest plane spacing "
-                             f"{plane_spacings(box_np).min():.3f} Å; use the host backend")
-        shifts = image_shifts(box_np, self.cutoff + self.skin)
-        if self.backend != "auto":
-            self.kind = self.backend
-        elif exact_mi:
-            self.kind = "jax-md"
-        else:
-            self.kind = "images" if len(positions) * len(shifts) <= self.max_images else "host"
+        kind = self.kind(len(positions), box_np)
         box_j = jnp.asarray(box_np, positions.dtype)
-        if self.kind == "images":
-            nbrs = ImageNeighbors(jnp.asarray(shifts, positions.dtype), jnp.asarray(False))
-        elif self.kind == "host":
+        no, zero = jnp.asarray(False), jnp.asarray(0, jnp.int32)
+        if kind == "images":
+            shifts = image_shifts(box_np, self.cutoff + self.skin)
+            nbrs = ImageNeighbors(jnp.asarray(shifts, positions.dtype), no, zero, 0)
+        elif kind == "host":
             nbr, shf, msk = neighbor_table(np.asarray(positions, float), box_np, self.cutoff + self.skin)
-            # never narrower than before: the same shapes reuse the compiled MD step
-            m = max(int(math.ceil(nbr.shape[1] * self.margin)), self._width)
-            self._width = m
+            m = max(int(math.ceil(nbr.shape[1] * self.margin)), int(width))
             pad = ((0, 0), (0, m - nbr.shape[1]))
             nbrs = HostNeighbors(jnp.asarray(np.pad(nbr, pad)),
                                  jnp.asarray(np.pad(shf, pad + ((0, 0),)), positions.dtype),
-                                 jnp.asarray(np.pad(msk, pad)), positions, box_j, jnp.asarray(False))
+                                 jnp.asarray(np.pad(msk, pad)), positions, box_j, no, zero, 0)
         else:
             # jax-md boxes are column matrices; the list is built for this box and rebuilt
             # with the box passed at each update
             disp, _ = jmd_space.periodic_general(box_j.T, fractional_coordinates=True)
-            self._fn = partition.neighbor_list(
+            fn = partition.neighbor_list(
                 disp, box_j.T, self.cutoff, dr_threshold=self.skin, capacity_multiplier=self.margin,
                 fractional_coordinates=True, format=partition.NeighborListFormat.Dense,
                 # jaxlib 0.10.2 on CPU miscompiles the cell-list distance kernel and pairs go
                 # missing silently (jax-ml/jax#39103); the O(N²) build is exact
                 disable_cell_list=True)
-            nl = self._fn.allocate(self._fractional(positions, box_j), box=box_j.T)
+            nl = fn.allocate(_fractional(positions, box_j), box=box_j.T)
             if nl.cell_size is not None:  # an array in pytree metadata breaks jit cache lookups
                 nl = dataclasses.replace(nl, cell_size=float(nl.cell_size))
-            nbrs = JaxMDNeighbors(nl, positions, box_j, jnp.asarray(False))
-        g = self._graph(positions, box_j, nbrs, nbrs_width(nbrs))
+            nbrs = JaxMDNeighbors(nl, positions, box_j, no, zero, 0)
+        count = int(self._max_count(positions, box_j, nbrs))
         # Triplet work grows as capacity², so the headroom is additive, not a factor. A crystal
         # built at its lattice sites has its shells inside the cutoff and the next one just
         # outside; thermal motion brings the latter in within the first steps. Starting at the
@@ -195,95 +229,80 @@ class NeighborGraph:
         # second compilation of every program that takes the graph).
         in_sphere = len(positions) / abs(np.linalg.det(box_np)) * 4.0 / 3.0 * math.pi * self.cutoff**3
         floor = math.ceil(in_sphere) if self.density_floor else 0
-        self.capacity = max(self.capacity, round_capacity(max(int(g.max_neighbors) + self.extra, floor),
-                                                          self.quantum))
-        return dataclasses.replace(nbrs, capacity=self.capacity)
+        k = max(int(capacity), round_capacity(max(count + self.extra, floor), self.quantum))
+        return dataclasses.replace(nbrs, peak=jnp.asarray(count, jnp.int32), capacity=k)
 
-    def grow(self, peak: int) -> None:
-        """After an overflow: raise the graph capacity above the largest neighbour count seen."""
-        self.capacity = max(self.capacity, round_capacity(int(peak) + self.extra, self.quantum))
+    def grown_capacity(self, nbrs: Neighbors) -> int:
+        """The capacity to allocate with after ``nbrs`` overflowed: above the largest neighbour
+        count it saw (``int(nbrs.peak)``), never below its capacity."""
+        peak = int(nbrs.peak)
+        if peak <= nbrs.capacity:  # the list overflowed, not the graph
+            return nbrs.capacity
+        return max(nbrs.capacity, round_capacity(peak + self.extra, self.quantum))
 
     # --- jittable -----------------------------------------------------------------------------
-    @staticmethod
-    def _fractional(positions, box):
-        f = positions @ jnp.linalg.inv(box)
-        return f - jnp.floor(f)
-
-    def _candidates(self, positions, box, nbrs):
-        if self.kind == "images":
-            n, m = positions.shape[0], nbrs.shifts.shape[0]
-            f = positions @ jnp.linalg.inv(box)
-            wrap = jnp.round(f[None, :, :] - f[:, None, :])  # [i, j]: image of j nearest to i
-            shifts = (nbrs.shifts[None, None, :, :] - wrap[:, :, None, :]).reshape(n, n * m, 3)
-            cand = jnp.repeat(jnp.arange(n), m)[None, :].repeat(n, axis=0)
-            zero = jnp.all(nbrs.shifts == 0, axis=1)
-            self_image = (cand == jnp.arange(n)[:, None]) & jnp.tile(zero, n)[None, :]
-            return cand, shifts, ~self_image
-        if self.kind == "host":
-            # shifts corrected for atoms that crossed the cell since the build:
-            # r_true = r + w·box with w = round((r_ref·M − r)·box⁻¹)
-            deform = jnp.linalg.solve(nbrs.ref_box, box)
-            w = jnp.round((nbrs.reference @ deform - positions) @ jnp.linalg.inv(box))
-            return nbrs.idx, nbrs.shifts + w[nbrs.idx] - w[:, None, :], nbrs.mask
-        idx = nbrs.nl.idx
-        mask = idx < positions.shape[0]
-        cand = jnp.where(mask, idx, 0)
-        return cand, minimum_image_shifts(positions, box, cand), mask
-
-    def _max_count(self, positions, box, nbrs):
-        """Largest number of candidates of one atom within the cutoff."""
-        cand, shifts, mask = self._candidates(positions, box, nbrs)
-        d = positions[cand] + shifts @ box - positions[:, None, :]
-        return jnp.max(jnp.sum(mask & (jnp.sum(d**2, -1) < self.cutoff**2), axis=1))
-
-    def update(self, positions, box, nbrs):
-        if self.kind == "images":
-            if not self.variable_box:
-                return nbrs
-            # translations up to n_k reach every image while cutoff/d_k + 1/2 <= n_k
-            recip = jnp.linalg.inv(box).T
-            need = self.cutoff * jnp.linalg.norm(recip, axis=1) + 0.5
-            stale = jnp.any(jnp.floor(need) > jnp.max(nbrs.shifts, axis=0))
-            return dataclasses.replace(nbrs, stale=nbrs.stale | stale)
-        if self.kind == "host":
+    def update(self, positions, box, nbrs: Neighbors) -> Neighbors:
+        """``nbrs`` advanced to ``positions`` in ``box``; overflow is recorded in the value."""
+        if isinstance(nbrs, ImageNeighbors):
+            if self.variable_box:
+                # translations up to n_k reach every image while cutoff/d_k + 1/2 <= n_k
+                recip = jnp.linalg.inv(box).T
+                need = self.cutoff * jnp.linalg.norm(recip, axis=1) + 0.5
+                stale = jnp.any(jnp.floor(need) > jnp.max(nbrs.shifts, axis=0))
+                nbrs = dataclasses.replace(nbrs, stale=nbrs.stale | stale)
+        elif isinstance(nbrs, HostNeighbors):
             # fixed box: the strain term vanishes and this is the usual skin/2 criterion
-            return dataclasses.replace(nbrs, stale=nbrs.stale | self._moved_too_far(positions, box, nbrs))
-        nl = self._fn.update(self._fractional(positions, box), nbrs.nl, box=box.T)
-        stale = nbrs.stale
-        if self.variable_box:
-            # the list rebuilds itself for moved atoms, not for a deformed cell
-            stale = stale | self._moved_too_far(positions, box, nbrs)
-        return dataclasses.replace(nbrs, nl=nl, stale=stale)
+            nbrs = dataclasses.replace(nbrs, stale=nbrs.stale | self._moved_too_far(positions, box, nbrs))
+        else:
+            nl = nbrs.nl.update(_fractional(positions, box), box=box.T)
+            stale = nbrs.stale
+            if self.variable_box:
+                # the list rebuilds itself for moved atoms, not for a deformed cell
+                stale = stale | self._moved_too_far(positions, box, nbrs)
+            nbrs = dataclasses.replace(nbrs, nl=nl, stale=stale)
+        count = self._max_count(positions, box, nbrs).astype(nbrs.peak.dtype)
+        return dataclasses.replace(nbrs, peak=jnp.maximum(nbrs.peak, count))
 
     def _moved_too_far(self, positions, box, nbrs):
         moved, strain = _affine_displacement(positions, nbrs.reference, nbrs.ref_box, box)
         return 2.0 * moved + strain * (self.cutoff + self.skin) > self.skin
 
-    def _graph(self, positions, box, nbrs, capacity) -> Graph:
-        cand, shifts, mask = self._candidates(positions, box, nbrs)
-        if not self.compact:
-            # every candidate is a slot; only those within the cutoff count (no reverse slots:
-            # meant for pair-based energies such as the reference EAM)
-            d = positions[cand] + shifts @ box - positions[:, None, :]
-            inside = mask & (jnp.sum(d**2, -1) < self.cutoff**2)
-            return Graph(cand, jnp.where(inside[..., None], shifts, 0), inside,
-                         jnp.zeros_like(cand), jnp.max(jnp.sum(inside, 1)), jnp.asarray(True))
-        return build_graph(positions, box, cand, shifts, mask, self.cutoff, capacity)
+    def _max_count(self, positions, box, nbrs):
+        """Largest number of candidates of one atom within the cutoff."""
+        cand, shifts, mask = _candidates(positions, box, nbrs)
+        d = edge_displacements(positions, box, cand, shifts)
+        return jnp.max(jnp.sum(mask & (jnp.sum(d**2, -1) < self.cutoff**2), axis=1))
 
-    def graph(self, positions, box, nbrs) -> Graph:
-        return self._graph(positions, box, nbrs, nbrs.capacity)
-
-    def check(self, positions, box, nbrs):
-        """Per-step check: (list overflowed or stale, largest neighbour count within the cutoff);
-        the graph overflows when that count exceeds ``capacity``."""
-        count = self._max_count(positions, box, nbrs) if self.compact else jnp.asarray(0)
-        return jnp.asarray(nbrs.overflow) != 0, count
+    def graph(self, positions, box, nbrs: Neighbors) -> Graph:
+        return build_graph(positions, box, *_candidates(positions, box, nbrs), self.cutoff, nbrs.capacity)
 
 
-def nbrs_width(nbrs) -> int:
+def _fractional(positions, box):
+    f = positions @ jnp.linalg.inv(box)
+    return f - jnp.floor(f)
+
+
+def _candidates(positions, box, nbrs: Neighbors):
+    """(candidates (N, M), their lattice shifts (N, M, 3), mask (N, M)) of a neighbour value."""
     if isinstance(nbrs, ImageNeighbors):
-        return nbrs.shifts.shape[0]
-    return (nbrs.idx if isinstance(nbrs, HostNeighbors) else nbrs.nl.idx).shape[1]
+        n, m = positions.shape[0], nbrs.shifts.shape[0]
+        f = positions @ jnp.linalg.inv(box)
+        wrap = jnp.round(f[None, :, :] - f[:, None, :])  # [i, j]: image of j nearest to i
+        shifts = (nbrs.shifts[None, None, :, :] - wrap[:, :, None, :]).reshape(n, n * m, 3)
+        cand = jnp.repeat(jnp.arange(n), m)[None, :].repeat(n, axis=0)
+        zero = jnp.all(nbrs.shifts == 0, axis=1)
+        self_image = (cand == jnp.arange(n)[:, None]) & jnp.tile(zero, n)[None, :]
+        return cand, shifts, ~self_image
+    if isinstance(nbrs, HostNeighbors):
+        # shifts corrected for atoms that crossed the cell since the build:
+        # r_true = r + w·box with w = round((r_ref·M − r)·box⁻¹)
+        deform = jnp.linalg.solve(nbrs.ref_box, box)
+        w = jnp.round((nbrs.reference @ deform - positions) @ jnp.linalg.inv(box))
+        return nbrs.idx, nbrs.shifts + w[nbrs.idx] - w[:, None, :], nbrs.mask
+    idx = nbrs.nl.idx
+    mask = idx < positions.shape[0]
+    cand = jnp.where(mask, idx, 0)
+    return cand, minimum_image_shifts(positions, box, cand), mask
 
 
 def frame_graphs(positions, boxes, cutoff: float, capacity: int | None = None, extra: int = 2,

@@ -3,9 +3,11 @@
 A ``Simulator`` (``run`` for one-off runs) advances a system in chunks of steps scanned inside
 one jitted call and records a frame
 (positions, momenta, box, potential energy, temperature) every ``record_every`` steps. After
-every chunk the neighbour structures are checked; if the list or the graph overflowed (or a host
-table went stale) the chunk is discarded, capacities are reallocated and the chunk is recomputed
-from the state before it. Non-finite positions or a runaway temperature stop the run with an
+every chunk the neighbour value is checked; if the list or the graph overflowed (or a host
+table went stale) the chunk is discarded, the list is allocated again from the state before it
+with a larger graph capacity and the chunk is recomputed. The capacity a run starts from is an
+argument of the run and the one it ended with is in its stats: the caller carries it to the next
+run. Non-finite positions or a runaway temperature stop the run with an
 error. With a checkpoint path the run saves its state and frames (atomically, at most every
 ``checkpoint_s`` seconds) and a rerun continues from there.
 
@@ -33,7 +35,7 @@ from ..io import save_npz
 from ..observables.stress import pressure_tensor
 from ..quantity import energy_forces_virial
 from .ensembles import Barostat, Thermostat, barostat_step, degrees_of_freedom, integrator
-from .neighbors import NeighborGraph, nbrs_width
+from .neighbors import NeighborGraph
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +99,14 @@ class Simulator:
 
     ``energy(params, positions, box, graph) -> U``: ``params`` are an argument of the compiled
     step (not baked in), so a trainer that changes them between runs does not recompile.
-    Compiled chunks are cached by (graph capacity, list backend, list width): runs of any length,
-    recording interval, temperature or pressure share one.
+    Compiled chunks are cached by (graph capacity, list kind, list width) of the neighbour value:
+    runs of any length, recording interval, temperature or pressure share one.
     """
 
     def __init__(self, energy: Callable, masses, s: MDSettings, ng: NeighborGraph):
-        self.s, self.ng = s, ng
+        # NPT: the description of this simulator's lists also checks cell deformation
+        self.s = s
+        self.ng = ng = dataclasses.replace(ng, variable_box=True) if s.barostat is not None else ng
         self.masses_u = np.asarray(masses, float)
         self.n = len(self.masses_u)
         self.dof = degrees_of_freedom(s.thermostat, self.n)
@@ -115,8 +119,6 @@ class Simulator:
         self.per_call = max(1, s.chunk)
         # frame slots per call (a simulator built without recording runs one frame per call)
         self.frames = max(1, self.per_call // self.record) if self.record else 1
-        if s.barostat is not None:
-            ng.variable_box = True
         _, shift = jmd_space.free()  # unwrapped positions; periodicity lives in the neighbour list
 
         def u(r, neighbor, box, params, **kw):
@@ -130,7 +132,7 @@ class Simulator:
         self._cache: dict = {}
 
     def _chunk(self, nbrs):
-        key = (self.ng.capacity, self.ng.kind, nbrs_width(nbrs))
+        key = (nbrs.capacity, nbrs.kind, nbrs.width)
         if key not in self._cache:
             self._cache[key] = self._make()
         return self._cache[key]
@@ -140,11 +142,9 @@ class Simulator:
         step_fn, dof = self.step_fn, self.dof
 
         def one_step(params, mass, kT, p0, carry):
-            st, bx, nb, bad, peak, key, step = carry
+            st, bx, nb, key, step = carry
             st = step_fn(st, neighbor=nb, box=bx, params=params, kT=kT)
-            nb = ng.update(st.position, bx, nb)
-            over, count = ng.check(st.position, bx, nb)
-            bad, peak = bad | over, jnp.maximum(peak, count)
+            nb = ng.update(st.position, bx, nb)  # overflow is recorded in nb
             step = step + 1
             if baro is not None:
                 def scale(args):
@@ -165,9 +165,7 @@ class Simulator:
 
                 st, bx, nb, key = jax.lax.cond(step % s.barostat.every == 0, scale, lambda a: a,
                                                (st, bx, nb, key))
-                over, count = ng.check(st.position, bx, nb)
-                bad, peak = bad | over, jnp.maximum(peak, count)
-            return st, bx, nb, bad, peak, key, step
+            return st, bx, nb, key, step
 
         def chunk(params, mass, kT, p0, every, n_frames, carry):
             """``n_frames`` frames of ``every`` steps each; the frame slots beyond ``n_frames``
@@ -196,11 +194,15 @@ class Simulator:
     def run(self, positions, box, params=None, momenta=None, checkpoint: str | Path | None = None,
             progress: Callable[[str], None] = log.info, seed: int | None = None,
             temperature: float | None = None, steps: int | None = None, record_every: int | None = None,
-            pressure_gpa: float | None = None) -> Trajectory:
+            pressure_gpa: float | None = None, capacity: int = 0) -> Trajectory:
         """Run from ``positions`` (N, 3) in ``box`` (rows = lattice vectors); ``momenta``
         continues from a previous state (else Maxwell–Boltzmann at the temperature).
         ``temperature``, ``seed``, ``steps``, ``record_every`` (0: record nothing) and the
-        barostat's ``pressure_gpa`` override the settings' without recompiling."""
+        barostat's ``pressure_gpa`` override the settings' without recompiling.
+
+        ``capacity``: graph slots per atom to start from at least (0: sized by the first
+        allocation). The run grows it after an overflow and reports the final one in
+        ``stats["capacity"]``; passing that to the next run keeps the compiled chunk."""
         s, ng = self.s, self.ng
         record = self.record if record_every is None else max(0, int(record_every))
         total = s.steps if steps is None else int(steps)
@@ -222,7 +224,7 @@ class Simulator:
         mass_col = mass[:, None]
         target_t = s.thermostat.temperature if temperature is None else float(temperature)
         kT = jnp.asarray(units.kT(target_t), dtype)
-        nbrs = ng.allocate(positions, box)
+        nbrs = ng.allocate(positions, box, capacity=capacity)
         key = jax.random.PRNGKey(s.seed if seed is None else seed)
         # what this run does, overrides included: a checkpoint resumes only the same run
         this_run = dataclasses.replace(s, steps=total, seed=s.seed if seed is None else seed, record_every=record,
@@ -242,7 +244,7 @@ class Simulator:
         ckpt = Path(checkpoint) if checkpoint is not None else None
         if ckpt is not None and ckpt.exists():
             state, box, key, done, frames = _load_checkpoint(ckpt, state, n, this_run)
-            nbrs = ng.allocate(state.position, box)
+            nbrs = ng.allocate(state.position, box, capacity=nbrs.capacity, width=nbrs.width)
             progress(f"resumed from {ckpt} at step {done}")
         # steps per call: whole frames when recording (at most the compiled number of frames),
         # else one frame of up to ``per_call`` steps
@@ -253,11 +255,11 @@ class Simulator:
         while done < total:
             length = min(length, total - done)
             every, n_frames = (record, length // record) if record else (length, 1)
-            carry = (state, box, nbrs, jnp.asarray(False), jnp.asarray(0), key, jnp.asarray(done))
+            carry = (state, box, nbrs, key, jnp.asarray(done))
             tc = time.time()
-            (new_state, new_box, new_nbrs, bad, peak, new_key, _), out = self._chunk(nbrs)(
+            (new_state, new_box, new_nbrs, new_key, _), out = self._chunk(nbrs)(
                 params, mass, kT, p0, jnp.asarray(every), jnp.asarray(n_frames), carry)
-            bad = bool(bad) or int(peak) > ng.capacity
+            bad = bool(new_nbrs.did_buffer_overflow)
             if first_call_s is None:
                 first_call_s = time.time() - tc
             if bad:
@@ -270,9 +272,8 @@ class Simulator:
                     raise RuntimeError(f"neighbour structures still overflow after {retries - 1} "
                                        f"reallocations at step {done}: atoms too close or too fast, "
                                        f"or the skin ({ng.skin} Å) too small for this temperature")
-                if int(peak) > ng.capacity:
-                    ng.grow(int(peak))
-                nbrs = ng.allocate(state.position, box)
+                nbrs = ng.allocate(state.position, box, capacity=ng.grown_capacity(new_nbrs),
+                                   width=nbrs.width)
                 if retries > 2:
                     length = max(record or 1, (length // 2) // (record or 1) * (record or 1))
                 continue
@@ -300,17 +301,18 @@ class Simulator:
             progress(f"{s.ensemble} step {done}/{total}  T {t_now:.0f} K  P {p_gpa:+.3f} GPa{cell}  "
                      f"{rate:.1f} steps/s  ETA {(total - done) / max(rate, 1e-9):.0f} s")
         stats = dict(steps=done, wall_s=time.time() - t0, first_call_s=first_call_s,
-                     reallocations=reallocations, capacity=ng.capacity, neighbor_backend=ng.kind,
+                     reallocations=reallocations, capacity=nbrs.capacity, neighbor_backend=nbrs.kind,
                      ensemble=s.ensemble)
         return _trajectory(frames, state, box, mass, this_run, stats)
 
 
 def run(energy: Callable, positions, box, masses, s: MDSettings, ng: NeighborGraph,
         momenta=None, checkpoint: str | Path | None = None,
-        progress: Callable[[str], None] = log.info) -> Trajectory:
+        progress: Callable[[str], None] = log.info, capacity: int = 0) -> Trajectory:
     """One run of ``energy(positions, box, graph)`` with per-atom ``masses`` (N,) in u."""
     sim = Simulator(lambda params, r, b, g: energy(r, b, g), masses, s, ng)
-    return sim.run(positions, box, momenta=momenta, checkpoint=checkpoint, progress=progress)
+    return sim.run(positions, box, momenta=momenta, checkpoint=checkpoint, progress=progress,
+                   capacity=capacity)
 
 
 def _trajectory(frames, state, box, mass, s: MDSettings, stats) -> Trajectory:

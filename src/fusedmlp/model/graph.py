@@ -48,7 +48,7 @@ class Graph:
 
 def edge_vectors(positions, box, graph: Graph):
     """d[i, s] = r_j + n·box − r_i, differentiable in positions and box."""
-    return positions[graph.neighbors] + graph.shifts @ box - positions[:, None, :]
+    return space.edge_displacements(positions, box, graph.neighbors, graph.shifts)
 
 
 def build_graph(positions, box, candidates, candidate_shifts, candidate_mask, cutoff: float,
@@ -59,7 +59,7 @@ def build_graph(positions, box, candidates, candidate_shifts, candidate_mask, cu
     an exact host enumeration (training cells), with their lattice shifts (N, M, 3).
     """
     n, m = candidates.shape
-    d = positions[candidates] + candidate_shifts @ box - positions[:, None, :]
+    d = space.edge_displacements(positions, box, candidates, candidate_shifts)
     inside = candidate_mask & (jnp.sum(d**2, -1) < cutoff**2)
     count = jnp.sum(inside, axis=1)
     k = min(capacity, m)

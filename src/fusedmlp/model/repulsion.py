@@ -19,6 +19,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
+from ..space import edge_displacements
 from .graph import Graph, edge_vectors
 
 
@@ -52,6 +53,6 @@ def shortest_distance(positions, box, neighbors, shifts, mask) -> float:
     for r, h, nb, sh, m in zip(positions, box, neighbors, shifts, mask):
         if not m.any():
             continue
-        d = r[nb] + sh.astype(float) @ h - r[:, None, :]
+        d = edge_displacements(r, h, nb, sh.astype(float))
         best = min(best, float(np.sqrt(np.min(np.sum(d**2, -1)[m]))))
     return best
