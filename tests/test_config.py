@@ -82,3 +82,23 @@ def test_schema_keys_have_defaults():
     schema = load_schema()
     no_default = [k for k, v in walk(schema) if "default" not in v]
     assert not no_default, no_default
+
+
+def test_subset_nests_the_named_keys_in_a_canonical_order():
+    """A rule's params: only the named keys, and the same repr whatever order the YAML wrote them in
+    (Snakemake compares the repr to decide on a rerun)."""
+    from fusedmlp.config import subset
+
+    a = {"model": {"cutoff": 5.0, "dtype": "float32"}, "evaluation": {"md": {"b": 1, "a": 2}, "liquid": {}}}
+    b = {"evaluation": {"liquid": {}, "md": {"a": 2, "b": 1}}, "model": {"dtype": "float32", "cutoff": 5.0}}
+    assert subset(a, "model", "evaluation.md") == {"evaluation": {"md": {"a": 2, "b": 1}}, "model": a["model"]}
+    assert repr(subset(a, "model", "evaluation.md")) == repr(subset(b, "evaluation.md", "model"))
+    with pytest.raises(KeyError, match="evaluation.phonons"):
+        subset(a, "evaluation.phonons")
+
+
+def test_cubic_phonons_need_their_starting_lattice():
+    with pytest.raises(ConfigError, match="evaluation.phonons.start.a"):
+        validate_config({"evaluation": {"phonons": {"structure": "bcc"}}})
+    cfg = validate_config({"evaluation": {"phonons": {"structure": "bcc", "start": {"a": 3.3}}}})
+    assert cfg["evaluation"]["phonons"]["start"] == {"a": 3.3, "covera": None}

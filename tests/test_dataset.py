@@ -110,3 +110,18 @@ def test_summary_counts(small_dataset):
     rows = D.summary(small_dataset)
     assert sum(r["configurations"] for r in rows) == len(small_dataset)
     assert sum(r["with_virial"] for r in rows) == int(small_dataset.virial_mask.sum())
+
+
+def test_results_are_written_with_the_ordinary_file_mode(tmp_path):
+    """Atomic writes go through a private temporary file; the result must still be readable by
+    the group and others as the umask allows (a shared cluster project reads each other's results)."""
+    from fusedmlp.io import save_npz, write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "table.csv", "a\n1\n")
+        save_npz(tmp_path / "model.npz", x=np.zeros(2))
+    finally:
+        os.umask(old)
+    for name in ("table.csv", "model.npz"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name

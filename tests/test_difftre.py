@@ -105,7 +105,7 @@ def rattled(rw):
     weights = {"pressure": 0.3, "C11": 1e-3, "C12": 2e-3, "C44": 1e-3, "rdf": 0.5}
     sp = state_point(T_EXACT, targets, weights)
     fr = make_frames(pos, mom, np.full(n, CU), box, graphs, np.zeros(N_FRAMES), sp)
-    fr.u_ref = rw.energies(THETA0_C, fr)
+    fr = dataclasses.replace(fr, u_ref=rw.energies(THETA0_C, fr))
     return sp, fr, rw
 
 

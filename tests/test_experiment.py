@@ -38,7 +38,7 @@ def test_bad_tables(tmp_path):
         experiment.lattice_constants(p)
     assert err.value.field == "c_A" and "t.csv" in str(err.value)
     p.write_text("T_K,a_A,c_A\n300,2.95,abc\n")
-    with pytest.raises(InputError, match="row 0"):
+    with pytest.raises(InputError, match="line 2"):
         experiment.lattice_constants(p)
     with pytest.raises(InputError, match="does not exist"):
         experiment.lattice_constants(tmp_path / "none.csv")
@@ -52,3 +52,25 @@ def test_at_temperature_interpolates_and_names_the_setting_outside_the_table(tmp
     with pytest.raises(InputError, match=r"1000 K \(difftre.temperatures\) is outside the table \(300-500 K\)") as err:
         experiment.at_temperature(lat, p, "c_A", 1000.0, "difftre.temperatures")
     assert "lat.csv" in str(err.value) and err.value.field == "T_K"
+
+
+@pytest.mark.parametrize("temperatures, lines", [((323, 4, 623), "line 4 has 323 K, line 5 4 K"),
+                                                 ((4, 323, 323), "line 5 has 323 K, line 6 323 K")])
+def test_table_out_of_temperature_order_or_repeating_one_is_rejected(tmp_path, temperatures, lines):
+    """A descending table would give the 4 K values at 323 K; a repeated temperature would let the
+    second row win. Both stop, naming the file lines."""
+    path = tmp_path / "lattice.csv"
+    path.write_text("# source: test\n# units: K, Å\nT_K,a_A,c_A\n"
+                    + "".join(f"{t},2.95,4.68\n" for t in temperatures))
+    with pytest.raises(InputError, match=f"lattice.csv \\[T_K\\].*{lines}"):
+        experiment.lattice_constants(path)
+
+
+def test_header_only_table_and_bad_value_name_the_file_line(tmp_path):
+    path = tmp_path / "lattice.csv"
+    path.write_text("# source: test\nT_K,a_A,c_A\n")
+    with pytest.raises(InputError, match="no data rows"):
+        experiment.lattice_constants(path)
+    path.write_text("# source: test\nT_K,a_A,c_A\n4,2.95,4.68\n300,x,4.7\n")
+    with pytest.raises(InputError, match=r"\[a_A\]: line 4: expected a finite number, got 'x'"):
+        experiment.lattice_constants(path)

@@ -164,6 +164,9 @@ def test_model_file_round_trip_and_mismatch(tmp_path, model, pot):
     save_model(tmp_path / "m.npz", s, p, metadata={"note": "test"})
     s2, p2, meta = load_model(tmp_path / "m.npz", expected=s)
     assert s2 == s and meta["note"] == "test"
+    # provenance: the versions that computed the model, as installed
+    from importlib import metadata
+    assert meta["versions"]["jax"] == metadata.version("jax") and meta["versions"]["jax-md"] == metadata.version("jax-md")
     pos, box, z = triclinic_cell()
     assert Potential(s2, p2)(pos, box, z)[0] == pot(pos, box, z)[0]
     other = dataclasses.replace(s, dimenet=dataclasses.replace(s.dimenet, n_blocks=3))

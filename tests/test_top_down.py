@@ -5,11 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fusedmlp.model.batch import prepare
 from fusedmlp.model.potential import ModelSettings, init_params
 from fusedmlp.structures import crystal
-from fusedmlp.training.dft import DFTTrainerSettings, dft_trainer, prepare
+from fusedmlp.training.dft import DFTTrainerSettings, dft_trainer
 from fusedmlp.training.difftre import StatePoint
-from fusedmlp.training.pretrain import TrainingInterrupted
+from fusedmlp.training.loop import TrainingInterrupted
 from fusedmlp.training.top_down import ExpTrainerSettings, SchemeSettings, fit_top_down
 
 TINY = dict(embed_size=4, out_embed_size=4, type_embed_size=2, int_embed_size=2, basis_embed_size=2,
@@ -34,7 +35,7 @@ def setup(small_dataset):
 @pytest.mark.slow  # ~6 min on 2 cores: three short trainings, each compiling third-order derivatives
 def test_killed_fused_run_resumes_and_completes(setup, tmp_path):
     settings, params, sps, ts, dft = setup
-    scheme = SchemeSettings("fused", "batch", dft_batches_per_update=1)
+    scheme = SchemeSettings(("exp", "dft"), "batch", dft_batches_per_update=1)
     whole = fit_top_down(settings, params, sps, ts, scheme, tmp_path / "a.npz", dft=dft,
                          progress=lambda m: None)
     assert len(whole.rows) == 2 and np.isfinite(whole.rows[-1]["323K_C44"])

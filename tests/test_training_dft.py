@@ -1,4 +1,6 @@
 """Bottom-up trainer: learning, checkpoints and resumption after a kill."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,9 +9,11 @@ import pytest
 from conftest import make_configs
 from fusedmlp.data.dataset import from_configs
 from fusedmlp.data.splits import SplitSettings, split_indices
+from fusedmlp.model.batch import prepare
 from fusedmlp.model.potential import EnergyScale, ModelSettings, init_params
-from fusedmlp.training.dft import DFTTrainerSettings, prepare
-from fusedmlp.training.pretrain import TrainingInterrupted, fit_dft
+from fusedmlp.training.dft import DFTTrainerSettings
+from fusedmlp.training.bottom_up import fit_dft
+from fusedmlp.training.loop import TrainingInterrupted
 
 TINY = dict(embed_size=8, out_embed_size=8, type_embed_size=4, int_embed_size=4, basis_embed_size=3,
             n_blocks=1, aggregation_scale=20.0)
@@ -31,8 +35,6 @@ TS = DFTTrainerSettings(epochs=3, batch_size=2, lr_start=3e-3, lr_end=1e-3, ener
 
 
 def test_training_lowers_the_loss(setup, tmp_path):
-    import dataclasses
-
     from fusedmlp.training.dft import dft_trainer
 
     s, params, data, split = setup
@@ -62,11 +64,35 @@ def test_killed_run_resumes_to_the_same_parameters(setup, tmp_path):
     assert len(again.rows) == 3
 
 
-def test_checkpoint_from_other_settings_is_refused(setup, tmp_path):
+def test_checkpoint_of_other_settings_or_inputs_is_set_aside(setup, tmp_path):
+    """A checkpoint resumes only the run that wrote it: after an edited setting or new data the
+    retrained job starts from epoch 1 (a forced retraining once resumed a finished run)."""
     s, params, data, split = setup
     with pytest.raises(TrainingInterrupted):
-        fit_dft(s, params, data, split, TS, tmp_path / "c.npz", dtype=jnp.float64, max_epochs_this_run=1)
-    import dataclasses
-    with pytest.raises(ValueError, match="other trainer settings"):
-        fit_dft(s, params, data, split, dataclasses.replace(TS, lr_start=1e-2), tmp_path / "c.npz",
-                dtype=jnp.float64)
+        fit_dft(s, params, data, split, TS, tmp_path / "c.npz", dtype=jnp.float64, max_epochs_this_run=1,
+                inputs={"dataset_sha256": "a"})
+    messages = []
+    with pytest.raises(TrainingInterrupted):  # new data: epoch 1 again, not epoch 2
+        fit_dft(s, params, data, split, TS, tmp_path / "c.npz", dtype=jnp.float64, max_epochs_this_run=1,
+                inputs={"dataset_sha256": "b"}, progress=messages.append)
+    assert "starting afresh" in messages[0] and "epoch 1/3" in messages[1]
+    other = fit_dft(s, params, data, split, dataclasses.replace(TS, epochs=2), tmp_path / "c.npz",
+                    dtype=jnp.float64, inputs={"dataset_sha256": "b"})
+    assert [r["epoch"] for r in other.rows] == [1, 2]
+
+
+def test_validation_loss_is_the_training_loss_on_those_configurations(setup):
+    """Model selection scores with the loss training minimises: the weighted mean squared errors,
+    recomputed here by hand from the trainer's predictions."""
+    from fusedmlp.training.dft import dft_trainer
+
+    s, params, data, split = setup
+    trainer = dft_trainer(s, data, split["train"], TS, jnp.float64)
+    idx = np.r_[split["val"], split["test"]]
+    u, f, w = trainer.predict(params, idx)
+    n = data.n_atoms[idx]
+    le = np.mean(((u - data.energy[idx]) / n)[data.energy_mask[idx]] ** 2)
+    lf = np.mean(np.concatenate([(fk - data.forces[i, :len(fk)]).ravel() for fk, i in zip(f, idx)]) ** 2)
+    lw = np.mean(((w - data.virial[idx]) / n[:, None, None])[data.virial_mask[idx]] ** 2)
+    want = TS.energy_weight * le + TS.forces_weight * lf + TS.virial_weight * lw
+    assert trainer.evaluate(params, idx)["loss"] == pytest.approx(want, rel=1e-10)

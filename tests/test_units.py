@@ -23,3 +23,19 @@ def test_gpa_and_diffusion_conversions():
     assert np.isclose(units.gpa_to_ev_per_a3(units.ev_per_a3_to_gpa(0.37)), 0.37)
     assert np.isclose(units.a2_per_ps_to_m2_per_s(1.0), 1e-8, rtol=1e-12)
     assert np.isclose(units.kT(300.0), 0.025852, rtol=1e-4)
+
+
+def test_paper_loss_weights_follow_from_the_paper_codes_units():
+    """config/paper.yaml's DFT weights are the paper's w_U = 1e-6, w_F = 1e-2, w_W = 4e-6 (kJ/mol,
+    nm) in eV and Å; a force weight is a weight on (kJ/mol/nm)², 1 eV/Å = 964.85 kJ/mol/nm."""
+    from pathlib import Path
+
+    from fusedmlp.config import load_config
+
+    p = load_config(Path(__file__).resolve().parents[1] / "config/paper.yaml")["pretrain"]
+    # a force error of 1 eV/Å costs the same as the paper's 964.85 kJ/mol/nm
+    assert np.isclose(units.loss_weight_from_kj_mol(1e-2, 1), 1e-2 * (1 / units.KJ_PER_MOL * units.NM) ** 2)
+    assert np.isclose(1 / units.KJ_PER_MOL * units.NM, 964.853, rtol=1e-5)
+    for key, w, k in (("energy_weight", 1e-6, 0), ("forces_weight", 1e-2, 1), ("virial_weight", 4e-6, 0)):
+        assert np.isclose(p[key], units.loss_weight_from_kj_mol(w, k), rtol=1e-3), key
+    assert not (p["energy_per_atom"] or p["virial_per_atom"])  # the paper's weights are on totals

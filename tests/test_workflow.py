@@ -57,22 +57,82 @@ def test_reference_potential_evaluated_on_request():
     assert jobs["train_top_down"] == 2 and jobs["reference_configurations"] == 1
 
 
-def test_a_deleted_evaluation_output_rebuilds_only_that_job_and_its_dependents(tmp_path):
-    """The README's promise: delete one property table of a finished campaign and `snakemake`
-    reruns that job, the comparison tables and the figures, nothing else."""
-    cfg = tmp_path / "experiment.yaml"
+def touched_campaign(folder):
+    """A finished campaign in ``folder``: every output present and recorded by Snakemake as made
+    by the current code and settings (``--touch`` only touches existing files, in execution order).
+    Returns the snakemake arguments that address it."""
+    cfg = folder / "experiment.yaml"
     cfg.write_text(yaml.safe_dump({"experiment": EXPERIMENT}))
-    args = ("-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(cfg))
-    # a finished campaign: every output present (`--touch` only touches existing files, in
-    # execution order, and records them as made by the current code)
+    args = ("-s", str(ROOT / "Snakefile"), "-d", str(folder), "--configfile", str(cfg))
     plan = smk(*args, "-n", "--forceall").stdout
     outputs = [f.strip() for line in re.findall(r"^    output: (.*)$", plan, re.M) for f in line.split(",")]
     assert len(outputs) > 80
     for f in outputs:
-        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / f).touch()
-    smk(*args, "--touch", "--cores", "1")
+        (folder / f).parent.mkdir(parents=True, exist_ok=True)
+        (folder / f).touch()
+    smk(*args, "--touch", "--forceall", "--cores", "1")
     assert "Nothing to be done" in smk(*args, "-n").stdout
+    return args
+
+
+@pytest.fixture(scope="module")
+def finished_campaign(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("finished")
+    return folder, touched_campaign(folder)
+
+
+def dry_run_with(campaign, edit: dict):
+    """Jobs `snakemake -n` plans on the finished campaign after editing the settings in ``edit``."""
+    folder, args = campaign
+    overlay = folder / f"edit_{abs(hash(json.dumps(edit, sort_keys=True)))}.yaml"
+    overlay.write_text(yaml.safe_dump(edit))
+    res = smk(*args, "-n", "--configfile", str(folder / "experiment.yaml"), str(overlay))
+    return {} if "Nothing to be done" in res.stdout else dry_run_jobs(res)
+
+
+PROPERTIES = ("elastic_hcp", "lattice_temperature", "lattice_pressure", "phonons", "liquid", "diffusion",
+              "elastic_bcc")
+
+
+def test_editing_a_training_setting_reruns_that_training_and_everything_downstream(finished_campaign):
+    downstream = {**{f"evaluate_{p}": 3 for p in PROPERTIES}, "dft_errors": 3, "compare": 1, "figures": 1, "all": 1}
+    assert dry_run_with(finished_campaign, {"pretrain": {"epochs": 16}}) == {
+        "pretrain": 1, "train_top_down": 2, **downstream}
+    # a DiffTRe setting: the two top-down models, not the pre-trained one
+    jobs = dry_run_with(finished_campaign, {"difftre": {"lr_start": 4e-4}})
+    assert jobs == {"train_top_down": 2, **{f"evaluate_{p}": 2 for p in PROPERTIES}, "dft_errors": 2,
+                    "compare": 1, "figures": 1, "all": 1}
+    # one scheme's own setting: that model only
+    jobs = dry_run_with(finished_campaign, {"schemes": {"sequential": {"steps": ["exp"], "selection_dft_weight": 0.5},
+                                                        "fused": {"steps": ["exp", "dft"], "selection_dft_weight": 1.0}}})
+    assert jobs == {"train_top_down": 1, **{f"evaluate_{p}": 1 for p in PROPERTIES}, "dft_errors": 1,
+                    "compare": 1, "figures": 1, "all": 1}
+
+
+def test_editing_an_evaluation_setting_reruns_only_that_evaluation_and_the_products(finished_campaign):
+    assert dry_run_with(finished_campaign, {"evaluation": {"diffusion": {"max_lag_ps": 0.3}}}) == {
+        "evaluate_diffusion": 3, "compare": 1, "figures": 1, "all": 1}
+    # the liquid's settings also melt the diffusion runs' liquid
+    assert dry_run_with(finished_campaign, {"evaluation": {"liquid": {"melt_ps": 0.5}}}) == {
+        "evaluate_liquid": 3, "evaluate_diffusion": 3, "compare": 1, "figures": 1, "all": 1}
+    assert dry_run_with(finished_campaign, {"evaluation": {"md": {"friction_per_ps": 5.0}}}) == {
+        **{f"evaluate_{p}": 3 for p in PROPERTIES}, "compare": 1, "figures": 1, "all": 1}
+
+
+def test_editing_nothing_a_job_reads_reruns_nothing(finished_campaign):
+    assert dry_run_with(finished_campaign, {}) == {}
+    # the campaign's name and the compute resources are read by no job
+    assert dry_run_with(finished_campaign, {"campaign": "renamed", "compute": {"threads": 2}}) == {}
+    # the harder reference level labels its own dataset, which no model trains on
+    assert dry_run_with(finished_campaign, {"reference": {"levels": {
+        "ref": {}, "ref_hard": {"alpha_scale": 1.06, "A_scale": 0.9523809523809523, "length_scale": 0.995}}}}) == {
+        "label_reference": 1, "split": 1, "dataset_summary": 1, "all": 1}
+
+
+def test_a_deleted_evaluation_output_rebuilds_only_that_job_and_its_dependents(tmp_path):
+    """The README's promise: delete one property table of a finished campaign and `snakemake`
+    reruns that job, the comparison tables and the figures, nothing else."""
+    args = touched_campaign(tmp_path)
     (tmp_path / "results/fused/elastic_hcp.csv").unlink()
     assert dry_run_jobs(smk(*args, "-n")) == {"evaluate_elastic_hcp": 1, "compare": 1, "figures": 1, "all": 1}
     (tmp_path / "results/sequential/model.npz").unlink()  # a model: its evaluations follow
@@ -183,7 +243,8 @@ def test_tiny_reference_campaign_runs(tmp_path):
     errors = (tmp_path / "results/pretrained/test_errors.csv").read_text().splitlines()
     assert errors[0].startswith("model,dataset,split") and len(errors) == 2
     _errors_match_the_model_api(tmp_path, ref, split["test"])
-    assert (tmp_path / "results/checkpoints/pretrained/dft.npz").exists()
+    # the finished job removed its checkpoint: a forced retraining starts afresh
+    assert not (tmp_path / "results/checkpoints/pretrained/dft.npz").exists()
 
 
 def _errors_match_the_model_api(tmp_path, ds, test_idx):

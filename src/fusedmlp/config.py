@@ -97,6 +97,9 @@ def _check_consistency(cfg: dict, source: str) -> None:
         if run["structure"] not in ref["sampling"]["phases"]:
             fail(f"reference.sampling.md.runs.{i}.structure",
                  f"{run['structure']!r} is not among the sampled phases {sorted(ref['sampling']['phases'])}")
+    ph = cfg["evaluation"]["phonons"]
+    if ph["structure"] != "hcp" and ph["start"]["a"] is None:
+        fail("evaluation.phonons.start.a", f"a {ph['structure']} lattice needs its starting lattice constant (Å)")
     src = cfg["data"]["source"]
     if src == "reference" and ref["element"] not in cfg["species"]:
         fail("reference.element", f"{ref['element']!r} is not among species {cfg['species']}")
@@ -111,6 +114,32 @@ def _check_consistency(cfg: dict, source: str) -> None:
             fail("data.release.species", f"{rel['species']!r} is not among species {cfg['species']}")
     if src == "ase" and cfg["data"]["ase"]["path"] is None:
         fail("data.ase.path", "source is 'ase' but no path is set")
+
+
+def subset(cfg: dict, *keys: str) -> dict:
+    """The configuration keys a job uses (dotted paths such as ``evaluation.md``), nested as in
+    ``cfg``, with every mapping's keys sorted. Rules pass this as their ``params``, so Snakemake
+    reruns a job when, and only when, a setting it uses changes (Snakemake compares the params'
+    repr, which would also change with the order keys are written in); jobs read nothing else, so
+    a key missing here fails loudly."""
+    out: dict = {}
+    for key in keys:
+        *parents, leaf = key.split(".")
+        src, dst = cfg, out
+        for part in parents:
+            src, dst = src[part], dst.setdefault(part, {})
+        if leaf not in src:
+            raise KeyError(f"configuration has no key {key!r}")
+        dst[leaf] = src[leaf]
+    return _sorted(out)
+
+
+def _sorted(value):
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return copy.deepcopy(value)
 
 
 def load_config(path) -> dict:

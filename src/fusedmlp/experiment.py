@@ -38,6 +38,9 @@ def load_table(path, columns: Sequence[str]) -> pd.DataFrame:
         df = pd.read_csv(path, comment="#")
     except Exception as exc:
         raise InputError(path, None, f"not a readable CSV table ({exc})") from exc
+    if df.empty:
+        raise InputError(path, None, f"no data rows; expected columns {list(columns)}")
+    line = _first_data_line(path)  # file line of data row 0, for messages
     for col in columns:
         if col not in df.columns:
             raise InputError(path, col, f"column missing; expected columns {list(columns)}, "
@@ -45,11 +48,29 @@ def load_table(path, columns: Sequence[str]) -> pd.DataFrame:
         values = pd.to_numeric(df[col], errors="coerce")
         if values.isna().any() or not np.all(np.isfinite(values)):
             row = int(np.nonzero(values.isna().to_numpy() | ~np.isfinite(values.to_numpy()))[0][0])
-            raise InputError(path, col, f"row {row}: expected a finite number, got {df[col].iloc[row]!r}")
+            raise InputError(path, col, f"line {line + row}: expected a finite number, got {df[col].iloc[row]!r}")
         df[col] = values.astype(float)
-    if "T_K" in columns and np.any(df["T_K"] <= 0):
-        raise InputError(path, "T_K", "temperatures must be positive (K)")
+    if "T_K" in columns:
+        if np.any(df["T_K"] <= 0):
+            raise InputError(path, "T_K", "temperatures must be positive (K)")
+        # lookups interpolate along T: a table out of order, or with a temperature twice, would
+        # silently give another temperature's values
+        t = df["T_K"].to_numpy()
+        bad = np.nonzero(np.diff(t) <= 0)[0]
+        if len(bad):
+            i = int(bad[0])
+            raise InputError(path, "T_K", f"temperatures must be strictly increasing: line {line + i} has "
+                                          f"{t[i]:g} K, line {line + i + 1} {t[i + 1]:g} K")
     return df
+
+
+def _first_data_line(path: Path) -> int:
+    """1-based file line of the first data row: after the comment header and the column names."""
+    lines = path.read_text().splitlines()
+    k = 0
+    while k < len(lines) and (lines[k].startswith("#") or not lines[k].strip()):
+        k += 1
+    return k + 2
 
 
 def at_temperature(table: pd.DataFrame, path, column: str, t: float, requested_by: str) -> float:

@@ -64,6 +64,13 @@ def a2_per_ps_to_m2_per_s(x):
     return x * A2_PER_PS_IN_M2_PER_S
 
 
+def loss_weight_from_kj_mol(weight, length_power: int = 0):
+    """A squared-error loss weight on a quantity in kJ/mol/nm^k (the paper code's units), in the
+    internal (eV/Å^k)⁻²: 1 eV/Å^k = NM^k / KJ_PER_MOL kJ/mol/nm^k, squared. Forces (k = 1) gain
+    964.85², energies and virials (k = 0) 96.485²."""
+    return weight * (NM**length_power / KJ_PER_MOL) ** 2
+
+
 def kT(temperature_k):
     """Thermal energy k_B T in eV."""
     return KB * temperature_k

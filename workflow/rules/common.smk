@@ -1,4 +1,5 @@
-# Shared set-up: the package import path, config validation, and path helpers.
+# Shared set-up: the package import path, config validation, the settings each job uses, and
+# path helpers.
 import os
 import sys
 from pathlib import Path
@@ -8,7 +9,12 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 
-from fusedmlp.config import ConfigError, validate_config
+# passed on to jobs on other machines (cluster executors), where the scripts import the package
+envvars:
+    "PYTHONPATH",
+
+
+from fusedmlp.config import ConfigError, subset, validate_config
 
 try:
     _validated = validate_config(config, source=" + ".join(map(str, workflow.configfiles)) or "config")
@@ -33,8 +39,10 @@ wildcard_constraints:
     level=NAME,
 
 
-# Trained models, each in results/<model>/model.npz (later stages add theirs).
-MODELS = ["pretrained", "sequential", "fused"]
+# Trained models, each in results/<model>/model.npz: the pre-trained model and one per configured
+# top-down scheme (the scheme list lives in config `schemes` only).
+SCHEMES = list(config["schemes"])
+MODELS = ["pretrained"] + SCHEMES
 # Potentials the evaluation rules measure: the models and, in the demo, the reference potential
 # that labelled their training data (its ground truth).
 REFERENCE = "reference"
@@ -49,6 +57,16 @@ FIGURES = ["elastic_constants", "moduli", "lattice_temperature", "lattice_pressu
 # Data and training lie on the campaign's critical path: the scheduler starts them before the
 # evaluation jobs of models that already exist (the reference potential's, in the demo).
 CRITICAL_PATH = 10
+
+
+def settings(*keys):
+    """The configuration a job uses (dotted keys), as one of its params: editing one of these keys
+    reruns the job and what depends on it, editing any other key does not."""
+    return subset(config, *keys)
+
+
+# What every model's jobs need to build it: the species it knows and its parameter dtype.
+MODEL_KEYS = ("species", "model")
 
 
 def compute(kind):
@@ -67,6 +85,58 @@ def dataset_stems():
     if config["data"]["source"] == "reference":
         return [f"reference_{lvl}" for lvl in config["reference"]["levels"]]
     return [config["data"]["name"]]
+
+
+def model_file(wildcards):
+    """The model a property job measures (none for the reference potential)."""
+    return [] if wildcards.model == REFERENCE else [f"results/{wildcards.model}/model.npz"]
+
+
+# Outputs of each property job; `evaluate` runs evaluation.jobs.<property>.
+PROPERTY_OUTPUTS = {
+    "elastic_hcp": {"table": "elastic_hcp.csv"},
+    "lattice_temperature": {"table": "lattice_temperature.csv"},
+    "lattice_pressure": {"table": "lattice_pressure.csv"},
+    "phonons": {"bands": "phonon_bands.csv", "dos": "phonon_dos.csv", "summary": "phonons.csv"},
+    "liquid": {"rdf": "liquid_rdf.csv", "adf": "liquid_adf.csv", "summary": "liquid.csv"},
+    "diffusion": {"table": "diffusion.csv"},
+    "elastic_bcc": {"table": "elastic_bcc.csv"},
+}
+
+# Configuration each property job reads besides evaluation.<property> (diffusion melts its liquid
+# as the liquid job does).
+PROPERTY_KEYS = {"diffusion": ("evaluation.liquid",)}
+
+
+def evaluation_settings(prop):
+    """params of the property job: its section, the MD settings, the experimental tables it may
+    interpolate in and, for the reference potential, the level of theory it is."""
+
+    def keys(wildcards):
+        extra = ()
+        if wildcards.model == REFERENCE:
+            level = config["reference"]["training_level"]
+            extra = ("reference.potential", "reference.element", "reference.training_level",
+                     f"reference.levels.{level}")
+        return settings(*MODEL_KEYS, "experiment", "evaluation.md", f"evaluation.{prop}",
+                        *PROPERTY_KEYS.get(prop, ()), *extra)
+
+    return keys
+
+
+def property_outputs(prop, model="{model}"):
+    return {k: f"results/{model}/{v}" for k, v in PROPERTY_OUTPUTS[prop].items()}
+
+
+def evaluation_tables(models=None):
+    models = models or EVAL_MODELS
+    return {f"{prop}__{m}__{k}": path for prop in PROPERTY_OUTPUTS for m in models
+            for k, path in property_outputs(prop, m).items()}
+
+
+def reference_tables():
+    """User-supplied reference tables (evaluation.references) the tables and figures read."""
+    return {f"reference_{k}": v for k, v in config["evaluation"]["references"].items() if v}
 
 
 def all_targets():

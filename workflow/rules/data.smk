@@ -8,7 +8,9 @@ if config["data"]["source"] == "reference":
         log:
             "results/logs/reference_configurations.log",
         params:
-            reference=config["reference"],
+            settings=settings("reference.potential", "reference.element", "reference.sampling",
+                              "reference.sampling_level",
+                              f"reference.levels.{config['reference']['sampling_level']}"),
         threads: config["compute"]["threads"]
         priority: CRITICAL_PATH
         resources:
@@ -26,8 +28,8 @@ if config["data"]["source"] == "reference":
         log:
             "results/logs/label_reference_{level}.log",
         params:
-            reference=config["reference"],
-            species=config["species"],
+            settings=lambda wc: settings("species", "reference.potential", "reference.element",
+                                         "reference.virial_kinds", f"reference.levels.{wc.level}"),
         wildcard_constraints:
             level="|".join(config["reference"]["levels"]),
         threads: config["compute"]["threads"]

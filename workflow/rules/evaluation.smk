@@ -17,6 +17,8 @@ rule dft_errors:
         "results/logs/dft_errors_{model}.log",
     wildcard_constraints:
         model="|".join(MODELS),
+    params:
+        settings=settings(*MODEL_KEYS),
     threads: config["compute"]["threads"]
     resources:
         **compute("gpu"),
@@ -24,27 +26,6 @@ rule dft_errors:
         CONDA_ENV
     script:
         "../scripts/dft_errors.py"
-
-
-def model_file(wildcards):
-    """The model a property job measures (none for the reference potential)."""
-    return [] if wildcards.model == REFERENCE else [f"results/{wildcards.model}/model.npz"]
-
-
-# Outputs of each property job; `evaluate` runs evaluation.jobs.<property>.
-PROPERTY_OUTPUTS = {
-    "elastic_hcp": {"table": "elastic_hcp.csv"},
-    "lattice_temperature": {"table": "lattice_temperature.csv"},
-    "lattice_pressure": {"table": "lattice_pressure.csv"},
-    "phonons": {"bands": "phonon_bands.csv", "dos": "phonon_dos.csv", "summary": "phonons.csv"},
-    "liquid": {"rdf": "liquid_rdf.csv", "adf": "liquid_adf.csv", "summary": "liquid.csv"},
-    "diffusion": {"table": "diffusion.csv"},
-    "elastic_bcc": {"table": "elastic_bcc.csv"},
-}
-
-
-def property_outputs(prop, model="{model}"):
-    return {k: f"results/{model}/{v}" for k, v in PROPERTY_OUTPUTS[prop].items()}
 
 
 # One rule per property (a rule name per property keeps `snakemake <rule>` and the logs readable);
@@ -66,6 +47,7 @@ for _prop in PROPERTY_OUTPUTS:
             model="|".join(EVAL_MODELS),
         params:
             prop=_prop,
+            settings=evaluation_settings(_prop),
         threads: config["compute"]["threads"]
         resources:
             **compute("gpu"),
@@ -75,12 +57,6 @@ for _prop in PROPERTY_OUTPUTS:
             "../scripts/evaluate.py"
 
 
-def evaluation_tables(models=None):
-    models = models or EVAL_MODELS
-    return {f"{prop}__{m}__{k}": path for prop in PROPERTY_OUTPUTS for m in models
-            for k, path in property_outputs(prop, m).items()}
-
-
 rule compare:
     input:
         unpack(lambda wc: evaluation_tables()),
@@ -88,12 +64,15 @@ rule compare:
         elastic=config["experiment"]["elastic_constants"],
         lattice=config["experiment"]["lattice_constants"],
         diffusion=config["experiment"]["diffusion"],
+        **reference_tables(),
     output:
         **{name: report(f"results/comparison/{name}.md", category="Comparison tables")
            for name in COMPARISON_TABLES},
         csv=expand("results/comparison/{name}.csv", name=COMPARISON_TABLES),
     log:
         "results/logs/compare.log",
+    params:
+        settings=settings("experiment", "evaluation.references"),
     resources:
         **compute("light"),
     conda:
@@ -108,11 +87,14 @@ rule figures:
         elastic=config["experiment"]["elastic_constants"],
         lattice=config["experiment"]["lattice_constants"],
         diffusion=config["experiment"]["diffusion"],
+        **reference_tables(),
     output:
         **{name: report(f"results/figures/{name}.png", category="Figures",
                         caption=f"../report/{name}.rst") for name in FIGURES},
     log:
         "results/logs/figures.log",
+    params:
+        settings=settings("experiment", "evaluation.references", "evaluation.liquid.temperature"),
     resources:
         **compute("light"),
     conda:

@@ -13,6 +13,7 @@ rule pretrain:
     log:
         "results/logs/pretrain.log",
     params:
+        settings=settings(*MODEL_KEYS, "pretrain"),
         # Outside the outputs, so that a failed or killed job keeps it and a retry resumes.
         checkpoint="results/checkpoints/pretrained/dft.npz",
     threads: config["compute"]["threads"]
@@ -42,8 +43,10 @@ rule train_top_down:
     log:
         "results/logs/train_{scheme}.log",
     wildcard_constraints:
-        scheme="sequential|fused",
+        scheme="|".join(SCHEMES),
     params:
+        settings=lambda wc: settings(*MODEL_KEYS, "pretrain", "difftre", "fused", "experiment",
+                                     f"schemes.{wc.scheme}"),
         checkpoint="results/checkpoints/{scheme}/top_down.npz",
     threads: config["compute"]["threads"]
     priority: CRITICAL_PATH
@@ -55,12 +58,11 @@ rule train_top_down:
         "../scripts/train_top_down.py"
 
 
-# The names the issue tracker and users know: `snakemake train_sequential` / `train_fused`.
-rule train_sequential:
-    input:
-        rules.train_top_down.output.model.format(scheme="sequential"),
+# The names the issue tracker and users know: `snakemake train_sequential`, `train_fused`, ...
+for _scheme in SCHEMES:
 
-
-rule train_fused:
-    input:
-        rules.train_top_down.output.model.format(scheme="fused"),
+    rule:
+        name:
+            f"train_{_scheme}"
+        input:
+            rules.train_top_down.output.model.format(scheme=_scheme),

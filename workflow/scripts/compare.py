@@ -3,5 +3,5 @@ from fusedmlp import logs
 from fusedmlp.evaluation import compare
 
 logs.setup(snakemake.log[0])
-compare.write_all(dict(snakemake.input.items()), snakemake.config,
+compare.write_all(dict(snakemake.input.items()), snakemake.params.settings,
                   {k: v for k, v in snakemake.output.items() if k != "csv"})

@@ -5,5 +5,5 @@ from fusedmlp.evaluation.potentials import REFERENCE
 
 logs.setup(snakemake.log[0])
 model = snakemake.wildcards.model
-jobs.run(snakemake.params.prop, snakemake.config, model, None if model == REFERENCE else snakemake.input[0],
+jobs.run(snakemake.params.prop, snakemake.params.settings, model, None if model == REFERENCE else snakemake.input[0],
          dict(snakemake.output.items()))

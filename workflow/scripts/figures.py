@@ -3,4 +3,4 @@ from fusedmlp import logs
 from fusedmlp.evaluation import figures
 
 logs.setup(snakemake.log[0])
-figures.write_all(dict(snakemake.input.items()), snakemake.config, dict(snakemake.output.items()))
+figures.write_all(dict(snakemake.input.items()), snakemake.params.settings, dict(snakemake.output.items()))

@@ -9,9 +9,10 @@ from fusedmlp.reference import ReferenceCalculator, level_params
 from fusedmlp.reference.sampling import label
 
 log = logs.setup(snakemake.log[0])
-ref = snakemake.params.reference
+cfg = snakemake.params.settings
+ref = cfg["reference"]
 level = snakemake.wildcards.level
-configs = dataset.load(snakemake.input[0], allowed_species=snakemake.params.species)
+configs = dataset.load(snakemake.input[0], allowed_species=cfg["species"])
 calc = ReferenceCalculator(level_params(ref, level))
 labelled = label(configs, calc, fidelity=level, virial_kinds=ref["virial_kinds"], progress=log.info)
 labelled.metadata.update(reference_level=level, level_scales=ref["levels"][level],

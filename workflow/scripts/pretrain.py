@@ -3,5 +3,5 @@ from fusedmlp import logs
 from fusedmlp.training.bottom_up import pretrain
 
 logs.setup(snakemake.log[0])
-pretrain(snakemake.config, snakemake.input.dataset, snakemake.input.split, snakemake.output.model,
+pretrain(snakemake.params.settings, snakemake.input.dataset, snakemake.input.split, snakemake.output.model,
          snakemake.output.log_csv, snakemake.params.checkpoint, figure_path=snakemake.output.figure)

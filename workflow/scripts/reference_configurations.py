@@ -9,7 +9,7 @@ from fusedmlp.reference import ReferenceCalculator, level_params
 from fusedmlp.reference.sampling import SamplingSettings, sample_configurations
 
 log = logs.setup(snakemake.log[0])
-ref = snakemake.params.reference
+ref = snakemake.params.settings["reference"]
 settings = SamplingSettings.from_config(ref)
 calc = ReferenceCalculator(level_params(ref, ref["sampling_level"]))
 log.info("sampling configurations with reference level %r", ref["sampling_level"])

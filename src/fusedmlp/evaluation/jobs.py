@@ -80,17 +80,22 @@ def elastic_hcp(cfg, model, model_path, table) -> list[dict]:
     return _write_rows(rows, model, table, "hcp elastic constants", t0)
 
 
-def _hcp_start(cfg) -> tuple[float, float]:
-    """(a, c/a) where NPT runs and the 0 K relaxation start: the coldest experimental lattice."""
+def _hcp_start(cfg, section: str) -> tuple[float, float]:
+    """(a, c/a) where the section's NPT runs or 0 K relaxation start: ``evaluation.<section>.start``,
+    and for what it leaves null, the experimental lattice table's coldest row."""
+    start = cfg["evaluation"][section]["start"]
+    if start["a"] is not None and start["covera"] is not None:
+        return float(start["a"]), float(start["covera"])
     lat = experiment.lattice_constants(cfg["experiment"]["lattice_constants"]).sort_values("T_K")
     a, c = float(lat["a_A"].iloc[0]), float(lat["c_A"].iloc[0])
-    return a, c / a
+    return (float(start["a"]) if start["a"] is not None else a,
+            float(start["covera"]) if start["covera"] is not None else c / a)
 
 
 def lattice_temperature(cfg, model, model_path, table) -> list[dict]:
     t0, e = time.time(), cfg["evaluation"]["lattice_temperature"]
     pot = _potential(cfg, model, model_path)
-    a0, covera0 = _hcp_start(cfg)
+    a0, covera0 = _hcp_start(cfg, "lattice_temperature")
     rows = lattice_vs_temperature(pot, _symbol(cfg), a0, covera0, e["supercell"], temperatures(cfg, "lattice_temperature"),
                                   run_settings(cfg), sampling(e["sampling"]))
     return _write_rows(rows, model, table, "lattice vs temperature", t0)
@@ -99,7 +104,7 @@ def lattice_temperature(cfg, model, model_path, table) -> list[dict]:
 def lattice_pressure(cfg, model, model_path, table) -> list[dict]:
     t0, e = time.time(), cfg["evaluation"]["lattice_pressure"]
     pot = _potential(cfg, model, model_path)
-    a0, covera0 = _hcp_start(cfg)
+    a0, covera0 = _hcp_start(cfg, "lattice_pressure")
     rows = lattice_vs_pressure(pot, _symbol(cfg), a0, covera0, e["supercell"], e["temperature"], e["pressures_gpa"],
                                run_settings(cfg), sampling(e["sampling"]))
     return _write_rows(rows, model, table, "lattice vs pressure", t0)
@@ -108,9 +113,7 @@ def lattice_pressure(cfg, model, model_path, table) -> list[dict]:
 def phonons(cfg, model, model_path, bands, dos, summary) -> dict:
     t0, e = time.time(), cfg["evaluation"]["phonons"]
     pot = _potential(cfg, model, model_path)
-    a0, covera0 = _hcp_start(cfg) if e["structure"] == "hcp" else (cfg["evaluation"]["elastic_bcc"]["a0"], None)
-    if e["structure"] == "fcc":
-        a0 = a0 * 2 ** (1 / 3)  # same volume per atom as the bcc start
+    a0, covera0 = _hcp_start(cfg, "phonons") if e["structure"] == "hcp" else (e["start"]["a"], None)
     ps = PhononSettings(supercell=tuple(e["supercell"]), displacement=e["displacement"],
                         band_points=e["band_points"], dos_mesh=tuple(e["dos_mesh"]))
     res, lat = crystal_phonons(pot, _symbol(cfg), e["structure"], a0, covera0, ps)
@@ -153,11 +156,8 @@ def liquid_settings(e: dict, supercell, samp: dict) -> LiquidSettings:
 def diffusion(cfg, model, model_path, table) -> list[dict]:
     t0, e, liq = time.time(), cfg["evaluation"]["diffusion"], cfg["evaluation"]["liquid"]
     pot = _potential(cfg, model, model_path)
-    rs = run_settings(cfg)
-    if rs.thermostat == "langevin":
-        # friction slows the dynamics that diffusion measures: sample with the deterministic chain
-        log.info("diffusion runs use Nose-Hoover chains instead of the configured Langevin thermostat")
-        rs = dataclasses.replace(rs, thermostat="nose-hoover")
+    rs = dataclasses.replace(run_settings(cfg), thermostat=e["thermostat"])
+    log.info("diffusion runs thermostat with %s", e["thermostat"])
     ls = liquid_settings(liq, e["supercell"], e["sampling"])
     ts = TransportSettings(max_lag_ps=e["max_lag_ps"], n_blocks=e["n_blocks"])
     rows = scan(e["temperatures"], lambda k, t: diffusion_at(pot, _symbol(cfg), t, ls, ts, rs, seed=k),

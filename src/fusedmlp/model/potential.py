@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import platform
 from pathlib import Path
 from typing import Sequence
 
@@ -172,10 +173,26 @@ def _unflatten(flat: dict) -> dict:
     return {"net": net, "scale": jnp.asarray(flat["scale"]), "shift": jnp.asarray(flat["shift"])}
 
 
+PROVENANCE_PACKAGES = ("fusedmlp", "jax", "jaxlib", "jax-md", "dm-haiku", "optax", "numpy")
+
+
+def package_versions() -> dict:
+    """Versions of the packages that compute a model, for its provenance record."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def save_model(path, settings: ModelSettings, params, metadata: dict | None = None) -> None:
     """One self-contained file: settings (JSON), parameters and provenance, written atomically."""
     header = {"format_version": FORMAT_VERSION, "settings": settings.to_dict(),
-              "metadata": metadata or {}}
+              "metadata": {**(metadata or {}), "versions": package_versions()}}
     arrays = {f"param:{k}": v for k, v in _flatten(params).items()}
     fio.save_npz(path, header=np.array(json.dumps(header)), **arrays)
 

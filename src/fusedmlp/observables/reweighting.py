@@ -56,7 +56,7 @@ def frame_quantities(energy: Callable, with_born: bool) -> Callable:
     return q
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Frames:
     """Recorded frames of one state point with what does not depend on θ."""
 

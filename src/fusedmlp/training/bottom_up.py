@@ -6,18 +6,23 @@ import dataclasses
 import logging
 import math
 import time
+from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..data import dataset as D
 from ..data.splits import load_split
+from ..model.batch import prepare
 from ..model.dimenet import species_index
 from ..model.potential import EnergyScale, fit_energy_scale, init_params, save_model
 from ..model.repulsion import shortest_distance
-from .dft import prepare
-from .pretrain import fit_dft
-from .settings import dft_trainer_settings, dtype, model_settings
+from ..model.settings import dtype, model_settings
+from . import loop
+from .dft import dft_trainer
+from .steps import dft_epoch_step, dft_state, validation_selection
+from .settings import dft_trainer_settings
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +61,40 @@ def pretrain(cfg: dict, dataset_path, split_path, model_path, log_csv, checkpoin
     params = init_params(settings, jax.random.PRNGKey(cfg["model"]["seed"]),
                          EnergyScale(np.array([scale]), mu[None, :]), dtype=dtype(cfg))
     ts = dft_trainer_settings(cfg)
-    result = fit_dft(settings, params, data, split, ts, checkpoint_path, log_csv=log_csv,
-                     dtype=dtype(cfg), progress=log.info, max_epochs_this_run=max_epochs_this_run)
+    inputs = {"dataset_sha256": D.file_sha256(dataset_path), "split_sha256": D.file_sha256(split_path),
+              "model": settings.to_dict(), "model_seed": cfg["model"]["seed"]}
+    result = fit_dft(settings, params, data, split, ts, checkpoint_path, log_csv=log_csv, dtype=dtype(cfg),
+                     inputs=inputs, progress=log.info, max_epochs_this_run=max_epochs_this_run)
     save_model(model_path, settings, result.best_params, metadata={
         "trained_on": str(dataset_path), "dataset_sha256": D.file_sha256(dataset_path),
+        "split_sha256": inputs["split_sha256"],
         "scheme": "pretrained (bottom-up)", "best_epoch": result.best_epoch,
         "epochs_run": len(result.rows), "stopped_early": result.stopped_early,
-        "trainer": dataclasses.asdict(ts), "campaign": cfg["campaign"]})
+        "trainer": dataclasses.asdict(ts)})
+    Path(checkpoint_path).unlink(missing_ok=True)  # done: a later run of this job starts afresh
     if figure_path is not None:
         from ..plots import training_curve
         training_curve(result.rows, figure_path, title="Bottom-up pre-training")
     log.info("best epoch %d of %d; wrote %s (%.1f min)", result.best_epoch, len(result.rows),
              model_path, (time.time() - t0) / 60)
     return result
+
+
+def fit_dft(settings, params, data, split: dict, ts, checkpoint_path, log_csv=None, dtype=jnp.float32,
+            inputs: dict | None = None, progress=log.info, max_epochs_this_run=None) -> loop.FitResult:
+    """Bottom-up training: one DFT epoch per epoch, the parameters with the lowest validation
+    loss kept (the training loss selects when there is no validation split). ``inputs`` (checksums
+    of the data, the model) join the settings in the checkpoint's key."""
+    trainer = dft_trainer(settings, data, split["train"], ts, dtype)
+    select_on = split["val"] if len(split["val"]) else split["train"]
+
+    def describe(row):
+        return (f"train {row['train_loss']:.4g}  val {row['val_loss']:.4g}  | E {row['val_energy_rmse_meV_atom']:.2f} "
+                f"meV/atom  F {row['val_forces_rmse_meV_A']:.1f} meV/Å  W {row['val_virial_rmse_meV_atom']:.1f} meV/atom")
+
+    step = dft_epoch_step(trainer, report="train_loss")
+    return loop.fit(params, {"dft": dft_state(trainer, params)}, lambda epoch: [step],
+                    validation_selection(trainer, select_on), loop.LoopSettings(ts.epochs, ts.patience),
+                    checkpoint_path, {"trainer": dataclasses.asdict(ts), "inputs": inputs or {}},
+                    log_csv=log_csv, describe=describe,
+                    progress=progress, max_epochs_this_run=max_epochs_this_run)

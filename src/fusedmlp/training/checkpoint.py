@@ -24,6 +24,15 @@ def save(path, trees: dict, record: dict) -> None:
     save_npz(path, record=np.array(json.dumps(record)), **arrays)
 
 
+def read_record(path) -> dict:
+    """The JSON record of a checkpoint alone (what run wrote it)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["record"]))
+    except Exception as exc:
+        raise InputError(path, None, f"unreadable checkpoint ({exc})") from exc
+
+
 def load(path, templates: dict) -> tuple[dict, dict]:
     """(trees shaped like ``templates``, record)."""
     path = Path(path)

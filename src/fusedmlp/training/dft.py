@@ -141,22 +141,16 @@ def dft_trainer(settings: ModelSettings, data: GraphData, train_idx, ts: DFTTrai
     predict_indices = indexed_predictor(predict, data, dtype)
 
     def evaluate(params, indices) -> dict:
+        """Errors and the training loss of configurations ``indices``: the loss is ``loss_terms``
+        itself on the whole set (forces padded back to the batch layout), so validation scores
+        exactly what training minimises."""
         u, f, w = predict_indices(params, indices)
         indices = np.asarray(indices)
-        return {**error_metrics(data, indices, u, f, w), "loss": loss_value(data, indices, u, f, w, ts)}
+        f_pad = np.zeros_like(data.forces[indices])
+        for k, fk in enumerate(f):
+            f_pad[k, :len(fk)] = fk
+        total, _ = loss_terms((jnp.asarray(u, dtype), jnp.asarray(f_pad, dtype), jnp.asarray(w, dtype), None),
+                              take(data, indices, dtype), jnp.ones(len(indices), dtype), ts)
+        return {**error_metrics(data, indices, u, f, w), "loss": float(total)}
 
     return DFTTrainer(init, epoch, evaluate, predict_indices, step, n_batches)
-
-
-def loss_value(data: GraphData, idx, u, f, w, ts: DFTTrainerSettings) -> float:
-    """The loss of ``loss_terms`` for host predictions of configurations ``idx`` (no padding)."""
-    n = data.n_atoms[idx]
-    em, fm, wm = data.energy_mask[idx], data.forces_mask[idx], data.virial_mask[idx]
-    df = np.concatenate([fi - data.forces[i, :len(fi)] for fi, i, keep in zip(f, idx, fm) if keep]
-                        or [np.zeros((0, 3))]).ravel()
-    e_scale = n if ts.energy_per_atom else np.ones_like(n)
-    w_scale = n if ts.virial_per_atom else np.ones_like(n)
-    le = np.mean(((u - data.energy[idx]) / e_scale)[em] ** 2) if em.any() else 0.0
-    lf = np.mean(df**2) if df.size else 0.0
-    lw = np.mean(((w - data.virial[idx]) / w_scale[:, None, None])[wm] ** 2) if wm.any() else 0.0
-    return float(ts.energy_weight * le + ts.forces_weight * lf + ts.virial_weight * lw)

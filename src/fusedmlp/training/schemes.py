@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -13,20 +14,20 @@ import numpy as np
 from ase.data import atomic_masses, atomic_numbers
 
 from .. import experiment
+from ..elastic import HEXAGONAL_CONSTANTS
 from ..data import dataset as D
 from ..data.splits import load_split
+from ..model.batch import prepare
 from ..model.dimenet import species_index
 from ..model.potential import ModelSettings, load_model, save_model
+from ..model.settings import dtype
 from ..structures import crystal
-from .dft import dft_trainer, prepare
+from .dft import dft_trainer
 from .difftre import StatePoint
-from .settings import dft_trainer_settings, dtype
+from .settings import dft_trainer_settings
 from .top_down import ExpTrainerSettings, SchemeSettings, fit_top_down
 
 log = logging.getLogger(__name__)
-
-ELASTIC = ("C11", "C33", "C44", "C12", "C13")
-
 
 def exp_trainer_settings(cfg: dict) -> ExpTrainerSettings:
     d = cfg["difftre"]
@@ -40,7 +41,7 @@ def state_points(cfg: dict, settings: ModelSettings) -> list[StatePoint]:
     symbol = cfg["species"][0]
     lat_path, el_path = cfg["experiment"]["lattice_constants"], cfg["experiment"]["elastic_constants"]
     lat, el = experiment.lattice_constants(lat_path), experiment.elastic_constants(el_path)
-    n_el = sum(t in ELASTIC for t in d["targets"])
+    n_el = sum(t in HEXAGONAL_CONSTANTS for t in d["targets"])
     out = []
     for t in d["temperatures"]:
         a, c = (experiment.at_temperature(lat, lat_path, col, t, "difftre.temperatures") for col in ("a_A", "c_A"))
@@ -66,11 +67,10 @@ def train_scheme(cfg: dict, scheme: str, model_in, dataset_path, split_path, mod
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype(cfg)), params)
     sps = state_points(cfg, settings)
     ts = exp_trainer_settings(cfg)
-    f = cfg["fused"]
-    sch = SchemeSettings(scheme=scheme, switching=f["switching"],
+    f, sc = cfg["fused"], cfg["schemes"][scheme]
+    sch = SchemeSettings(steps=tuple(sc["steps"]), switching=f["switching"],
                          dft_batches_per_update=f["dft_batches_per_update"],
-                         dft_selection_weight=(f["selection_dft_weight"] if scheme == "fused"
-                                               else f["sequential_selection_dft_weight"]))
+                         dft_selection_weight=sc["selection_dft_weight"])
     for sp in sps:
         log.info("state point %s: %d atoms, box lengths %s Å, targets %s", sp.name, len(sp.positions),
                  np.round(np.linalg.norm(sp.box, axis=1), 4).tolist(),
@@ -81,16 +81,21 @@ def train_scheme(cfg: dict, scheme: str, model_in, dataset_path, split_path, mod
     dts = dataclasses.replace(dft_trainer_settings(cfg), lr_start=f["dft_lr_start"], lr_end=f["dft_lr_end"],
                               epochs=ts.epochs)
     trainer = dft_trainer(settings, data, split["train"], dts, dtype(cfg))
+    inputs = {"start_model_sha256": D.file_sha256(model_in), "dataset_sha256": D.file_sha256(dataset_path),
+              "split_sha256": D.file_sha256(split_path), "dft_trainer": dataclasses.asdict(dts),
+              "state_points": [dict(name=sp.name, box=np.asarray(sp.box).tolist(), targets=sp.targets,
+                                    weights=sp.weights) for sp in sps]}
     result = fit_top_down(settings, params, sps, ts, sch, checkpoint_path,
-                          dft=(trainer, split["train"], split["val"]), log_csv=log_csv,
+                          dft=(trainer, split["train"], split["val"]), log_csv=log_csv, inputs=inputs,
                           progress=log.info, max_epochs_this_run=max_epochs_this_run)
     save_model(model_out, settings, result.best_params, metadata={
         "scheme": scheme, "started_from": str(model_in), "trained_on_dft": str(dataset_path),
         "state_points": [dict(name=sp.name, temperature=sp.temperature, targets=sp.targets) for sp in sps],
         "best_epoch": result.best_epoch, "epochs_run": len(result.rows),
         "stopped_early": result.stopped_early, "exp_trainer": dataclasses.asdict(ts),
-        "scheme_settings": dataclasses.asdict(sch), "campaign": cfg["campaign"],
+        "scheme_settings": dataclasses.asdict(sch),
         "pretrained_metadata": meta})
+    Path(checkpoint_path).unlink(missing_ok=True)  # done: a later run of this job starts afresh
     if figure_path is not None:
         from ..plots import top_down_curve
         top_down_curve(result.rows, sps, figure_path, title=f"{scheme} training (DiffTRe)")

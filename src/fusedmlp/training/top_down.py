@@ -1,26 +1,24 @@
-"""Top-down (experimental) training with DiffTRe, alone (``sequential``) or fused with the
-bottom-up DFT trainer (``fused``).
+"""Top-down (experimental) training with DiffTRe: the EXP update steps of ``training.loop`` and
+the schemes that compose them with DFT steps (``sequential``: EXP only; ``fused``: EXP and DFT).
 
-One EXP epoch visits every state point once: run a fresh NVT trajectory with the current
-parameters (continuing from the state point's previous final state), reweight its frames,
-and take one Adam step on that state point's loss. The fused scheme alternates one EXP epoch and
-one DFT epoch (``switching: epoch``) or interleaves DFT batches between EXP updates
-(``switching: batch``); each trainer keeps its own optimizer state.
+One EXP step is one state point's update: run a fresh NVT trajectory with the current parameters
+(continuing from that state point's previous final state), reweight its frames, and take one Adam
+step on its loss. An epoch visits every state point once. A scheme with a DFT step either follows
+the EXP updates with one DFT epoch (``switching: epoch``) or interleaves DFT batches after every
+EXP update (``switching: batch``); EXP and DFT steps keep their own optimizer states.
 
 Model selection: the parameters at the start of an epoch are scored by the sum of the state
 points' losses measured from that epoch's trajectories plus ``dft_selection_weight`` times their
 DFT validation loss; the best are kept, and training stops after ``patience`` epochs without
-improvement. A checkpoint after every epoch holds everything needed to continue.
+improvement.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-import math
-import time
-from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,13 +30,14 @@ from ..md.ensembles import Thermostat
 from ..md.neighbors import NeighborGraph, frame_graphs
 from ..md.simulate import MDSettings, Simulator
 from ..model.potential import ModelSettings, energy_fn, trainable, with_trainable
-from ..tables import write_table
-from . import checkpoint
-from .difftre import (Frames, Reweighter, StatePoint, effective_sample_size, make_frames,
-                      reweighting_weights)
-from .pretrain import TrainingInterrupted, format_eta
+from ..observables.reweighting import Frames, effective_sample_size, make_frames, reweighting_weights
+from .difftre import Reweighter, StatePoint
+from . import loop
+from .steps import dft_batch_step, dft_epoch_step, dft_state
 
 log = logging.getLogger(__name__)
+
+STEPS = ("exp", "dft")  # the update steps a top-down scheme composes (config `schemes.<name>.steps`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,24 +75,37 @@ def _steps(ps: float, timestep_fs: float) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class SchemeSettings:
-    scheme: str = "fused"  # sequential | fused
-    switching: str = "epoch"  # epoch | batch
+    steps: tuple = ("exp", "dft")  # update steps of an epoch, in order
+    switching: str = "epoch"  # epoch | batch: how a DFT step interleaves with the EXP updates
     dft_batches_per_update: int = 4  # batch switching: DFT batches after each EXP update
     dft_selection_weight: float = 1.0
 
     def __post_init__(self):
-        if self.scheme not in ("sequential", "fused"):
-            raise ValueError(f"scheme {self.scheme!r}: expected sequential or fused")
+        unknown = [s for s in self.steps if s not in STEPS]
+        if unknown or "exp" not in self.steps:
+            raise ValueError(f"steps {list(self.steps)}: expected an 'exp' step and steps among {list(STEPS)}")
         if self.switching not in ("epoch", "batch"):
             raise ValueError(f"switching {self.switching!r}: expected epoch or batch")
 
 
-@dataclasses.dataclass
-class TopDownResult:
-    best_params: dict
-    best_epoch: int  # epochs of training behind the selected parameters (0: the start model)
-    rows: list[dict]
-    stopped_early: bool
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["positions", "momenta", "started", "frame_capacity", "graph_capacity"],
+                   meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class Walker:
+    """Where a state point's next trajectory starts, and the graph capacities its frames and MD
+    used (they only grow, so a resumed run pads, and sums, exactly as the uninterrupted one)."""
+
+    positions: jnp.ndarray  # (N, 3)
+    momenta: jnp.ndarray  # (N, 3); drawn from the seed while ``started`` is false
+    started: np.ndarray  # () bool
+    frame_capacity: np.ndarray  # () int
+    graph_capacity: np.ndarray  # () int
+
+
+class ExpState(NamedTuple):
+    opt_state: optax.OptState
+    walkers: tuple  # one Walker per state point
 
 
 class ExpTrainer:
@@ -124,38 +136,32 @@ class ExpTrainer:
         schedule = optax.exponential_decay(ts.lr_start, epochs, ts.lr_end / ts.lr_start)
         self.optimizer = optax.adam(schedule, b1=ts.b1, b2=ts.b2)
 
-    def init(self, params):
-        return self.optimizer.init(trainable(params))
+    def init(self, params, dtype) -> ExpState:
+        zero = np.asarray(0)
+        walkers = tuple(Walker(jnp.asarray(sp.positions, dtype), jnp.zeros(np.shape(sp.positions), dtype),
+                               np.asarray(False), zero, zero) for sp in self.sps)
+        return ExpState(self.optimizer.init(trainable(params)), walkers)
 
-    def md_start(self, dtype) -> dict:
-        """Where each state point's trajectories start: positions, and no momenta yet."""
-        return {f"sp{k}_positions": jnp.asarray(sp.positions, dtype) for k, sp in enumerate(self.sps)}
-
-    def trajectory(self, k: int, params, md_state: dict, epoch: int) -> tuple[Frames, dict]:
-        sp, sim = self.sps[k], self.sims[k]
-        mom = md_state.get(f"sp{k}_momenta")
-        # Graph capacities only grow, and state points that share a simulator and reweighter
-        # share them: one compiled shape each (the third-order reweighting gradient is costly to
-        # compile). They are kept in the MD state, so a resumed run pads (and sums) exactly as
-        # the uninterrupted run did.
-        shared = [j for j, other in enumerate(self.sims) if other is sim]
-        sim.ng.capacity = max([sim.ng.capacity] + [int(md_state.get(f"sp{j}_graph_capacity", 0)) for j in shared])
-        frame_capacity = max(int(md_state.get(f"sp{j}_capacity", 0)) for j in shared)
-        traj = sim.run(md_state[f"sp{k}_positions"], sp.box, params=params, momenta=mom,
+    def trajectory(self, k: int, params, walkers: tuple, epoch: int) -> tuple[Frames, Walker, dict]:
+        sp, sim, w = self.sps[k], self.sims[k], walkers[k]
+        # State points that share a simulator and reweighter share their graph capacities: one
+        # compiled shape each (the third-order reweighting gradient is costly to compile).
+        shared = [walkers[j] for j, other in enumerate(self.sims) if other is sim]
+        capacity = max(int(v.graph_capacity) for v in shared)
+        frame_capacity = max(int(v.frame_capacity) for v in shared)
+        traj = sim.run(w.positions, sp.box, params=params, momenta=w.momenta if bool(w.started) else None,
                        seed=int(np.random.default_rng([self.ts.seed, epoch, k]).integers(2**31)),
-                       progress=self.progress, temperature=sp.temperature)
+                       progress=self.progress, temperature=sp.temperature, capacity=capacity)
         skip = min(self.ts.skip_frames, len(traj.positions) - 2)
         pos, mom_f = traj.positions[skip:], traj.momenta[skip:]
         graphs = frame_graphs(pos, sp.box, self.cutoff, extra=6, min_capacity=frame_capacity)
         frames = make_frames(pos, mom_f, sp.masses, sp.box, graphs, np.zeros(len(pos)), sp)
-        frames.u_ref = self.rews[k].energies(params, frames)  # θ̂: weights exactly uniform at θ̂
-        dtype = md_state[f"sp{k}_positions"].dtype
-        new_state = dict(md_state)
-        new_state[f"sp{k}_positions"] = jnp.asarray(traj.final["positions"], dtype)
-        new_state[f"sp{k}_momenta"] = jnp.asarray(traj.final["momenta"], dtype)
-        new_state[f"sp{k}_capacity"] = np.asarray(graphs.neighbors.shape[-1])
-        new_state[f"sp{k}_graph_capacity"] = np.asarray(sim.ng.capacity)
-        return frames, new_state, traj.stats
+        # θ̂ = the sampling parameters: the weights are exactly uniform at θ̂
+        frames = dataclasses.replace(frames, u_ref=self.rews[k].energies(params, frames))
+        dtype = w.positions.dtype
+        walker = Walker(jnp.asarray(traj.final["positions"], dtype), jnp.asarray(traj.final["momenta"], dtype),
+                        np.asarray(True), np.asarray(graphs.neighbors.shape[-1]), np.asarray(traj.stats["capacity"]))
+        return frames, walker, traj.stats
 
     def update(self, k: int, params, opt_state, frames: Frames):
         """One Adam step on state point k; returns the new parameters, optimizer state and a
@@ -169,132 +175,88 @@ class ExpTrainer:
                                 sp.temperature)
         return new, opt_state, dict(loss=loss, pred=pred, ess=effective_sample_size(w))
 
+    def step(self, k: int, progress: Callable[[str], None]) -> loop.Step:
+        """The loop step of state point k: a trajectory and one Adam update."""
+        sp = self.sps[k]
 
-def fit_top_down(settings: ModelSettings, params0, state_points: list[StatePoint],
-                 ts: ExpTrainerSettings, scheme: SchemeSettings, checkpoint_path,
-                 dft=None, log_csv=None, progress: Callable[[str], None] = log.info,
-                 max_epochs_this_run: int | None = None) -> TopDownResult:
-    """Train ``params0`` on the state points (and, for ``fused``, on DFT data).
-
-    ``dft``: ``(trainer, train_idx, val_idx)`` with a ``training.dft.DFTTrainer``; required for the
-    fused scheme, optional otherwise (then only used to report and select on the validation loss).
-    """
-    exp = ExpTrainer(settings, state_points, ts, progress=lambda m: progress("  MD " + m))
-    if scheme.scheme == "fused" and dft is None:
-        raise ValueError("the fused scheme needs a DFT trainer")
-    dtype = jax.tree_util.tree_leaves(params0)[0].dtype
-    params = params0
-    exp_opt = exp.init(params)
-    dft_state = dft[0].init(params) if dft is not None else None
-    md_state = exp.md_start(dtype)
-    best, best_score, best_epoch, bad, rows, start = params0, math.inf, 0, 0, [], 0
-    checkpoint_path = Path(checkpoint_path)
-    record = dict(exp=dataclasses.asdict(ts), scheme=dataclasses.asdict(scheme),
-                  state_points=[sp.name for sp in state_points])
-    templates = {"params": params, "exp_opt": exp_opt, "best": best, "md": _md_template(md_state, exp)}
-    if dft_state is not None:
-        templates["dft_opt"] = dft_state.opt_state
-    if checkpoint_path.exists():
-        trees, rec = checkpoint.load(checkpoint_path, templates)
-        if rec.get("settings") != record:
-            raise ValueError(f"{checkpoint_path}: checkpoint was written with other settings; "
-                             "delete it to start afresh")
-        params, exp_opt, best, md_state = trees["params"], trees["exp_opt"], trees["best"], trees["md"]
-        if dft_state is not None:
-            dft_state = dft_state._replace(params=params, opt_state=trees["dft_opt"],
-                                           step=jnp.asarray(rec["dft_step"], jnp.int32))
-        best_score, best_epoch, bad, rows, start = (rec["best_score"], rec["best_epoch"], rec["bad"],
-                                                    rec["rows"], rec["epoch"])
-        progress(f"resuming from {checkpoint_path} after epoch {start}")
-        if rec.get("finished"):
-            return TopDownResult(best, best_epoch, rows, rec.get("stopped_early", False))
-
-    def dft_val(p):
-        if dft is None or not len(dft[2]):
-            return {}
-        return dft[0].evaluate(p, dft[2])
-
-    stopped_early = False
-    t_run = time.time()
-    val_start = dft_val(params)
-    for epoch in range(start, ts.epochs):
-        t0 = time.time()
-        theta_start = params
-        row = dict(epoch=epoch + 1)
-        exp_loss, dft_losses = 0.0, []
-        for k, sp in enumerate(state_points):
-            frames, md_state, stats = exp.trajectory(k, params, md_state, epoch)
-            params, exp_opt, rep = exp.update(k, params, exp_opt, frames)
-            exp_loss += rep["loss"]
-            row[f"{sp.name}_loss"] = rep["loss"]
-            row[f"{sp.name}_ess"] = rep["ess"]
-            row[f"{sp.name}_md_steps_per_s"] = stats["steps"] / stats["wall_s"]
-            for name, value in rep["pred"].items():
-                if np.ndim(value) == 0:
-                    row[f"{sp.name}_{name}"] = value
+        def apply(params, state: ExpState, epoch: int):
+            frames, walker, stats = self.trajectory(k, params, state.walkers, epoch)
+            params, opt_state, rep = self.update(k, params, state.opt_state, frames)
+            report = {f"{sp.name}_loss": rep["loss"], f"{sp.name}_ess": rep["ess"],
+                      f"{sp.name}_md_steps_per_s": stats["steps"] / stats["wall_s"]}
+            report.update({f"{sp.name}_{n}": v for n, v in rep["pred"].items() if np.ndim(v) == 0})
             progress(f"epoch {epoch + 1} {sp.name}: " + "  ".join(
                 f"{n} {v:.1f}" if n != "pressure" else f"P {v:+.3f}"
                 for n, v in rep["pred"].items() if np.ndim(v) == 0)
                 + f" GPa  loss {rep['loss']:.4g}  ESS {rep['ess']:.3f}")
-            if scheme.scheme == "fused" and scheme.switching == "batch":
-                for b in range(scheme.dft_batches_per_update):
-                    dft_state = dft_state._replace(params=params)
-                    dft_state, value = dft[0].step(dft_state, epoch, k * scheme.dft_batches_per_update + b)
-                    params = dft_state.params
-                    dft_losses.append(value)
-        if scheme.scheme == "fused" and scheme.switching == "epoch":
-            dft_state = dft_state._replace(params=params)
-            dft_state, value = dft[0].epoch(dft_state, epoch)
-            params = dft_state.params
-            dft_losses.append(value)
-        if not all(math.isfinite(v) for v in [exp_loss, *dft_losses]):
-            raise FloatingPointError(f"epoch {epoch + 1}: loss is not finite; lower the learning rate")
-        # score the parameters this epoch's trajectories were run with
-        score = exp_loss + scheme.dft_selection_weight * val_start.get("loss", 0.0)
-        row.update(exp_loss=exp_loss, dft_train_loss=float(np.mean(dft_losses)) if dft_losses else float("nan"),
-                   score_of_start=score)
-        if val_start:
-            row.update(val_loss_of_start=val_start["loss"],
-                       val_energy_rmse_meV_atom=1e3 * val_start["energy_rmse"],
-                       val_forces_rmse_meV_A=1e3 * val_start["forces_rmse"])
-        if score < best_score:
-            best, best_score, best_epoch, bad = theta_start, score, epoch, 0
-        else:
-            bad += 1
-        val_start = dft_val(params)
-        dt = time.time() - t0
-        row.update(seconds=dt, best_epoch=best_epoch)
-        rows.append(row)
-        stopped_early = bad >= ts.patience
-        finished = stopped_early or epoch + 1 == ts.epochs
-        trees = {"params": params, "exp_opt": exp_opt, "best": best, "md": md_state}
-        if dft_state is not None:
-            trees["dft_opt"] = dft_state.opt_state
-        checkpoint.save(checkpoint_path, trees, dict(
-            epoch=epoch + 1, best_score=best_score, best_epoch=best_epoch, bad=bad, rows=rows,
-            settings=record, finished=finished, stopped_early=stopped_early,
-            dft_step=int(dft_state.step) if dft_state is not None else 0))
-        if log_csv is not None:
-            write_table(rows, csv_path=log_csv)
-        done = epoch + 1 - start
-        eta = (time.time() - t_run) / done * (ts.epochs - epoch - 1)
-        progress(f"epoch {epoch + 1}/{ts.epochs}  EXP loss {exp_loss:.4g}"
-                 + (f"  DFT val {val_start['loss']:.4g}" if val_start else "")
-                 + f"  score(start) {score:.4g}  {dt:.0f} s/epoch, ETA {format_eta(eta)}")
-        if stopped_early:
-            progress(f"early stop: no improvement for {ts.patience} epochs; best: parameters at the "
-                     f"start of epoch {best_epoch + 1}")
-            break
-        if max_epochs_this_run is not None and done >= max_epochs_this_run:
-            raise TrainingInterrupted(f"stopped after {done} epochs (max_epochs_this_run)")
-    return TopDownResult(best, best_epoch, rows, stopped_early)
+            walkers = state.walkers[:k] + (walker,) + state.walkers[k + 1:]
+            return params, ExpState(opt_state, walkers), report
+
+        return loop.Step(f"exp {sp.name}", "exp", apply)
 
 
-def _md_template(md_state: dict, exp: ExpTrainer) -> dict:
-    """Checkpoint template: positions, momenta and graph capacities of every state point."""
-    out = dict(md_state)
-    for k in range(len(exp.sps)):
-        out.setdefault(f"sp{k}_momenta", jnp.zeros_like(md_state[f"sp{k}_positions"]))
-        out.setdefault(f"sp{k}_capacity", np.asarray(0))
-        out.setdefault(f"sp{k}_graph_capacity", np.asarray(0))
-    return out
+def scheme_steps(exp: ExpTrainer, scheme: SchemeSettings, dft_trainer, progress) -> Callable[[int], list]:
+    """The steps of one epoch: every state point's EXP update, with the DFT step after all of them
+    (epoch switching) or a few DFT batches after each (batch switching)."""
+    exp_steps = [exp.step(k, progress) for k in range(len(exp.sps))]
+    if "dft" not in scheme.steps:
+        steps = exp_steps
+    elif scheme.switching == "epoch":
+        steps = exp_steps + [dft_epoch_step(dft_trainer, report="dft_train_loss")]
+    else:
+        n = scheme.dft_batches_per_update
+        steps = [s for k, e in enumerate(exp_steps)
+                 for s in (e, dft_batch_step(dft_trainer, k * n, n, report="dft_train_loss"))]
+    return lambda epoch: steps
+
+
+def exp_selection(state_points, dft_trainer, val_idx, weight: float) -> loop.Selection:
+    """Score the parameters an epoch's trajectories were run with (its start): the sum of the
+    state points' losses plus ``weight`` × their DFT validation loss."""
+
+    def select(epoch, start, end, row) -> loop.Candidate:
+        exp_loss = sum(row[f"{sp.name}_loss"] for sp in state_points)
+        out = dict(exp_loss=exp_loss)
+        val = dft_trainer.evaluate(start, val_idx) if dft_trainer is not None and len(val_idx) else {}
+        score = exp_loss + weight * val.get("loss", 0.0)
+        out["score_of_start"] = score
+        if val:
+            out.update(val_loss_of_start=val["loss"], val_energy_rmse_meV_atom=1e3 * val["energy_rmse"],
+                       val_forces_rmse_meV_A=1e3 * val["forces_rmse"])
+        return loop.Candidate(start, epoch, score, out)
+
+    return select
+
+
+def fit_top_down(settings: ModelSettings, params0, state_points: list[StatePoint],
+                 ts: ExpTrainerSettings, scheme: SchemeSettings, checkpoint_path,
+                 dft=None, log_csv=None, inputs: dict | None = None,
+                 progress: Callable[[str], None] = log.info,
+                 max_epochs_this_run: int | None = None) -> loop.FitResult:
+    """Train ``params0`` on the state points (and, with a DFT step, on DFT data).
+
+    ``dft``: ``(trainer, train_idx, val_idx)`` with a ``training.dft.DFTTrainer``; required for a
+    scheme with a DFT step, optional otherwise (then only used to report and select on the
+    validation loss). ``inputs`` (checksums of the start model and data, the state points) join the
+    settings in the checkpoint's key.
+    """
+    if "dft" in scheme.steps and dft is None:
+        raise ValueError(f"scheme steps {list(scheme.steps)} need a DFT trainer")
+    exp = ExpTrainer(settings, state_points, ts, progress=lambda m: progress("  MD " + m))
+    dtype = jax.tree_util.tree_leaves(params0)[0].dtype
+    states = {"exp": exp.init(params0, dtype)}
+    if "dft" in scheme.steps:
+        states["dft"] = dft_state(dft[0], params0)
+    record = dict(exp=dataclasses.asdict(ts), scheme=dataclasses.asdict(scheme),
+                  state_points=[sp.name for sp in state_points], inputs=inputs or {})
+
+    def describe(row):
+        return (f"EXP loss {row['exp_loss']:.4g}"
+                + (f"  DFT val(start) {row['val_loss_of_start']:.4g}" if "val_loss_of_start" in row else "")
+                + f"  score(start) {row['score_of_start']:.4g}")
+
+    return loop.fit(params0, states, scheme_steps(exp, scheme, dft[0] if dft else None, progress),
+                    exp_selection(state_points, dft[0] if dft else None, dft[2] if dft else [],
+                                  scheme.dft_selection_weight),
+                    loop.LoopSettings(ts.epochs, ts.patience), checkpoint_path, record, log_csv=log_csv,
+                    describe=describe, progress=progress, max_epochs_this_run=max_epochs_this_run)
