@@ -84,17 +84,20 @@ def test_schema_keys_have_defaults():
     assert not no_default, no_default
 
 
-def test_subset_nests_the_named_keys_in_a_canonical_order():
-    """A rule's params: only the named keys, and the same repr whatever order the YAML wrote them in
-    (Snakemake compares the repr to decide on a rerun)."""
+def test_subset_nests_the_named_keys_in_the_configurations_order():
+    """A rule's params: only the named keys, nested as in the configuration and in its order
+    (the demo's phases are sampled in turn from one random stream, so their order is a setting)."""
     from fusedmlp.config import subset
 
-    a = {"model": {"cutoff": 5.0, "dtype": "float32"}, "evaluation": {"md": {"b": 1, "a": 2}, "liquid": {}}}
-    b = {"evaluation": {"liquid": {}, "md": {"a": 2, "b": 1}}, "model": {"dtype": "float32", "cutoff": 5.0}}
-    assert subset(a, "model", "evaluation.md") == {"evaluation": {"md": {"a": 2, "b": 1}}, "model": a["model"]}
-    assert repr(subset(a, "model", "evaluation.md")) == repr(subset(b, "evaluation.md", "model"))
-    with pytest.raises(KeyError, match="evaluation.phonons"):
-        subset(a, "evaluation.phonons")
+    cfg = validate_config({})
+    sub = subset(cfg, "species", "reference.sampling.phases", "evaluation.md")
+    assert sub == {"species": cfg["species"], "reference": {"sampling": {"phases": cfg["reference"]["sampling"]["phases"]}},
+                   "evaluation": {"md": cfg["evaluation"]["md"]}}
+    assert list(sub["reference"]["sampling"]["phases"]) == ["hcp", "bcc", "fcc"]
+    sub["evaluation"]["md"]["timestep_fs"] = -1.0  # a copy: a job cannot change the campaign's settings
+    assert cfg["evaluation"]["md"]["timestep_fs"] > 0
+    with pytest.raises(KeyError, match="evaluation.phonon"):
+        subset(cfg, "evaluation.phonon")
 
 
 def test_cubic_phonons_need_their_starting_lattice():

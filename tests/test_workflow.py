@@ -85,7 +85,7 @@ def dry_run_with(campaign, edit: dict):
     """Jobs `snakemake -n` plans on the finished campaign after editing the settings in ``edit``."""
     folder, args = campaign
     overlay = folder / f"edit_{abs(hash(json.dumps(edit, sort_keys=True)))}.yaml"
-    overlay.write_text(yaml.safe_dump(edit))
+    overlay.write_text(yaml.safe_dump(edit, sort_keys=False))  # in the order a user writes them
     res = smk(*args, "-n", "--configfile", str(folder / "experiment.yaml"), str(overlay))
     return {} if "Nothing to be done" in res.stdout else dry_run_jobs(res)
 

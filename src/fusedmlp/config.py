@@ -118,10 +118,11 @@ def _check_consistency(cfg: dict, source: str) -> None:
 
 def subset(cfg: dict, *keys: str) -> dict:
     """The configuration keys a job uses (dotted paths such as ``evaluation.md``), nested as in
-    ``cfg``, with every mapping's keys sorted. Rules pass this as their ``params``, so Snakemake
-    reruns a job when, and only when, a setting it uses changes (Snakemake compares the params'
-    repr, which would also change with the order keys are written in); jobs read nothing else, so
-    a key missing here fails loudly."""
+    ``cfg`` and in its order. Rules pass this as their ``params``, so Snakemake reruns a job when,
+    and only when, a setting it uses changes (it compares the params' repr); jobs read nothing
+    else, so a key missing here fails loudly. The order is kept, not sorted: some mappings are
+    ordered settings (``reference.sampling.phases`` are sampled in turn from one random stream),
+    so reordering keys in a file may rerun a job, and rightly."""
     out: dict = {}
     for key in keys:
         *parents, leaf = key.split(".")
@@ -130,16 +131,8 @@ def subset(cfg: dict, *keys: str) -> dict:
             src, dst = src[part], dst.setdefault(part, {})
         if leaf not in src:
             raise KeyError(f"configuration has no key {key!r}")
-        dst[leaf] = src[leaf]
-    return _sorted(out)
-
-
-def _sorted(value):
-    if isinstance(value, dict):
-        return {k: _sorted(value[k]) for k in sorted(value)}
-    if isinstance(value, list):
-        return [_sorted(v) for v in value]
-    return copy.deepcopy(value)
+        dst[leaf] = copy.deepcopy(src[leaf])
+    return out
 
 
 def load_config(path) -> dict:
