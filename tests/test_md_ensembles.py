@@ -218,3 +218,52 @@ def test_fcc_stress_fluctuation_has_cubic_symmetry(eam, ti_calc):
     got = elastic.cubic(c)
     for k in ref:
         assert abs(got[k] - ref[k]) < 4.0, (k, got[k], ref[k])
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+def test_dynamics_from_the_evaluation_config_give_the_thermostat_and_barostat_of_its_runs(name):
+    """``md.settings.Dynamics`` of ``evaluation.md`` builds exactly the thermostat, barostat and
+    step counts the evaluation built field by field before it existed (``RunSettings``)."""
+    import dataclasses
+    from pathlib import Path
+
+    from fusedmlp.config import load_config
+    from fusedmlp.evaluation.jobs import run_settings
+    from fusedmlp.md.settings import Dynamics
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / name)
+    md = cfg["evaluation"]["md"]
+    dyn = Dynamics.from_config(md)
+    assert dyn == run_settings(cfg)
+    assert dyn.thermostat(900.0) == Thermostat(md["thermostat"], temperature=900.0,
+                                               friction_per_ps=md["friction_per_ps"], tau_fs=md["tau_fs"],
+                                               chain_length=md["chain_length"], chain_steps=md["chain_steps"],
+                                               sy_steps=md["sy_steps"])
+    for coupling in ("hexagonal", "isotropic"):
+        assert dyn.barostat(0.0, coupling) == Barostat(pressure_gpa=0.0, tau_ps=md["barostat_tau_ps"],
+                                                       coupling=coupling,
+                                                       compressibility_per_gpa=md["compressibility_per_gpa"])
+    assert (dyn.timestep_fs, dyn.seed) == (md["timestep_fs"], md["seed"])
+    assert dyn.steps(1.0) == max(1, int(round(1.0 / (md["timestep_fs"] * units.FS))))
+    assert dyn.md(300.0, steps=10, record_every=5, chunk=50) == MDSettings(
+        thermostat=dyn.thermostat(300.0), timestep_fs=md["timestep_fs"], steps=10, record_every=5, chunk=50,
+        seed=md["seed"])
+    # evaluation.diffusion names its own thermostat kind
+    nh = dataclasses.replace(dyn, thermostat_kind="nose-hoover")
+    assert nh.thermostat(300.0).kind == "nose-hoover" and nh.thermostat(300.0).tau_fs == md["tau_fs"]
+    # keys of a section that are not dynamics (run lengths of reference.sampling.md) are not read
+    s = cfg["reference"]["sampling"]["md"]
+    assert Dynamics.from_config(s) == Dynamics(timestep_fs=s["timestep_fs"], friction_per_ps=s["friction_per_ps"])
+
+
+def test_dynamics_refuse_an_unknown_thermostat_kind():
+    import dataclasses
+
+    from fusedmlp.md.settings import Dynamics
+
+    with pytest.raises(ValueError, match="'berendsen'"):
+        Dynamics.from_config({"thermostat": "berendsen", "timestep_fs": 1.0})
+    with pytest.raises(ValueError, match="'andersen'"):
+        dataclasses.replace(Dynamics(), thermostat_kind="andersen")
+    with pytest.raises(ValueError, match="Suzuki"):
+        Dynamics(sy_steps=4)

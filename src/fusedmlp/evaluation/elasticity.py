@@ -19,13 +19,14 @@ from ase import Atoms
 
 from .. import elastic, units
 from ..md.neighbors import frame_graphs
+from ..md.settings import Dynamics
 from ..md.simulate import Trajectory
 from ..observables.averages import block_slices, standard_error
 from ..observables.reweighting import BatchedQuantities, Frames
 from ..observables.stress import frame_pressure, kinetic_tensor, stress_fluctuation
 from ..structures import crystal
 from .potentials import Potential
-from .sampling import RunSettings, Sampling, final_atoms, measure, scan, simulate
+from .sampling import Sampling, final_atoms, measure, scan, simulate
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class ElasticSettings:
     batch_frames: int = 8
 
 
-def elastic_at(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings, es: ElasticSettings,
+def elastic_at(pot: Potential, atoms: Atoms, temperature: float, rs: Dynamics, es: ElasticSettings,
                symmetry: str, seed: int = 0, progress: Callable[[str], None] = log.info) -> dict:
     """Stress-fluctuation constants of ``atoms`` (its box fixed) at ``temperature``."""
     traj = measure(pot, atoms, temperature, rs, es.sampling, seed=seed, progress=progress)
@@ -97,7 +98,7 @@ def elastic_at(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings
 
 
 def hcp_elastic_vs_temperature(pot: Potential, symbol: str, lattice: Callable[[float], tuple[float, float]],
-                               temperatures, supercell, rs: RunSettings, es: ElasticSettings,
+                               temperatures, supercell, rs: Dynamics, es: ElasticSettings,
                                progress: Callable[[str], None] = log.info) -> list[dict]:
     """hcp C_ij, P, B, G, ν at each temperature, in a box at ``lattice(T) = (a, c)`` (Å)."""
     def at(k, t):
@@ -124,7 +125,7 @@ class CubicElasticSettings:
     elastic: ElasticSettings
 
 
-def cubic_elastic(pot: Potential, symbol: str, cs: CubicElasticSettings, rs: RunSettings,
+def cubic_elastic(pot: Potential, symbol: str, cs: CubicElasticSettings, rs: Dynamics,
                   progress: Callable[[str], None] = log.info) -> dict:
     """Cubic C11, C12, C44 at ``cs.temperature`` in the mean box of a zero-pressure NPT run."""
     atoms = crystal(symbol, cs.structure, cs.a0, supercell=cs.supercell)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import experiment
 from ..io import atomic_path
+from ..md.settings import Dynamics
 from ..observables.phonons import PhononSettings, write_band_csv, write_dos_csv
 from ..tables import write_table
 from .elasticity import CubicElasticSettings, ElasticSettings, cubic_elastic, hcp_elastic_vs_temperature
@@ -19,13 +20,14 @@ from .lattice import lattice_vs_pressure, lattice_vs_temperature
 from .liquid import LiquidSettings, StructureSettings, TransportSettings, diffusion_at, liquid_structure
 from .phonon_bands import crystal_phonons
 from .potentials import Potential, load_potential
-from .sampling import RunSettings, Sampling, scan
+from .sampling import Sampling, scan
 
 log = logging.getLogger(__name__)
 
 
-def run_settings(cfg: dict) -> RunSettings:
-    return RunSettings(**cfg["evaluation"]["md"])
+def run_settings(cfg: dict) -> Dynamics:
+    """Integrator, thermostat, barostat and seed of every evaluation run (``evaluation.md``)."""
+    return Dynamics.from_config(cfg["evaluation"]["md"])
 
 
 def sampling(d: dict) -> Sampling:
@@ -156,7 +158,7 @@ def liquid_settings(e: dict, supercell, samp: dict) -> LiquidSettings:
 def diffusion(cfg, model, model_path, table) -> list[dict]:
     t0, e, liq = time.time(), cfg["evaluation"]["diffusion"], cfg["evaluation"]["liquid"]
     pot = _potential(cfg, model, model_path)
-    rs = dataclasses.replace(run_settings(cfg), thermostat=e["thermostat"])
+    rs = dataclasses.replace(run_settings(cfg), thermostat_kind=e["thermostat"])
     log.info("diffusion runs thermostat with %s", e["thermostat"])
     ls = liquid_settings(liq, e["supercell"], e["sampling"])
     ts = TransportSettings(max_lag_ps=e["max_lag_ps"], n_blocks=e["n_blocks"])

@@ -9,10 +9,11 @@ from typing import Callable
 
 import numpy as np
 
+from ..md.settings import Dynamics
 from ..observables.averages import block_slices, standard_error
 from ..structures import crystal
 from .potentials import Potential
-from .sampling import RunSettings, Sampling, measure, scan
+from .sampling import Sampling, measure, scan
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def block_mean(x, n_blocks: int) -> tuple[float, float]:
 
 
 def hcp_npt(pot: Potential, symbol: str, a0: float, covera0: float, supercell, temperature: float,
-            pressure_gpa: float, rs: RunSettings, sampling: Sampling, n_blocks: int = 4, seed: int = 0,
+            pressure_gpa: float, rs: Dynamics, sampling: Sampling, n_blocks: int = 4, seed: int = 0,
             progress: Callable[[str], None] = log.info) -> dict:
     atoms = crystal(symbol, "hcp", a0, covera0, supercell)
     traj = measure(pot, atoms, temperature, rs, sampling, pressure_gpa=pressure_gpa, coupling="hexagonal",

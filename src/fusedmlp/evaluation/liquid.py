@@ -16,12 +16,13 @@ import numpy as np
 
 from .. import units
 from ..md.neighbors import plane_spacings
+from ..md.settings import Dynamics
 from ..md.simulate import Trajectory
 from ..observables.structure import adf, coordination_number, number_density, rdf
 from ..observables.transport import DiffusionSettings, self_diffusion
 from ..structures import crystal
 from .potentials import Potential
-from .sampling import RunSettings, Sampling, final_atoms, simulate
+from .sampling import Sampling, final_atoms, simulate
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class LiquidSettings:
     sampling: Sampling = Sampling(1.0, 5.0, 20.0)  # NVT at the mean NPT box
 
 
-def prepare_liquid(pot: Potential, symbol: str, temperature: float, ls: LiquidSettings, rs: RunSettings,
+def prepare_liquid(pot: Potential, symbol: str, temperature: float, ls: LiquidSettings, rs: Dynamics,
                    seed: int = 0, progress: Callable[[str], None] = log.info):
     """(liquid atoms in their mean zero-pressure box at T, momenta)."""
     atoms = crystal(symbol, ls.structure, ls.a0, supercell=ls.supercell)
@@ -51,7 +52,7 @@ def prepare_liquid(pot: Potential, symbol: str, temperature: float, ls: LiquidSe
     return final_atoms(atoms, npt, box), npt.final["momenta"]
 
 
-def sample_liquid(pot, symbol, temperature, ls: LiquidSettings, rs: RunSettings, seed: int = 0,
+def sample_liquid(pot, symbol, temperature, ls: LiquidSettings, rs: Dynamics, seed: int = 0,
                   progress=log.info) -> tuple[Trajectory, object]:
     liquid, momenta = prepare_liquid(pot, symbol, temperature, ls, rs, seed, progress)
     eq = simulate(pot, liquid, temperature, rs, ls.sampling.equilibration_ps, 0.0, momenta=momenta,
@@ -82,7 +83,7 @@ def first_minimum(r, g) -> float:
 
 
 def liquid_structure(pot: Potential, symbol: str, temperature: float, ls: LiquidSettings,
-                     ss: StructureSettings, rs: RunSettings, progress=log.info) -> dict:
+                     ss: StructureSettings, rs: Dynamics, progress=log.info) -> dict:
     """RDF, ADF, density and coordination number of the liquid at ``temperature``."""
     traj, liquid = sample_liquid(pot, symbol, temperature, ls, rs, progress=progress)
     box = np.asarray(liquid.cell, float)
@@ -116,7 +117,7 @@ class TransportSettings:
 
 
 def diffusion_at(pot: Potential, symbol: str, temperature: float, ls: LiquidSettings,
-                 ts: TransportSettings, rs: RunSettings, seed: int = 0, progress=log.info) -> dict:
+                 ts: TransportSettings, rs: Dynamics, seed: int = 0, progress=log.info) -> dict:
     traj, liquid = sample_liquid(pot, symbol, temperature, ls, rs, seed=seed, progress=progress)
     dt = float(traj.times[1] - traj.times[0])
     ds = DiffusionSettings(max_lag=max(2, int(round(ts.max_lag_ps / dt))), n_blocks=ts.n_blocks,

@@ -2,7 +2,8 @@
 
 The paper's protocol thermostats with Nose–Hoover chains (length 5, 2 chain steps, 3rd-order
 Suzuki–Yoshida, τ_T = 50 fs) and relaxes cells with an anisotropic barostat (τ_P = 500 fs);
-all of it is configuration (``evaluation.md``).
+all of it is configuration (``evaluation.md``), read into the MD layer's ``md.settings.Dynamics``
+(``evaluation.jobs.run_settings``) that every run here takes.
 """
 
 from __future__ import annotations
@@ -16,31 +17,12 @@ from ase import Atoms
 from ase.data import atomic_masses
 
 from .. import units
-from ..md.ensembles import Barostat, Thermostat
 from ..md.neighbors import NeighborGraph
-from ..md.simulate import MDSettings, Simulator, Trajectory
+from ..md.settings import Dynamics
+from ..md.simulate import Simulator, Trajectory
 from .potentials import Potential
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSettings:
-    """Integrator, thermostat and barostat of every evaluation run (from ``evaluation.md``)."""
-
-    timestep_fs: float = 1.0
-    thermostat: str = "nose-hoover"  # or langevin
-    tau_fs: float = 50.0
-    chain_length: int = 5
-    chain_steps: int = 2
-    sy_steps: int = 3
-    friction_per_ps: float = 4.0  # Langevin only
-    barostat_tau_ps: float = 0.5
-    compressibility_per_gpa: float = 0.01
-    seed: int = 0
-
-    def steps(self, ps: float) -> int:
-        return max(1, int(round(ps / (self.timestep_fs * units.FS))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,29 +34,22 @@ class Sampling:
     record_every_fs: float
 
 
-def _thermostat(rs: RunSettings, temperature: float) -> Thermostat:
-    return Thermostat(rs.thermostat, temperature=temperature, friction_per_ps=rs.friction_per_ps,
-                      tau_fs=rs.tau_fs, chain_length=rs.chain_length, chain_steps=rs.chain_steps,
-                      sy_steps=rs.sy_steps)
-
-
 def _masses(atoms: Atoms) -> np.ndarray:
     return np.asarray(atomic_masses[atoms.numbers], float)
 
 
-def _simulator(pot: Potential, atoms: Atoms, rs: RunSettings, barostat) -> Simulator:
+def _simulator(pot: Potential, atoms: Atoms, rs: Dynamics, barostat) -> Simulator:
     """The potential's compiled MD for these atoms and ensemble. Temperature, pressure, length,
     recording interval and seed are arguments of a run, so the runs of a job (the points of a
     scan, an equilibration and its production) trace and compile once instead of once each."""
     # 100 frame slots of 500 steps per call: recording intervals down to 5 steps in full calls
-    s = MDSettings(thermostat=_thermostat(rs, 1.0), barostat=barostat, timestep_fs=rs.timestep_fs,
-                   steps=5, record_every=5, chunk=500)
+    s = rs.md(1.0, steps=5, record_every=5, chunk=500, barostat=barostat)
     return pot.reuse(("md", tuple(atoms.numbers), rs, barostat),
                      lambda: Simulator(pot.energy(atoms.numbers), _masses(atoms), s,
                                        NeighborGraph(pot.cutoff, skin=1.0)))
 
 
-def simulate(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings, ps: float,
+def simulate(pot: Potential, atoms: Atoms, temperature: float, rs: Dynamics, ps: float,
              record_every_fs: float = 0.0, pressure_gpa: float | None = None, coupling: str = "hexagonal",
              momenta=None, seed: int = 0, progress: Callable[[str], None] = log.info,
              capacity: int = 0) -> Trajectory:
@@ -85,9 +60,7 @@ def simulate(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings, 
     if every:
         steps -= steps % every
     # the target pressure is a run argument, so every pressure shares the simulator
-    barostat = None if pressure_gpa is None else Barostat(
-        pressure_gpa=0.0, tau_ps=rs.barostat_tau_ps, coupling=coupling,
-        compressibility_per_gpa=rs.compressibility_per_gpa)
+    barostat = None if pressure_gpa is None else rs.barostat(0.0, coupling)
     sim = _simulator(pot, atoms, rs, barostat)
     return sim.run(np.asarray(atoms.positions, pot.dtype), np.array(atoms.cell[:], pot.dtype), params=pot.params,
                    momenta=momenta, progress=progress, seed=rs.seed + seed, temperature=temperature,
@@ -105,7 +78,7 @@ def final_atoms(atoms: Atoms, traj: Trajectory, box=None) -> Atoms:
     return out
 
 
-def measure(pot: Potential, atoms: Atoms, temperature: float, rs: RunSettings, sampling: Sampling,
+def measure(pot: Potential, atoms: Atoms, temperature: float, rs: Dynamics, sampling: Sampling,
             pressure_gpa: float | None = None, coupling: str = "hexagonal", seed: int = 0,
             progress: Callable[[str], None] = log.info) -> Trajectory:
     """Equilibrate for ``sampling.equilibration_ps``, then record ``sampling.production_ps``."""

@@ -18,10 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from ase.data import atomic_masses, atomic_numbers
-from jax_md import simulate, space as jmd_space
+from jax_md import space as jmd_space
 
 from .. import units
 from ..data.dataset import Dataset, from_configs
+from ..md.ensembles import integrator
+from ..md.settings import Dynamics
 from ..quantity import strained
 from ..space import wrap_positions
 from ..structures import LatticeParameters, crystal, relax_lattice
@@ -67,6 +69,13 @@ class SamplingSettings:
     snapshots_per_run: int = 10
     snapshot_interval: int = 50
     seed: int = 0
+
+    @property
+    def dynamics(self) -> Dynamics:
+        """Langevin dynamics of the MD runs (``md.settings``; the config ``md`` section's
+        ``timestep_fs`` and ``friction_per_ps``)."""
+        return Dynamics(timestep_fs=self.timestep_fs, thermostat_kind="langevin",
+                        friction_per_ps=self.friction_per_ps)
 
     @staticmethod
     def from_config(cfg: dict) -> "SamplingSettings":
@@ -157,13 +166,14 @@ def sample_configurations(settings: SamplingSettings, calc: ReferenceCalculator,
 
 def _langevin_snapshots(calc: ReferenceCalculator, positions, box, mass_u, temperature,
                         s: SamplingSettings, seed: int) -> list[np.ndarray]:
-    """Short NVT Langevin run in a fixed box (jax-md), returning wrapped snapshots."""
+    """Short NVT Langevin run in a fixed box (jax-md's ``nvt_langevin`` through
+    ``md.ensembles.integrator``, without neighbour lists), returning wrapped snapshots."""
     box_j = jnp.asarray(box)
     shifts = calc.shifts(box)
     energy = lambda r: calc.energy(r, box_j, shifts)  # noqa: E731 — wraps internally
     _, shift_fn = jmd_space.free()
-    init, step = simulate.nvt_langevin(energy, shift_fn, dt=s.timestep_fs * units.FS,
-                                       kT=units.kT(temperature), gamma=s.friction_per_ps)
+    dyn = s.dynamics
+    init, step = integrator(dyn.thermostat(temperature), energy, shift_fn, dyn.timestep_ps)
     state = init(jax.random.PRNGKey(seed), jnp.asarray(positions),
                  mass=units.mass_to_internal(mass_u))
 
