@@ -34,7 +34,7 @@ TI_MASS = 47.867
 
 
 def _settings(demo: bool):
-    from fusedmlp.model.potential import ModelSettings
+    from fusedmlp.model.settings import ModelSettings
 
     kw = dict(embed_size=16, out_embed_size=32, type_embed_size=8, int_embed_size=8,
               basis_embed_size=4, n_blocks=2) if demo else {}
@@ -47,7 +47,7 @@ def make_params(demo: bool, path: str) -> None:
     import jax
     import numpy as np
 
-    from fusedmlp.model.potential import init_params
+    from fusedmlp.model.params import init_params
 
     params = init_params(_settings(demo), jax.random.PRNGKey(0))
     # small random output weights: realistic magnitudes of forces, stable dynamics
@@ -78,7 +78,7 @@ def _system(n_atoms: int, demo: bool, params_path: str):
     import numpy as np
     from ase.build import bulk
 
-    from fusedmlp.model.potential import energy_fn
+    from fusedmlp.model.energy import energy_fn
 
     settings = _settings(demo)
     params = _load_params(params_path)

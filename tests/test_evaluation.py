@@ -12,9 +12,10 @@ from fusedmlp import elastic, experiment, units
 from fusedmlp.config import validate_config
 from fusedmlp.evaluation import compare, figures, jobs
 from fusedmlp.evaluation.potentials import load_potential
-from fusedmlp.evaluation.sampling import RunSettings, scan, simulate
+from fusedmlp.evaluation.sampling import scan, simulate
 from fusedmlp.md.ensembles import Barostat, Thermostat
 from fusedmlp.md.neighbors import NeighborGraph
+from fusedmlp.md.settings import Dynamics
 from fusedmlp.md.simulate import MDSettings, Simulator
 from fusedmlp.structures import crystal, relax_lattice
 
@@ -250,7 +251,7 @@ def test_reused_simulator_reproduces_fresh_runs_at_other_temperatures_and_length
     """A job compiles its MD once and runs it at every temperature, pressure, length, recording
     interval and seed: each run must be the trajectory of a simulator built for that run alone."""
     atoms = crystal("Ti", "hcp", A0, COVERA0, (3, 3, 2))
-    rs = RunSettings(timestep_fs=2.0, thermostat=thermostat)
+    rs = Dynamics(timestep_fs=2.0, thermostat_kind=thermostat)
     shared = load_potential(cfg, "reference")
     masses = atoms.get_masses()
     runs = [(300.0, 0.2, 0, 20.0), (900.0, 0.12, 3, 12.0)]
@@ -277,3 +278,22 @@ def test_reused_simulator_reproduces_fresh_runs_at_other_temperatures_and_length
     assert len(sim._cache) == 1  # one compiled chunk for both runs
     # the thermostat runs at the requested 900 K (the shared simulator was built with 1 K)
     assert np.mean(reused.temperatures[2:]) > 300
+
+
+def test_a_model_file_of_other_hyperparameters_is_refused(tmp_path):
+    """Evaluation checks a model file against the configuration that should have made it (a
+    stale or foreign file once ran silently)."""
+    import jax
+
+    from fusedmlp.io import InputError
+    from fusedmlp.model.file import save_model
+    from fusedmlp.model.params import init_params
+    from fusedmlp.model.settings import model_settings
+
+    cfg = validate_config({})
+    other = validate_config({"model": {"n_blocks": 1}})
+    s = model_settings(other)
+    save_model(tmp_path / "model.npz", s, init_params(s, jax.random.PRNGKey(0)))
+    assert load_potential(other, "pretrained", tmp_path / "model.npz").cutoff == 5.0
+    with pytest.raises(InputError, match=r"model.npz \[settings\].*n_blocks"):
+        load_potential(cfg, "pretrained", tmp_path / "model.npz")

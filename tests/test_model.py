@@ -11,7 +11,10 @@ from fusedmlp.io import InputError
 from fusedmlp.model import graph as G
 from fusedmlp.model.api import Potential
 from fusedmlp.model.batch import batch_predictor, prepare, take
-from fusedmlp.model.potential import ModelSettings, energy_fn, init_params, load_model, save_model
+from fusedmlp.model.energy import energy_fn
+from fusedmlp.model.file import load_model, save_model
+from fusedmlp.model.params import init_params
+from fusedmlp.model.settings import ModelSettings
 from fusedmlp.structures import crystal
 
 SMALL = dict(embed_size=8, out_embed_size=8, type_embed_size=4, int_embed_size=4, basis_embed_size=3,
@@ -263,3 +266,26 @@ def test_old_model_files_without_repulsion_load(tmp_path, model):
     d = settings.to_dict()
     d.pop("repulsion")
     assert ModelSettings.from_dict(d).repulsion is None
+
+
+def test_model_files_of_the_first_layout_load_and_foreign_files_are_named(tmp_path, model, pot):
+    """Version-1 files (fixed keys scale/shift/net/<module>/<name>; haiku module names hold '/')
+    load to the same parameters as today's generic layout; a file that is not a model says so."""
+    import json
+
+    from fusedmlp.io import InputError
+    from fusedmlp.model.params import flatten
+
+    s, p = model
+    arrays = {"param:" + ("/".join(k) if k[0] == "net" else k[0]): np.asarray(v) for k, v in flatten(p).items()}
+    assert any(k.count("/") > 2 for k in arrays)  # module names with '/' are what makes v1 ambiguous
+    header = {"format_version": 1, "settings": s.to_dict(), "metadata": {}}
+    np.savez(tmp_path / "v1.npz", header=np.array(json.dumps(header)), **arrays)
+    save_model(tmp_path / "v2.npz", s, p)
+    pos, box, z = triclinic_cell()
+    for name in ("v1.npz", "v2.npz"):
+        s2, p2, _ = load_model(tmp_path / name, expected=s)
+        assert Potential(s2, p2)(pos, box, z)[0] == pot(pos, box, z)[0]
+    (tmp_path / "junk.npz").write_bytes(b"not a model")
+    with pytest.raises(InputError, match="junk.npz: not a model file"):
+        load_model(tmp_path / "junk.npz")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from fusedmlp.model.batch import prepare
-from fusedmlp.model.potential import ModelSettings, init_params
+from fusedmlp.model.params import init_params
+from fusedmlp.model.settings import ModelSettings
 from fusedmlp.structures import crystal
 from fusedmlp.training.dft import DFTTrainerSettings, dft_trainer
 from fusedmlp.training.difftre import StatePoint

@@ -10,7 +10,8 @@ from conftest import make_configs
 from fusedmlp.data.dataset import from_configs
 from fusedmlp.data.splits import SplitSettings, split_indices
 from fusedmlp.model.batch import prepare
-from fusedmlp.model.potential import EnergyScale, ModelSettings, init_params
+from fusedmlp.model.params import EnergyScale, init_params
+from fusedmlp.model.settings import ModelSettings
 from fusedmlp.training.dft import DFTTrainerSettings
 from fusedmlp.training.bottom_up import fit_dft
 from fusedmlp.training.loop import TrainingInterrupted

@@ -9,7 +9,7 @@ import numpy as np
 from ..data import dataset as D
 from ..data.splits import load_split
 from ..model.batch import batch_predictor, error_metrics, indexed_predictor, prepare
-from ..model.potential import load_model
+from ..model.file import load_model
 from ..model.settings import dtype, model_settings
 from ..plots import parity
 from ..tables import write_table

@@ -18,8 +18,9 @@ import numpy as np
 from ..compilation import Program
 from ..md.neighbors import frame_graphs
 from ..model.dimenet import species_index
-from ..model.potential import energy_fn, load_model
-from ..model.settings import dtype as config_dtype
+from ..model.energy import energy_fn
+from ..model.file import load_model
+from ..model.settings import dtype as config_dtype, model_settings
 from ..quantity import energy_forces_virial
 from ..reference import level_params
 from ..reference.eam import graph_energy_fn
@@ -76,7 +77,8 @@ def load_potential(cfg: dict, name: str, model_path=None) -> Potential:
                          lambda numbers: (lambda params, r, box, graph: u(r, box, graph)))
     if model_path is None:
         raise ValueError(f"model {name!r} needs a model file")
-    settings, params, _ = load_model(model_path)
+    # a file made with other hyperparameters than the configuration's is an error, not a silent swap
+    settings, params, _ = load_model(model_path, expected=model_settings(cfg))
     dt = config_dtype(cfg)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dt), params)
     u = energy_fn(settings)

@@ -18,10 +18,9 @@ from ..md.neighbors import round_capacity
 from ..quantity import energy_forces_virial
 from .dimenet import species_index
 from .graph import build_graph, neighbor_table
-from .potential import ModelSettings, energy_fn, load_model
-
-CAPACITY_STEP = 4  # neighbour capacities are multiples of this: one compilation per bucket
-
+from .energy import energy_fn
+from .file import load_model
+from .settings import ModelSettings
 
 class Potential:
     """A loaded model with a host-side neighbour search; compiled once per capacity bucket."""
@@ -52,7 +51,7 @@ class Potential:
         box = np.asarray(box, float)
         # exact neighbours on the host; capacity rounded up so similar cells share one compilation
         nbr, shf, mask = neighbor_table(positions, box, self.settings.dimenet.cutoff)
-        cap = round_capacity(max(nbr.shape[1], 1), CAPACITY_STEP)  # at least one bucket
+        cap = round_capacity(max(nbr.shape[1], 1))  # at least one bucket
         pad = ((0, 0), (0, cap - nbr.shape[1]))
         nbr, mask = np.pad(nbr, pad), np.pad(mask, pad)
         shf = np.pad(shf, pad + ((0, 0),))

@@ -21,7 +21,8 @@ from ..data.dataset import Dataset
 from ..quantity import energy_forces_virial
 from .dimenet import species_index
 from .graph import build_graph, neighbor_table
-from .potential import ModelSettings, energy_fn
+from .energy import energy_fn
+from .settings import ModelSettings
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The model's settings and floating-point precision, read from the validated configuration.
+"""The model's settings: the network's hyperparameters, the species it knows, its heads (one per
+level of theory) and its energy terms, and how the validated configuration sets them.
 
 They live with the model (not the trainers) because every user of a trained model needs them:
 the trainers, the evaluation rules and the model API alike.
@@ -6,10 +7,52 @@ the trainers, the evaluation rules and the model API alike.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Sequence
+
 import jax.numpy as jnp
 
-from .potential import ModelSettings
+from .dimenet import DimeNetSettings
 from .repulsion import RepulsionSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    dimenet: DimeNetSettings
+    species: tuple[int, ...]  # atomic numbers, in embedding order
+    heads: tuple[str, ...] = ("default",)  # level-of-theory names, one output head each
+    repulsion: RepulsionSettings | None = None  # short-range prior, shared by every head
+
+    def __post_init__(self):
+        if self.dimenet.n_species != len(self.species) or self.dimenet.n_heads != len(self.heads):
+            raise ValueError("DimeNet n_species / n_heads must match species / heads")
+
+    @staticmethod
+    def create(species_symbols: Sequence[str], heads: Sequence[str] = ("default",),
+               repulsion: RepulsionSettings | None = None, **dimenet_kwargs) -> "ModelSettings":
+        from ase.data import atomic_numbers
+        z = tuple(atomic_numbers[s] for s in species_symbols)
+        return ModelSettings(DimeNetSettings(n_species=len(z), n_heads=len(heads), **dimenet_kwargs),
+                             z, tuple(heads), repulsion)
+
+    def hyperparameters(self) -> dict:
+        """What the configuration decides (everything but data-derived normalisations)."""
+        d = {k: v for k, v in dataclasses.asdict(self.dimenet).items() if k != "aggregation_scale"}
+        return {**d, "species": list(self.species), "heads": list(self.heads),
+                "repulsion_energy": self.repulsion.energy if self.repulsion else None}
+
+    def to_dict(self) -> dict:
+        return {"dimenet": dataclasses.asdict(self.dimenet), "species": list(self.species),
+                "heads": list(self.heads),
+                "repulsion": dataclasses.asdict(self.repulsion) if self.repulsion else None}
+
+    @staticmethod
+    def from_dict(d: dict) -> "ModelSettings":
+        rep = d.get("repulsion")  # absent in files written before the prior existed
+        return ModelSettings(DimeNetSettings(**d["dimenet"]), tuple(d["species"]), tuple(d["heads"]),
+                             RepulsionSettings(**rep) if rep else None)
+
+
 
 MODEL_KEYS = ("cutoff", "embed_size", "out_embed_size", "type_embed_size", "int_embed_size",
               "basis_embed_size", "n_blocks", "n_radial", "n_spherical", "envelope_p",

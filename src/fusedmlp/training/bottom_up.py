@@ -16,7 +16,8 @@ from ..data import dataset as D
 from ..data.splits import load_split
 from ..model.batch import prepare
 from ..model.dimenet import species_index
-from ..model.potential import EnergyScale, fit_energy_scale, init_params, save_model
+from ..model.file import save_model
+from ..model.params import EnergyScale, fit_energy_scale, init_params
 from ..model.repulsion import shortest_distance
 from ..model.settings import dtype, model_settings
 from . import loop

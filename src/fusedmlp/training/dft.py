@@ -20,7 +20,8 @@ import optax
 
 from ..compilation import Program
 from ..model.batch import GraphData, batch_predictor, error_metrics, indexed_predictor, take
-from ..model.potential import ModelSettings, trainable, with_trainable
+from ..model.params import trainable, with_trainable
+from ..model.settings import ModelSettings
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,8 +19,8 @@ from ..data import dataset as D
 from ..data.splits import load_split
 from ..model.batch import prepare
 from ..model.dimenet import species_index
-from ..model.potential import ModelSettings, load_model, save_model
-from ..model.settings import dtype
+from ..model.file import load_model, save_model
+from ..model.settings import ModelSettings, dtype, model_settings
 from ..structures import crystal
 from .dft import dft_trainer
 from .difftre import StatePoint
@@ -63,7 +63,7 @@ def state_points(cfg: dict, settings: ModelSettings) -> list[StatePoint]:
 def train_scheme(cfg: dict, scheme: str, model_in, dataset_path, split_path, model_out, log_csv,
                  checkpoint_path, figure_path=None, max_epochs_this_run=None):
     t0 = time.time()
-    settings, params, meta = load_model(model_in)
+    settings, params, meta = load_model(model_in, expected=model_settings(cfg))
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype(cfg)), params)
     sps = state_points(cfg, settings)
     ts = exp_trainer_settings(cfg)

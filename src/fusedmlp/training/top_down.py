@@ -26,10 +26,12 @@ import numpy as np
 import optax
 
 from .. import units
-from ..md.ensembles import Thermostat
 from ..md.neighbors import NeighborGraph, frame_graphs
+from ..md.settings import Dynamics
 from ..md.simulate import MDSettings, Simulator
-from ..model.potential import ModelSettings, energy_fn, trainable, with_trainable
+from ..model.energy import energy_fn
+from ..model.params import trainable, with_trainable
+from ..model.settings import ModelSettings
 from ..observables.reweighting import Frames, effective_sample_size, make_frames, reweighting_weights
 from .difftre import Reweighter, StatePoint
 from . import loop
@@ -56,21 +58,22 @@ class ExpTrainerSettings:
     batch_frames: int = 16
     seed: int = 0
 
+    @property
+    def dynamics(self) -> Dynamics:
+        """Langevin dynamics of the trajectories (``md.settings``)."""
+        return Dynamics(timestep_fs=self.timestep_fs, thermostat_kind="langevin",
+                        friction_per_ps=self.friction_per_ps, seed=self.seed)
+
     def md(self, temperature: float) -> MDSettings:
-        steps = _steps(self.trajectory_ps, self.timestep_fs)
-        every = _steps(self.record_every_fs * units.FS, self.timestep_fs)
-        return MDSettings(thermostat=Thermostat("langevin", temperature=temperature,
-                                                friction_per_ps=self.friction_per_ps),
-                          timestep_fs=self.timestep_fs, steps=steps - steps % every,
-                          record_every=every, chunk=max(every, 500 - 500 % every), seed=self.seed)
+        dyn = self.dynamics
+        steps = dyn.steps(self.trajectory_ps)
+        every = dyn.steps(self.record_every_fs * units.FS)
+        return dyn.md(temperature, steps=steps - steps % every, record_every=every,
+                      chunk=max(every, 500 - 500 % every))
 
     @property
     def skip_frames(self) -> int:
         return int(round(self.equilibration_ps / (self.record_every_fs * units.FS)))
-
-
-def _steps(ps: float, timestep_fs: float) -> int:
-    return max(1, int(round(ps / (timestep_fs * units.FS))))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,53 @@
+"""The one energy function of a model: a sum of energy terms.
+
+The total energy of head h (one head per level of theory) is
+
+    U_h = Σ_i [ σ_h · o_ih + μ_h(Z_i) ] + Σ_pairs φ(r_ij)
+
+with o the network's per-atom output, σ_h a fixed energy scale and μ_h(Z) fixed per-species
+reference energies (``model.params``), both taken from the training data so that the network
+learns O(1) numbers, and φ an optional short-range repulsion (``model.repulsion``), zero at the
+distances of the data. ``energy_fn`` is a pure function of (params, positions, box, species,
+graph): MD, training and phonons all call it; forces and virials come from ``fusedmlp.quantity``.
+
+A new energy term (a tabulated pair correction, say) is one more summand in ``energy_fn``, its
+settings a field of ``ModelSettings`` and its parameters (if any) one more entry of ``params``.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from .dimenet import dimenet_pp
+from .graph import Graph
+from .repulsion import repulsion_energy
+from .settings import ModelSettings
+
+
+def atomic_energies(settings: ModelSettings):
+    """``f(params, positions, box, species_idx, graph) -> (N, H)`` scaled per-atom energies."""
+    _, apply = dimenet_pp(settings.dimenet)
+
+    def per_atom(params, positions, box, species_idx, graph: Graph):
+        out = apply(params["net"], positions, box, species_idx, graph)
+        return params["scale"] * out + params["shift"][:, species_idx].T
+
+    return per_atom
+
+
+def energy_fn(settings: ModelSettings, head: int = 0):
+    """``energy(params, positions, box, species_idx, graph, atom_mask=None) -> U`` (eV)."""
+    per_atom = atomic_energies(settings)
+
+    rep = settings.repulsion if settings.repulsion and settings.repulsion.r_inner > 0 else None
+
+    def energy(params, positions, box, species_idx, graph, atom_mask=None):
+        e = per_atom(params, positions, box, species_idx, graph)[:, head]
+        if atom_mask is not None:
+            e = jnp.where(atom_mask, e, 0.0)
+        total = jnp.sum(e)
+        if rep is not None:
+            total = total + repulsion_energy(rep, positions, box, graph, atom_mask)
+        return total
+
+    return energy
