@@ -39,8 +39,21 @@ from ..observables.reweighting import (BatchedQuantities, Frames, effective_samp
 from ..observables.stress import frame_pressure, stress_fluctuation
 
 
+class _Targets:
+    """What a state point's ``targets`` ask of the frames (shared by StatePoint and StateSpec)."""
+
+    @property
+    def elastic_targets(self) -> list[str]:
+        return [k for k in self.targets if k.startswith("C")]
+
+    @property
+    def needs_born(self) -> bool:
+        """Whether the targets need the Born stress (pressure) or stiffness (elastic constants)."""
+        return bool(self.elastic_targets) or "pressure" in self.targets
+
+
 @dataclasses.dataclass
-class StatePoint:
+class StatePoint(_Targets):
     """One thermodynamic state with experimental targets (GPa for stresses and constants)."""
 
     name: str
@@ -69,14 +82,6 @@ class StatePoint:
         if extra:
             raise ValueError(f"state point {self.name}: loss weights {sorted(extra)} have no target")
 
-    @property
-    def elastic_targets(self) -> list[str]:
-        return [k for k in self.targets if k.startswith("C")]
-
-    @property
-    def needs_born(self) -> bool:
-        return bool(self.elastic_targets) or "pressure" in self.targets
-
     def spec(self, dtype=None) -> "StateSpec":
         dtype = np.asarray(self.positions).dtype if dtype is None else dtype
         targets = {k: np.asarray(v[1] if k == "rdf" else v, dtype) for k, v in self.targets.items()}
@@ -89,7 +94,7 @@ class StatePoint:
                    data_fields=["temperature", "volume", "targets", "weights"],
                    meta_fields=["symmetry", "n_atoms"])
 @dataclasses.dataclass(frozen=True)
-class StateSpec:
+class StateSpec(_Targets):
     """What the loss needs of a state point, as arrays (traced in compiled programs): the
     temperature (K), volume (Å³), target values (the RDF target as g on its bins) and weights."""
 
@@ -99,14 +104,6 @@ class StateSpec:
     weights: dict
     symmetry: str
     n_atoms: int
-
-    @property
-    def elastic_targets(self) -> list[str]:
-        return [k for k in self.targets if k.startswith("C")]
-
-    @property
-    def needs_born(self) -> bool:
-        return bool(self.elastic_targets) or "pressure" in self.targets
 
 
 def _spec(sp) -> StateSpec:
