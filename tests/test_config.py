@@ -41,6 +41,19 @@ def test_paper_config_is_valid_and_paper_scale():
     ({"data": {"source": "release"}}, ["data.release", "neither path nor url"]),
     ({"data": {"source": "release", "release": {"url": "https://x/y.zip"}}}, ["data.release.sha256"]),
     ({"data": {"source": "ase"}}, ["data.ase.path"]),
+    # issue 20
+    ({"species": ["Ti", "Xx"], "data": {"source": "ase", "ase": {"path": "x.xyz"}}},
+     ["species.1", "'Xx' is not a chemical symbol"]),
+    ({"pretrain": {"lr_start": 1e-4, "lr_end": 1e-3}}, ["pretrain.lr_end", "above pretrain.lr_start"]),
+    ({"difftre": {"lr_end": 0.01}}, ["difftre.lr_end", "difftre.lr_start"]),
+    ({"fused": {"dft_lr_end": 0.01}}, ["fused.dft_lr_end", "fused.dft_lr_start"]),
+    ({"difftre": {"equilibration_ps": 1.0}}, ["difftre.equilibration_ps", "no frame", "difftre.trajectory_ps"]),
+    # shorter than the trajectory, but by less than one recording interval (40 fs)
+    ({"difftre": {"trajectory_ps": 0.22, "equilibration_ps": 0.2}}, ["difftre.equilibration_ps", "no frame"]),
+    ({"difftre": {"temperatures": [323, 1500]}}, ["difftre.temperatures", "1500 K outside", "lattice_constants"]),
+    ({"evaluation": {"elastic_hcp": {"temperatures": [323, 2000]}}},
+     ["evaluation.elastic_hcp.temperatures", "2000 K outside", "4-973 K"]),
+    ({"experiment": {"lattice_constants": "missing.csv"}}, ["experiment.lattice_constants", "missing.csv", "does not exist"]),
 ])
 def test_invalid_configs_name_the_key(cfg, names):
     with pytest.raises(ConfigError) as err:
@@ -105,3 +118,23 @@ def test_cubic_phonons_need_their_starting_lattice():
         validate_config({"evaluation": {"phonons": {"structure": "bcc"}}})
     cfg = validate_config({"evaluation": {"phonons": {"structure": "bcc", "start": {"a": 3.3}}}})
     assert cfg["evaluation"]["phonons"]["start"] == {"a": 3.3, "covera": None}
+
+
+def test_an_invalid_species_is_blamed_on_species(tmp_path):
+    """Not on reference.element, which is a valid symbol that species then lacks."""
+    with pytest.raises(ConfigError) as err:
+        validate_config({"species": ["Xx"]}, source="my.yaml")
+    assert "species.0: 'Xx' is not a chemical symbol" in str(err.value)
+    assert "reference.element" not in str(err.value)
+
+
+def test_evaluation_temperatures_all_must_lie_in_the_lattice_table(tmp_path):
+    """'all' takes the elastic table's temperatures; the job interpolates the lattice there."""
+    lattice = tmp_path / "lattice.csv"
+    lattice.write_text("# test\nT_K,a_A,c_A\n4,2.94,4.67\n500,2.95,4.68\n")
+    cfg = {"experiment": {"lattice_constants": str(lattice)}, "difftre": {"temperatures": [323]},
+           "evaluation": {"elastic_hcp": {"temperatures": [323]}}}
+    assert validate_config(cfg)
+    with pytest.raises(ConfigError) as err:
+        validate_config({**cfg, "evaluation": {"elastic_hcp": {"temperatures": "all"}}})
+    assert "evaluation.elastic_hcp.temperatures: 523, 573" in str(err.value) and "4-500 K" in str(err.value)

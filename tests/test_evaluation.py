@@ -245,6 +245,33 @@ def test_scan_records_points_where_md_blows_up_and_fails_when_all_do():
         scan([2100.0, 2200.0], measure, "T_K", "test")
 
 
+def test_a_scan_stopped_at_a_later_point_keeps_what_it_measured(tmp_path, monkeypatch):
+    """A point rejected after others were measured (here an experimental-table lookup) fails the job,
+    and the measured points are kept beside the table (Snakemake deletes the table itself); the
+    next successful run removes them. A first point's error is raised as it is."""
+    from fusedmlp.io import InputError
+
+    def measure(k, t):
+        if t > 1000:
+            raise InputError("lattice.csv", "T_K", f"{t:g} K is outside the table")
+        return {"T_K": t, "a_A": 2.95}
+
+    def job(cfg, model, model_path, table):
+        return jobs._write_rows(scan(cfg["temperatures"], measure, "T_K", "test"), model, table, "test", 0.0)
+
+    monkeypatch.setitem(jobs.JOBS, "lattice_temperature", job)
+    table = tmp_path / "lattice_temperature.csv"
+    with pytest.raises(jobs.ScanStopped, match=r"T_K = 1200 after 2 measured points: InputError: lattice.csv"):
+        jobs.run("lattice_temperature", {"temperatures": [300, 600, 1200]}, "m", None, {"table": str(table)})
+    partial = pd.read_csv(tmp_path / "lattice_temperature.partial.csv")
+    assert partial["T_K"].tolist() == [300, 600] and set(partial["model"]) == {"m"}
+    assert not table.exists()
+    with pytest.raises(InputError):
+        jobs.run("lattice_temperature", {"temperatures": [1200]}, "m", None, {"table": str(table)})
+    jobs.run("lattice_temperature", {"temperatures": [300]}, "m", None, {"table": str(table)})
+    assert table.exists() and not (tmp_path / "lattice_temperature.partial.csv").exists()
+
+
 @pytest.mark.parametrize("thermostat, pressures", [("langevin", (None, None)), ("nose-hoover", (None, None)),
                                                    ("nose-hoover", (2.0, -1.0))])
 def test_reused_simulator_reproduces_fresh_runs_at_other_temperatures_and_lengths(cfg, thermostat, pressures):

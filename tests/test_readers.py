@@ -5,6 +5,7 @@ import zipfile
 import numpy as np
 import pytest
 from ase import Atoms
+from ase import units as ase_units
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write as ase_write
 
@@ -193,3 +194,122 @@ def test_ase_reader_errors(tmp_path, small_dataset):
     (tmp_path / "garbage.extxyz").write_text("3\nnot a header\nTi 0 0\n")
     with pytest.raises(InputError, match="ASE could not read"):
         read_ase(tmp_path / "garbage.extxyz")
+
+
+# --- issue 20: labels, physical ranges, pinned checksum, empty selections ---------------------------
+
+def _write_frames(path, ds, energy=True, forces=True, stress=True, edit=None):
+    """ds as extended XYZ; ``energy``/``forces``/``stress``: on every frame (True), none (False) or
+    the frames listed; ``edit(i, atoms)`` changes frame i."""
+    frames = []
+    for i in range(len(ds)):
+        c = ds.config(i)
+        at = Atoms(numbers=c["species"], positions=c["positions"], cell=c["box"], pbc=True)
+        res = {}
+        for key, on, value in (("energy", energy, c["energy"]), ("forces", forces, c["forces"]),
+                               ("stress", stress, -c["virial"] / abs(np.linalg.det(c["box"])))):
+            if on is True or (on is not False and i in on):
+                res[key] = value
+        if edit is not None:
+            edit(i, at, res)
+        if res:
+            at.calc = SinglePointCalculator(at, **res)
+        frames.append(at)
+    ase_write(path, frames, format="extxyz")
+    return path
+
+
+@pytest.mark.parametrize("kw, field, message", [
+    (dict(energy=False), "energy", "no configuration has energy"),
+    (dict(forces=False), "forces", "no configuration has forces"),
+    (dict(stress=False), "virial", "no configuration has virial"),
+    (dict(forces=[0, 2]), "forces", r"3 of 5 configurations have no forces \(configurations 1, 3, 4\)"),
+    (dict(energy=[1, 2, 3, 4]), "energy", r"1 of 5 configurations have no energy \(configurations 0\)"),
+])
+def test_ase_missing_or_partial_labels_are_errors(tmp_path, small_dataset, kw, field, message):
+    path = _write_frames(tmp_path / "d.extxyz", small_dataset, **kw)
+    with pytest.raises(InputError, match=message) as err:
+        read_ase(path)
+    assert err.value.field == field and str(path) in str(err.value)
+    assert "data.ase.labels" in str(err.value)
+
+
+def test_ase_labels_a_level_does_not_have_are_declared(tmp_path, small_dataset, caplog):
+    path = _write_frames(tmp_path / "d.extxyz", small_dataset, forces=False)
+    ds = read_ase(path, labels=["energy", "virial"])
+    assert not ds.forces_mask.any() and ds.energy_mask.all() and ds.virial_mask.all()
+    # a label on file but declared absent is not used
+    ds = read_ase(_write_frames(tmp_path / "e.extxyz", small_dataset), labels=["energy", "forces"])
+    assert not ds.virial_mask.any() and ds.forces_mask.all()
+    # virials on some frames only are legitimate: a warning with the count
+    with caplog.at_level("WARNING"):
+        ds = read_ase(_write_frames(tmp_path / "f.extxyz", small_dataset, stress=[0, 2, 4]))
+    assert ds.virial_mask.tolist() == [True, False, True, False, True]
+    assert "2 of 5 configurations have no virial" in caplog.text
+
+
+@pytest.mark.parametrize("edit, field, message", [
+    # stress in GPa written where ASE expects eV/Å³: ~160x too large
+    (lambda i, at, res: res.update(stress=res["stress"] * units.EV_PER_A3_IN_GPA * 30), "virial", "GPa or kbar"),
+    # positions in bohr in a cell in Å
+    (lambda i, at, res: at.set_positions(at.positions / ase_units.Bohr), "positions", "bohr"),
+    (lambda i, at, res: res.update(forces=res["forces"] * 964.85 + (100.0 if i == 3 else 0.0)), "forces", "kJ/mol"),
+    (lambda i, at, res: res.update(energy=res["energy"] * 1000.0), "energy", "meV"),  # meV read as eV
+])
+def test_ase_unit_slips_stop_ingestion(tmp_path, small_dataset, edit, field, message):
+    path = _write_frames(tmp_path / "d.extxyz", small_dataset, edit=edit)
+    with pytest.raises(InputError, match=message) as err:
+        read_ase(path)
+    assert err.value.field == field and str(path) in str(err.value)
+    assert "configuration" in err.value.message and "data.checks." in err.value.message
+    # exotic data: the limit is configuration
+    generous = D.Limits(min_distance_A=0.0, max_force_eV_A=1e6, max_stress_GPa=1e6, max_energy_spread_eV=1e6)
+    assert len(read_ase(path, limits=generous)) == len(small_dataset)
+
+
+def test_release_unit_slip_and_labels(tmp_path, equal_size):
+    folder = make_release(tmp_path, equal_size)
+    _edit(folder, "virial.npy", lambda a: a * 160.2 * 5)  # virial from a GPa·Å³ product
+    with pytest.raises(InputError, match="stress component") as err:
+        read_release(folder, species="Ti")
+    assert err.value.field == "virial.npy" and "virial.npy" in str(err.value)
+    # a level without forces or virials says so, and their files may be missing
+    folder = make_release(tmp_path / "b", equal_size)
+    (folder / SUB / "force.npy").unlink()
+    (folder / SUB / "virial.npy").unlink()
+    with pytest.raises(InputError, match="data.release.labels"):
+        read_release(folder, species="Ti")
+    ds = read_release(folder, species="Ti", labels=["energy"])
+    assert ds.energy_mask.all() and not ds.forces_mask.any() and not ds.virial_mask.any()
+    # virial listed but no configuration type keeps one
+    folder = make_release(tmp_path / "c", equal_size)
+    with pytest.raises(InputError, match="no configuration has virial"):
+        read_release(folder, species="Ti", virial_types=[5])
+
+
+def test_release_pinned_sha256_is_checked_for_a_local_path(tmp_path, equal_size):
+    archive = make_release(tmp_path, equal_size, zip_it=True)
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert read_release(archive, species="Ti", sha256=sha).metadata["sha256"] == sha
+    with pytest.raises(InputError, match="checksum mismatch") as err:
+        read_release(archive, species="Ti", sha256="0" * 64)
+    assert err.value.field == "sha256" and str(archive) in str(err.value)
+    folder = make_release(tmp_path / "f", equal_size)
+    with pytest.raises(InputError, match="not a file"):
+        read_release(folder, species="Ti", sha256=sha)
+
+
+def test_empty_release_and_empty_selection_and_unknown_configured_species(tmp_path, equal_size, small_dataset):
+    folder = make_release(tmp_path, equal_size)
+    for name in ("box.npy", "coord.npy", "energy.npy", "force.npy", "virial.npy", "types.npy"):
+        _edit(folder, name, lambda a: a[:0])
+    with pytest.raises(InputError, match="no configurations") as err:
+        read_release(folder, species="Ti")
+    assert err.value.field == "box.npy"
+    path = _write_frames(tmp_path / "d.extxyz", small_dataset)
+    with pytest.raises(InputError, match="selects no frame") as err:
+        read_ase(path, index="10:")
+    assert err.value.field == "index" and str(path) in str(err.value)
+    with pytest.raises(InputError, match="'Xx' is not a chemical symbol") as err:
+        read_ase(path, allowed_species=["Ti", "Xx"])
+    assert err.value.field == "species"

@@ -327,7 +327,87 @@ def test_release_ingestion_rule_and_bad_release(tmp_path, small_dataset):
     res = smk("-s", str(ROOT / "Snakefile"), "-d", str(work), "--configfile", str(cfg), "--cores", "1",
               "results/data/dft.npz", check=False)
     assert res.returncode != 0
-    log = (work / "results/logs/ingest_release.log").read_text()
+    log = (work / "results/logs/ingest_release_dft.log").read_text()
     assert "energy.npy" in log and "NaN" in log
     assert not (work / "results/data/dft.npz").exists()
     assert not list((work / "results").rglob("*.tmp*"))
+
+
+def test_ingestion_checks_labels_units_and_the_pinned_checksum_and_logs_per_dataset(tmp_path, small_dataset):
+    """Issue 20: a release given by a local path is checked against its pinned sha256; an extxyz with
+    a label missing, or with a unit slip, stops with the file and field named in the dataset's own
+    log (each ingestion logs to results/logs/ingest_<source>_<name>.log) and writes nothing."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write as ase_write
+    from fusedmlp.structures import crystal
+
+    ds = small_dataset.subset([i for i in range(len(small_dataset))
+                               if small_dataset.n_atoms[i] == small_dataset.n_atoms[0]])
+    good = _release_zip(tmp_path, ds)
+
+    def run(work, name, **data):
+        work.mkdir()
+        cfg = tiny_config(work, name=name, **data)
+        res = smk("-s", str(ROOT / "Snakefile"), "-d", str(work), "--configfile", str(cfg), "--cores", "1",
+                  f"results/data/{name}.npz", check=False)
+        assert res.returncode != 0
+        assert not (work / f"results/data/{name}.npz").exists()
+        return res
+
+    work = tmp_path / "pinned"
+    run(work, "pbe", source="release", release={"path": str(good), "species": "Ti", "sha256": "0" * 64})
+    log = (work / "results/logs/ingest_release_pbe.log").read_text()
+    assert f"{good} [sha256]: checksum mismatch" in log
+
+    def frames(forces=True, stress_unit=1.0):
+        out = []
+        for i in range(len(ds)):
+            c = ds.config(i)
+            at = crystal("Ti", "hcp", 2.94, 1.623, (2, 2, 1))
+            at.positions, at.cell = c["positions"], c["box"]
+            res = {"energy": c["energy"], "stress": -c["virial"] / abs(np.linalg.det(c["box"])) * stress_unit}
+            if forces:
+                res["forces"] = c["forces"]
+            at.calc = SinglePointCalculator(at, **res)
+            out.append(at)
+        return out
+
+    work = tmp_path / "ase"
+    xyz = tmp_path / "no_forces.extxyz"
+    ase_write(xyz, frames(forces=False), format="extxyz")
+    run(work, "pbe", source="ase", ase={"path": str(xyz)})
+    gpa = tmp_path / "gpa.extxyz"
+    ase_write(gpa, frames(stress_unit=160.2 * 5), format="extxyz")
+    (work / "tiny.yaml").write_text((work / "tiny.yaml").read_text().replace("name: pbe", "name: pbe_gpa")
+                                    .replace(str(xyz), str(gpa)))
+    smk("-s", str(ROOT / "Snakefile"), "-d", str(work), "--configfile", str(work / "tiny.yaml"), "--cores", "1",
+        "results/data/pbe_gpa.npz", check=False)
+    first = (work / "results/logs/ingest_ase_pbe.log").read_text()
+    assert f"{xyz} [forces]: no configuration has forces" in first and "data.ase.labels" in first
+    second = (work / "results/logs/ingest_ase_pbe_gpa.log").read_text()
+    assert f"{gpa} [virial]: configuration " in second and "GPa or kbar read as eV/Å³" in second
+    assert not (work / "results/data/pbe_gpa.npz").exists()
+    # declaring that this level has no forces ingests it
+    work = tmp_path / "declared"
+    work.mkdir()
+    cfg = tiny_config(work, source="ase", name="pbe", ase={"path": str(xyz), "labels": ["energy", "virial"]})
+    smk("-s", str(ROOT / "Snakefile"), "-d", str(work), "--configfile", str(cfg), "--cores", "1",
+        "results/data/pbe.npz")
+    assert not D.load(work / "results/data/pbe.npz").forces_mask.any()
+
+
+def test_parse_time_checks_of_experimental_ranges_and_difftre_frames(tmp_path):
+    """Issue 20 item 8: caught by a dry run, before any job (the experimental tables are read from
+    the working directory, as the jobs read them)."""
+    for settings, names in (({"difftre": {"temperatures": [323, 1500]}}, ["difftre.temperatures", "1500 K"]),
+                            ({"evaluation": {"elastic_hcp": {"temperatures": [2000]}}},
+                             ["evaluation.elastic_hcp.temperatures", "2000 K"]),
+                            ({"difftre": {"trajectory_ps": 0.1, "equilibration_ps": 0.1}},
+                             ["difftre.equilibration_ps", "no frame"])):
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(yaml.safe_dump(settings))
+        res = smk("-n", "--configfile", str(cfg), check=False)
+        assert res.returncode != 0
+        out = res.stdout + res.stderr
+        assert "invalid configuration" in out and all(n in out for n in names), out
+        assert "Traceback" not in out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jsonschema
 import yaml
+from ase.data import atomic_numbers
 
 
 class ConfigError(ValueError):
@@ -83,6 +84,16 @@ def _check_consistency(cfg: dict, source: str) -> None:
     def fail(key, msg):
         raise ConfigError(f"{source}: invalid configuration\n  {key}: {msg}")
 
+    for i, symbol in enumerate(cfg["species"]):
+        if atomic_numbers.get(symbol, 0) == 0:
+            fail(f"species.{i}", f"{symbol!r} is not a chemical symbol")
+    for key, start, end in (("pretrain", "lr_start", "lr_end"), ("difftre", "lr_start", "lr_end"),
+                            ("fused", "dft_lr_start", "dft_lr_end")):
+        if cfg[key][end] > cfg[key][start]:
+            fail(f"{key}.{end}", f"{cfg[key][end]:g} is above {key}.{start} = {cfg[key][start]:g}: "
+                                 "the learning rate decays from start to end (swapped?)")
+    _check_difftre_frames(cfg["difftre"], fail)
+    _check_experimental_range(cfg, fail)
     fr = cfg["data"]["split"]["fractions"]
     if abs(sum(fr) - 1.0) > 1e-9:
         fail("data.split.fractions", f"must sum to 1, got {fr} (sum {sum(fr):g})")
@@ -114,6 +125,58 @@ def _check_consistency(cfg: dict, source: str) -> None:
             fail("data.release.species", f"{rel['species']!r} is not among species {cfg['species']}")
     if src == "ase" and cfg["data"]["ase"]["path"] is None:
         fail("data.ase.path", "source is 'ase' but no path is set")
+
+
+def _check_difftre_frames(d: dict, fail) -> None:
+    """A DiffTRe trajectory must keep frames after its equilibration (as training.top_down counts
+    them: whole recording intervals of the trajectory, less the rounded equilibration)."""
+    dt = d["timestep_fs"]
+    steps = max(1, round(d["trajectory_ps"] * 1000 / dt))
+    every = max(1, round(d["record_every_fs"] / dt))
+    kept = steps // every - round(d["equilibration_ps"] * 1000 / d["record_every_fs"])
+    if d["equilibration_ps"] >= d["trajectory_ps"] or kept < 1:
+        fail("difftre.equilibration_ps",
+             f"{d['equilibration_ps']:g} ps leaves no frame of a {d['trajectory_ps']:g} ps trajectory "
+             f"(difftre.trajectory_ps, recorded every {d['record_every_fs']:g} fs): the trajectory "
+             "includes the equilibration, so it must be longer by at least one recording interval")
+
+
+def _check_experimental_range(cfg: dict, fail) -> None:
+    """Temperatures that jobs interpolate in the experimental tables must lie within them: the
+    DiffTRe state points (lattice and elastic tables; only if a scheme has an `exp` step) and the
+    hcp elastic-constant evaluation (lattice table). The tables are read here, relative to the
+    working directory, as the jobs read them."""
+    from . import experiment  # pandas: only when a configuration is checked
+    from .io import InputError
+
+    tables = {}
+
+    def table(key):
+        if key not in tables:
+            path = cfg["experiment"][key]
+            try:
+                tables[key] = (path, getattr(experiment, key)(path))
+            except InputError as exc:
+                fail(f"experiment.{key}", str(exc))
+        return tables[key]
+
+    def within(temps, key, setting):
+        path, t = table(key)
+        lo, hi = float(t["T_K"].min()), float(t["T_K"].max())
+        out = [x for x in temps if not lo <= float(x) <= hi]
+        if out:
+            fail(setting, f"{', '.join(f'{x:g}' for x in out)} K outside the experimental table {path} "
+                          f"(experiment.{key}, {lo:g}-{hi:g} K), which the job interpolates in")
+
+    d = cfg["difftre"]
+    if any("exp" in s["steps"] for s in cfg["schemes"].values()):
+        within(d["temperatures"], "lattice_constants", "difftre.temperatures")
+        if any(t != "pressure" for t in d["targets"]):
+            within(d["temperatures"], "elastic_constants", "difftre.temperatures")
+    temps = cfg["evaluation"]["elastic_hcp"]["temperatures"]
+    if temps == "all":  # the elastic table's temperatures, at the lattice table's constants
+        temps = table("elastic_constants")[1]["T_K"].tolist()
+    within(temps, "lattice_constants", "evaluation.elastic_hcp.temperatures")
 
 
 def subset(cfg: dict, *keys: str) -> dict:

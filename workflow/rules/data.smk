@@ -69,10 +69,11 @@ if config["data"]["source"] == "release":
         output:
             f"results/data/{config['data']['name']}.npz",
         log:
-            "results/logs/ingest_release.log",
+            f"results/logs/ingest_release_{config['data']['name']}.log",
         params:
             release=_release,
             species=config["species"],
+            checks=config["data"]["checks"],
         resources:
             **compute("light"),
         conda:
@@ -89,10 +90,11 @@ if config["data"]["source"] == "ase":
         output:
             f"results/data/{config['data']['name']}.npz",
         log:
-            "results/logs/ingest_ase.log",
+            f"results/logs/ingest_ase_{config['data']['name']}.log",
         params:
             ase=config["data"]["ase"],
             species=config["species"],
+            checks=config["data"]["checks"],
         resources:
             **compute("light"),
         conda:

@@ -212,6 +212,9 @@ def validate(ds: Dataset, source, allowed_species: Sequence[str] | None = None) 
         a = int(np.nonzero((ds.species < 1) | (ds.species >= len(chemical_symbols)))[0][0])
         raise InputError(source, "species", f"atom {a}: {ds.species[a]} is not an atomic number")
     if allowed_species is not None:
+        for s in allowed_species:
+            if atomic_numbers.get(s, 0) == 0:
+                raise InputError(source, "species", f"configured species {s!r} is not a chemical symbol")
         allowed = {atomic_numbers[s] for s in allowed_species}
         unknown = sorted(set(np.unique(ds.species).tolist()) - allowed)
         if unknown:
@@ -226,6 +229,126 @@ def _check_finite(source, field, values, owner):
     bad = np.nonzero(~np.all(np.isfinite(flat), axis=1))[0]
     if bad.size:
         raise InputError(source, field, f"configuration {int(owner[bad[0]])} holds NaN or inf")
+
+
+# --- physical ranges -----------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Physical ranges ingested data must lie in (config ``data.checks``). Values outside them are
+    almost always a unit slip; the defaults are generous, raise them for exotic data."""
+
+    min_distance_A: float = 0.5  # shortest interatomic distance (periodic images included)
+    max_force_eV_A: float = 50.0  # largest force on one atom
+    max_stress_GPa: float = 200.0  # largest stress component, |W| / V
+    max_energy_spread_eV: float = 20.0  # max - min of the energy per atom
+
+    @classmethod
+    def from_config(cls, checks: dict | None) -> "Limits":
+        return cls(**(checks or {}))
+
+
+def check_physical(ds: Dataset, source, limits: Limits = Limits(), setting: str = "data.checks") -> None:
+    """Stop at the first configuration whose geometry or labels lie outside ``limits``, naming
+    ``source``, the configuration, the field and the likely unit mistake (masked labels are not
+    checked). ``setting`` is the configuration section holding the limits, for the message."""
+    _check_distances(ds, source, limits.min_distance_A, f"{setting}.min_distance_A")
+    _check_forces(ds, source, limits.max_force_eV_A, f"{setting}.max_force_eV_A")
+    _check_stress(ds, source, limits.max_stress_GPa, f"{setting}.max_stress_GPa")
+    _check_energy_spread(ds, source, limits.max_energy_spread_eV, f"{setting}.max_energy_spread_eV")
+
+
+def _check_distances(ds: Dataset, source, min_distance: float, key: str) -> None:
+    from ase.neighborlist import primitive_neighbor_list
+
+    for k in range(len(ds)):
+        i, j, d = primitive_neighbor_list("ijd", [True] * 3, ds.box[k], ds.positions[ds.atoms_slice(k)],
+                                          min_distance, self_interaction=False)
+        if len(d):
+            m = int(np.argmin(d))
+            raise InputError(source, "positions",
+                             f"configuration {k}: atoms {int(i[m])} and {int(j[m])} are {d[m]:.3g} Å apart "
+                             f"(below {key} = {min_distance:g} Å): positions and cell in different units "
+                             "(bohr or nm positions with an Å cell?) or overlapping atoms")
+
+
+def _check_forces(ds: Dataset, source, max_force: float, key: str) -> None:
+    owner = np.repeat(np.arange(len(ds)), ds.n_atoms)
+    norm = np.where(ds.forces_mask[owner], np.linalg.norm(ds.forces, axis=1), 0.0)
+    if norm.size and norm.max() > max_force:
+        a = int(np.argmax(norm))
+        k = int(owner[a])
+        raise InputError(source, "forces",
+                         f"configuration {k}, atom {a - int(ds.offsets[k])}: |F| = {norm[a]:.4g} eV/Å "
+                         f"(above {key} = {max_force:g} eV/Å): forces in another unit than eV/Å "
+                         "(kcal/mol/Å, kJ/mol/Å or kJ/mol/nm?)")
+
+
+def _check_stress(ds: Dataset, source, max_stress: float, key: str) -> None:
+    from ..units import EV_PER_A3_IN_GPA
+
+    gpa = np.abs(ds.virial).reshape(len(ds), 9).max(axis=1) / ds.volume * EV_PER_A3_IN_GPA
+    gpa = np.where(ds.virial_mask, gpa, 0.0)
+    if gpa.size and gpa.max() > max_stress:
+        k = int(np.argmax(gpa))
+        raise InputError(source, "virial",
+                         f"configuration {k}: a stress component of {gpa[k]:.4g} GPa (|virial| / volume; "
+                         f"above {key} = {max_stress:g} GPa): a stress in GPa or kbar read as eV/Å³ "
+                         "(1 eV/Å³ = 160.2 GPa), or a virial in another energy unit than eV?")
+
+
+def _check_energy_spread(ds: Dataset, source, max_spread: float, key: str) -> None:
+    sel = np.nonzero(ds.energy_mask)[0]
+    if len(sel) < 2:
+        return
+    per_atom = ds.energy[sel] / ds.n_atoms[sel]
+    lo, hi = int(np.argmin(per_atom)), int(np.argmax(per_atom))
+    if per_atom[hi] - per_atom[lo] > max_spread:
+        raise InputError(source, "energy",
+                         f"energies per atom span {per_atom[hi] - per_atom[lo]:.4g} eV (configuration "
+                         f"{int(sel[lo])}: {per_atom[lo]:.4g} eV/atom, configuration {int(sel[hi])}: "
+                         f"{per_atom[hi]:.4g} eV/atom; above {key} = {max_spread:g} eV): energies in "
+                         "kJ/mol, kcal/mol or meV read as eV, or total and per-atom energies mixed?")
+
+
+# --- labels ----------------------------------------------------------------------------------
+
+LABELS = ("energy", "forces", "virial")
+
+
+def check_labels(source, present: dict, wanted, setting: str, log=None) -> dict:
+    """Which configurations keep each label, given where the file has it (``present``: label →
+    bool per configuration) and the labels the configuration says this level of theory has
+    (``wanted``, from ``setting``). A wanted label on no configuration is an error, energies or
+    forces on only some configurations are an error (every single-point calculation gives both:
+    the rest were lost or come from another source), a virial on only some is logged (stresses
+    are legitimately left out of some, as the paper's own data does); a label not wanted is
+    dropped. Returns label → mask."""
+    masks = {}
+    for label in LABELS:
+        has = np.asarray(present[label], bool)
+        n = len(has)
+        if label not in wanted:
+            if log is not None and has.any():
+                log.info("%s: ignoring the %s of %d configurations (not in %s)", source, label,
+                         int(has.sum()), setting)
+            masks[label] = np.zeros(n, bool)
+            continue
+        if not has.any():
+            raise InputError(source, label, f"no configuration has {label}; if this level of theory has "
+                                            f"no {label}, leave it out of {setting}")
+        if not has.all():
+            missing = np.nonzero(~has)[0]
+            listed = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+            what = f"{len(missing)} of {n} configurations have no {label} (configurations {listed})"
+            if label != "virial":
+                raise InputError(source, label, f"{what}: a truncated calculation or files of different "
+                                                f"sources joined? Every configuration needs its {label} "
+                                                f"(or leave {label} out of {setting})")
+            if log is not None:
+                log.warning("%s [virial]: %s; they are trained on energies and forces only", source, what)
+        masks[label] = has
+    return masks
 
 
 # --- file format -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -23,9 +24,13 @@ from ase.data import atomic_numbers
 
 from .. import units
 from ..io import InputError, atomic_path
-from .dataset import Dataset, file_sha256, from_configs, validate
+from .dataset import LABELS, Dataset, Limits, check_labels, check_physical, file_sha256, from_configs, validate
+
+log = logging.getLogger(__name__)
 
 RELEASE_FILES = ("box.npy", "coord.npy", "energy.npy", "force.npy", "virial.npy", "types.npy")
+# the release file of each label
+LABEL_FILES = {"energy": "energy.npy", "forces": "force.npy", "virial": "virial.npy"}
 
 LENGTH_UNITS = {"angstrom": 1.0, "nm": units.NM}
 ENERGY_UNITS = {"eV": 1.0, "kJ/mol": units.KJ_PER_MOL, "meV": units.MEV}
@@ -81,22 +86,28 @@ class _Folder:
             raise InputError(path, "subdir", f"several folders hold box.npy ({names}); "
                                              "name the one to read with `subdir`")
 
+    def has(self, name: str) -> bool:
+        if self.zip is not None:
+            member = str(PurePosixPath(self.root) / name) if self.root != "." else name
+            return member in self.zip.namelist()
+        return (self.path / self.root / name).is_file()
+
     def where(self, name: str) -> str:
         return f"{self.path}:{PurePosixPath(self.root) / name}" if self.zip else \
             str(self.path / self.root / name)
 
-    def load(self, name: str) -> np.ndarray:
+    def load(self, name: str, missing: str = "file missing from the release") -> np.ndarray:
         where = self.where(name)
         try:
             if self.zip is not None:
                 member = str(PurePosixPath(self.root) / name) if self.root != "." else name
                 if member not in self.zip.namelist():
-                    raise InputError(where, name, "file missing from the release")
+                    raise InputError(where, name, missing)
                 raw = io.BytesIO(self.zip.read(member))
             else:
                 file = self.path / self.root / name
                 if not file.is_file():
-                    raise InputError(where, name, "file missing from the release")
+                    raise InputError(where, name, missing)
                 raw = file
             return np.load(raw, allow_pickle=False)
         except InputError:
@@ -108,22 +119,40 @@ class _Folder:
 def read_release(path, species: str, fidelity: str = "dft", subdir: str | None = None,
                  virial_types: Sequence[int] = (0,),
                  type_names: Mapping[int, str] | None = None,
-                 length_unit: str = "angstrom", energy_unit: str = "eV") -> Dataset:
+                 length_unit: str = "angstrom", energy_unit: str = "eV",
+                 labels: Sequence[str] = LABELS, limits: Limits = Limits(),
+                 sha256: str | None = None) -> Dataset:
     """Read the paper's ``.npy`` release (a folder or a zip) into a validated ``Dataset``.
 
     ``species`` is the single element of every atom (the release has no per-atom types);
     ``types.npy`` flags each configuration, and only types in ``virial_types`` keep their
     virial (the paper uses type 0, "Init", and ignores the virial of type 1, "Bulk").
+    ``labels`` are the labels this level of theory has (config ``data.release.labels``): their
+    files must be there, the others are not read. ``limits``: the physical ranges every
+    configuration must lie in (``data.checks``). ``sha256``: the archive's pinned checksum.
     """
     path = Path(path)
+    if sha256 is not None:
+        _check_sha256(path, sha256)
     folder = _Folder(path, subdir)
     z = _symbol_to_z(species, path, "species")
     length = _unit(LENGTH_UNITS, length_unit, path, "length_unit")
     energy = _unit(ENERGY_UNITS, energy_unit, path, "energy_unit")
     type_names = {0: "init", 1: "bulk"} if type_names is None else dict(type_names)
 
-    arr = {name: folder.load(name) for name in RELEASE_FILES}
+    unused = {LABEL_FILES[k] for k in LABELS if k not in labels}
+    arr = {name: folder.load(name, "file missing from the release (if this level of theory has no "
+                                   f"{k}, leave it out of data.release.labels)" if (k := _label_of(name))
+                             else "file missing from the release")
+           for name in RELEASE_FILES if name not in unused}
     n = arr["box.npy"].shape[0] if arr["box.npy"].ndim else -1
+    if n == 0:
+        raise InputError(folder.where("box.npy"), "box.npy", "the release holds no configurations (0 rows)")
+    for name in unused:  # a label this level of theory does not have: zeros, masked out
+        if folder.has(name):
+            log.info("%s: not read (%s is not in data.release.labels)", folder.where(name), _label_of(name))
+        arr[name] = np.zeros((n, 1) if name == "energy.npy" else
+                             (n, 9) if name == "virial.npy" else arr["coord.npy"].shape)
     for name, a in arr.items():
         if a.ndim == 0 or a.shape[0] != n:
             raise InputError(folder.where(name), name,
@@ -154,6 +183,11 @@ def read_release(path, species: str, fidelity: str = "dft", subdir: str | None =
                          f"type flags {unknown} have no name in type_names {type_names}")
 
     n_at = coord.shape[1] // 3
+    virial_mask = np.isin(types, np.asarray(virial_types))
+    masks = check_labels(folder.where(""), {"energy": np.full(n, "energy" in labels),
+                                            "forces": np.full(n, "forces" in labels),
+                                            "virial": virial_mask & ("virial" in labels)},
+                         labels, "data.release.labels (virial: data.release.virial_types)", log)
     ds = Dataset(
         n_atoms=np.full(n, n_at, np.int64),
         positions=coord.reshape(-1, 3).astype(np.float64) * length,
@@ -162,23 +196,39 @@ def read_release(path, species: str, fidelity: str = "dft", subdir: str | None =
         energy=en[:, 0].astype(np.float64) * energy,
         forces=force.reshape(-1, 3).astype(np.float64) * (energy / length),
         virial=arr["virial.npy"].reshape(n, 3, 3).astype(np.float64) * energy,
-        energy_mask=np.ones(n, bool), forces_mask=np.ones(n, bool),
-        virial_mask=np.isin(types, np.asarray(virial_types)),
+        energy_mask=masks["energy"], forces_mask=masks["forces"], virial_mask=masks["virial"],
         fidelity=np.full(n, fidelity),
         config_type=np.array([type_names[t] for t in types]),
         source=np.array([f"{folder.where('')}#{i}" for i in range(n)]),
         metadata={"reader": "release", "path": str(path), "subdir": folder.root,
                   "species": species, "fidelity": fidelity,
-                  "virial_types": list(map(int, virial_types)),
-                  "length_unit": length_unit, "energy_unit": energy_unit},
+                  "virial_types": list(map(int, virial_types)), "labels": list(labels),
+                  "length_unit": length_unit, "energy_unit": energy_unit, "sha256": sha256},
     )
     # Name the .npy file in errors, since that is what a user must fix.
     try:
-        return validate(ds, folder.where(""), allowed_species=[species])
+        validate(ds, folder.where(""), allowed_species=[species])
+        check_physical(ds, folder.where(""), limits)
+        return ds
     except InputError as exc:
         field = {"positions": "coord.npy", "box": "box.npy", "energy": "energy.npy",
                  "forces": "force.npy", "virial": "virial.npy"}.get(exc.field, exc.field)
         raise InputError(folder.where(field or ""), field, exc.message) from None
+
+
+def _label_of(name: str) -> str | None:
+    return next((k for k, f in LABEL_FILES.items() if f == name), None)
+
+
+def _check_sha256(path: Path, sha256: str) -> None:
+    """A release given by a local path is checked against the pinned checksum as a download is."""
+    if not path.is_file():
+        raise InputError(path, "sha256", "data.release.sha256 pins an archive, but the release path is "
+                                         "not a file (a folder has no checksum: zip it, or set sha256: null)")
+    got = file_sha256(path)
+    if got.lower() != sha256.lower():
+        raise InputError(path, "sha256", f"checksum mismatch: data.release.sha256 is {sha256}, the file has "
+                                         f"{got}; this is not the pinned release")
 
 
 def write_release(folder, ds: Dataset, types: Sequence[int] | None = None) -> None:
@@ -201,12 +251,15 @@ def write_release(folder, ds: Dataset, types: Sequence[int] | None = None) -> No
 
 def read_ase(path, fidelity: str = "dft", index: str = ":", format: str | None = None,
              config_type_key: str = "config_type", default_config_type: str = "",
-             allowed_species: Sequence[str] | None = None) -> Dataset:
+             allowed_species: Sequence[str] | None = None, labels: Sequence[str] = LABELS,
+             limits: Limits = Limits()) -> Dataset:
     """Read periodic structures with energy, forces and stress or virial through ASE.
 
     Labels come from the attached calculator results (``energy``, ``forces``, ``stress``, as ASE's
     extended-XYZ reader stores them) or from ``info['virial']`` / ``info['energy']``.
-    ASE stress (tension positive, eV/Å³) becomes the virial W = -σ V.
+    ASE stress (tension positive, eV/Å³) becomes the virial W = -σ V. ``labels`` are the labels
+    this level of theory has (config ``data.ase.labels``; see ``dataset.check_labels``), ``limits``
+    the physical ranges every frame must lie in (``data.checks``).
     """
     import ase.io
 
@@ -219,6 +272,8 @@ def read_ase(path, fidelity: str = "dft", index: str = ":", format: str | None =
         raise InputError(path, None, f"ASE could not read the file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(frames, list):
         frames = [frames]
+    if not frames:
+        raise InputError(path, "index", f"data.ase.index {index!r} selects no frame of the file")
     configs = []
     for i, at in enumerate(frames):
         where = f"{path}#{i}"
@@ -247,9 +302,18 @@ def read_ase(path, fidelity: str = "dft", index: str = ":", format: str | None =
                             energy=None if e is None else float(e), forces=f, virial=w,
                             fidelity=fidelity, source=where,
                             config_type=str(at.info.get(config_type_key, default_config_type))))
+    # configurations are counted in the frames ase.index selects
+    where = path if index == ":" else f"{path} (frames selected by ase.index {index!r})"
+    masks = check_labels(where, {k: np.array([c[k] is not None for c in configs]) for k in LABELS},
+                         labels, "data.ase.labels", log)
+    for k in LABELS:
+        for c, keep in zip(configs, masks[k]):
+            c[f"{k}_mask"] = bool(keep)
     ds = from_configs(configs, metadata={"reader": "ase", "path": str(path), "index": index,
-                                         "fidelity": fidelity})
-    return validate(ds, path, allowed_species)
+                                         "fidelity": fidelity, "labels": list(labels)})
+    validate(ds, where, allowed_species)
+    check_physical(ds, where, limits)
+    return ds
 
 
 # --- download -----------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from .lattice import lattice_vs_pressure, lattice_vs_temperature
 from .liquid import LiquidSettings, StructureSettings, TransportSettings, diffusion_at, liquid_structure
 from .phonon_bands import crystal_phonons
 from .potentials import Potential, load_potential
-from .sampling import Sampling, scan
+from .sampling import Sampling, ScanStopped, scan
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,20 @@ JOBS = {"elastic_hcp": elastic_hcp, "lattice_temperature": lattice_temperature,
 
 
 def run(prop: str, cfg: dict, model: str, model_path, outputs: dict):
-    """The job of one evaluation rule; ``outputs`` are the rule's named output files."""
+    """The job of one evaluation rule; ``outputs`` are the rule's named output files. A scan that
+    stops at a later point keeps what it measured in ``<table>.partial.csv`` beside its table
+    (Snakemake deletes a failed job's outputs, not this file); a finished job removes it."""
     if prop not in JOBS:
         raise ValueError(f"unknown property {prop!r}; expected one of {sorted(JOBS)}")
-    return JOBS[prop](cfg, model, model_path, **outputs)
+    partial = Path(outputs["table"]).with_suffix(".partial.csv") if "table" in outputs else None
+    try:
+        result = JOBS[prop](cfg, model, model_path, **outputs)
+    except ScanStopped as exc:
+        if partial is None:
+            raise
+        write_table([r | {"model": model} for r in exc.rows], csv_path=partial)
+        log.error("%s; the points measured are in %s", exc, partial)
+        raise
+    if partial is not None:
+        partial.unlink(missing_ok=True)
+    return result

@@ -89,10 +89,20 @@ def measure(pot: Potential, atoms: Atoms, temperature: float, rs: Dynamics, samp
                     seed=2 * seed + 1, progress=progress, capacity=eq.stats["capacity"])
 
 
+class ScanStopped(RuntimeError):
+    """A scan stopped at a point by an error that is not about the potential (a rejected input,
+    a crash); ``rows`` are the points measured before it, for the job to keep."""
+
+    def __init__(self, message: str, rows: list[dict]):
+        super().__init__(message)
+        self.rows = rows
+
+
 def scan(points, measure: Callable[[int, float], dict], key: str, label: str) -> list[dict]:
     """``measure(k, point)`` at every point of a scan (temperatures, pressures). A point where the
     potential's MD blows up is a result about the potential: it is logged, recorded as a row with
-    ``status`` 'unstable: …' and no values, and the scan goes on. If every point fails, it raises."""
+    ``status`` 'unstable: …' and no values, and the scan goes on. If every point fails, it raises.
+    Any other error at a later point raises ``ScanStopped`` carrying the rows measured before it."""
     rows = []
     for k, x in enumerate(points):
         try:
@@ -100,6 +110,11 @@ def scan(points, measure: Callable[[int, float], dict], key: str, label: str) ->
         except FloatingPointError as exc:
             log.warning("%s at %s = %g: MD unstable (%s); recorded as unstable", label, key, x, exc)
             rows.append({key: float(x), "status": f"unstable: {exc}"})
+        except Exception as exc:
+            if not rows:
+                raise
+            raise ScanStopped(f"{label} stopped at {key} = {x:g} after {len(rows)} measured points: "
+                              f"{type(exc).__name__}: {exc}", rows) from exc
     if rows and all(r["status"] != "ok" for r in rows):
         raise FloatingPointError(f"{label}: MD unstable at every {key} ({[r[key] for r in rows]})")
     return rows
