@@ -72,8 +72,12 @@ def test_elastic_hcp_job_matches_zero_kelvin_finite_strain(cfg, tmp_path):
     out = run(cfg, "elastic_hcp", tmp_path)["table"]
     assert len(out) == 1 and out["model"][0] == "reference"
     for col in ("T_K", "C11", "C33", "C44", "C12", "C13", "pressure_GPa", "B_V", "G_V", "nu_V", "C11_err",
-                "a_A", "c_A"):
+                "a_A", "c_A", "C11_T", "C13_T", "C44_T", "C11_T_err"):
         assert col in out.columns, col
+    # adiabatic (C11 …) minus isothermal (C11_T …) = (TV/C_V) λ⊗λ: ≥ 0 on the diagonal, small at 30 K
+    for name in elastic.HEXAGONAL_CONSTANTS:
+        diff = out[name][0] - out[f"{name}_T"][0]
+        assert abs(diff) < 1.0 and (diff >= 0 or name in ("C12", "C13")), (name, diff)
     ref = finite_strain_hcp()
     # 30 K: thermal softening is below a GPa. C33, C44, C13 and C11 + C12 converge fast; C11 − C12
     # (= 2 C66) gets its relaxation term from one slow optical mode (E2g, the basal sublattice
@@ -144,7 +148,8 @@ def test_compare_and_figures_from_synthetic_models(cfg, tmp_path):
         for _, r in el[el["T_K"].isin([23.0, 323.0, 623.0])].iterrows():
             c = {k: scale * r[f"{k}_GPa"] for k in elastic.HEXAGONAL_CONSTANTS}
             m = elastic.moduli(elastic.hexagonal_matrix(*c.values()))
-            rows.append({"model": model, "T_K": r["T_K"], **c, "pressure_GPa": 0.1,
+            rows.append({"model": model, "T_K": r["T_K"], **c, **{f"{k}_T": v - 1.0 for k, v in c.items()},
+                         "pressure_GPa": 0.1,
                          "B_V": m["K_V"], "G_V": m["G_V"], "nu_V": m["nu_V"]})
         paths = {}
         for prop, name, table in (
@@ -183,6 +188,8 @@ def test_compare_and_figures_from_synthetic_models(cfg, tmp_path):
         assert summary.loc["pretrained", f"{name}_mean_abs_rel_err_pct"] == pytest.approx(10.0, abs=1e-6)
         assert summary.loc["fused", f"{name}_mean_abs_rel_err_pct"] == pytest.approx(0.0, abs=1e-6)
     assert summary.loc["pretrained", "nu_V_mean_abs_rel_err_pct"] == pytest.approx(0.0, abs=1e-6)
+    cmp_el = pd.read_csv(tmp_path / "cmp" / "elastic_hcp.csv")  # isothermal beside the compared adiabatic
+    np.testing.assert_allclose(cmp_el["C11_T"], cmp_el["C11"] - 1.0)
     lt = pd.read_csv(tmp_path / "cmp" / "lattice_temperature.csv")
     a_exp = float(np.interp(300.0, lat["T_K"], lat["a_A"]))
     assert lt["a_A_rel_err_pct"][0] == pytest.approx(100 * (2.95 - a_exp) / a_exp)

@@ -3,6 +3,10 @@
 Voigt order (xx, yy, zz, yz, xz, xy); shear columns use engineering strain γ = 2ε. The stress is
 the potential Cauchy stress, tension positive, σ = −W/V with W the virial of ``quantity``.
 This is the independent reference for the stress-fluctuation estimator at low temperature.
+Central differences of the Cauchy stress under the linear strain h' = (1 + ε)h give the
+stress–strain (Birch) coefficients B_ijkl = ∂σ_ij/∂ε_kl of the reference state, which is what
+``observables.stress.stress_fluctuation`` returns (and equals the Lagrangian C at zero stress);
+so the linear strain is the right one here.
 """
 
 from __future__ import annotations
@@ -42,6 +46,17 @@ def tensor_to_voigt(t):
     """Voigt 6-vector (xx, yy, zz, yz, xz, xy) of a symmetric 3×3 tensor (a stress: no factor
     on the shear components). NumPy or JAX; leading axes are kept."""
     return t[..., _VOIGT_ROWS, _VOIGT_COLS]
+
+
+def voigt_to_tensor(s):
+    """Symmetric 3×3 tensor of a Voigt 6-vector ``s`` (a stress: no factor on the shear
+    components); the inverse of ``tensor_to_voigt``. NumPy or JAX."""
+    return s[..., _VOIGT_OF_ENTRY]
+
+
+def stiffness_to_voigt(c):
+    """6×6 Voigt matrix C_IJ = c_abcd (I = ab, J = cd) of a 3×3×3×3 tensor. NumPy or JAX."""
+    return c[..., _VOIGT_ROWS[:, None], _VOIGT_COLS[:, None], _VOIGT_ROWS[None, :], _VOIGT_COLS[None, :]]
 
 
 def relax_positions(efv: Callable, positions, box, ftol: float = 1e-6) -> np.ndarray:

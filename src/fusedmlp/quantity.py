@@ -22,15 +22,27 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def deformed(positions, box, deform):
+    """The configuration under the homogeneous deformation F at fixed fractional coordinates:
+    x' = x Fᵀ for the positions and for the box rows (lattice vectors)."""
+    return positions @ deform.T, box @ deform.T
+
+
 def strained(positions, box, strain):
-    """The configuration under the homogeneous strain ε at fixed fractional coordinates:
-    x' = x (1 + ε)ᵀ for the positions and for the box rows (lattice vectors).
+    """The configuration under the linear (small) strain ε: F = 1 + ε.
 
     NumPy in, NumPy out; JAX (traced) in, JAX out. The identity takes the box's dtype so that a
     float32 model is not promoted to float64 by the strain.
     """
-    deform = np.eye(3, dtype=box.dtype) + strain
-    return positions @ deform.T, box @ deform.T
+    return deformed(positions, box, np.eye(3, dtype=box.dtype) + strain)
+
+
+def lagrangian_strained(positions, box, eta):
+    """The configuration at the symmetric Lagrangian strain η = ½(FᵀF − 1), through the symmetric
+    F = 1 + η − ½η² (= √(1 + 2η) to second order: FᵀF = 1 + 2η + O(η³)). Derivatives of U up to
+    the second at η = 0 are therefore the Lagrangian ones; the first equal those of ``strained``.
+    """
+    return deformed(positions, box, np.eye(3, dtype=box.dtype) + eta - 0.5 * eta @ eta)
 
 
 def strained_energy(energy_fn: Callable, positions, box, strain, **kwargs):

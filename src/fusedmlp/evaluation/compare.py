@@ -3,6 +3,8 @@
 Inputs are the per-model tables of the evaluation jobs; each comparison is a DataFrame written as
 CSV and Markdown. Relative errors are (model − experiment)/experiment in percent; the headline
 table gives the mean absolute relative errors of B, G, ν (and the C_ij) over temperature.
+The models' C_ij (and B, G, ν) compared with experiment are the adiabatic stress-fluctuation
+constants (the experiment is ultrasonic); the isothermal ones (``C11_T`` …) stay in the tables.
 """
 
 from __future__ import annotations
@@ -54,12 +56,15 @@ def _relative(model, exp):
 
 
 def elastic_hcp(models: pd.DataFrame, el: pd.DataFrame) -> pd.DataFrame:
-    """Per model and temperature: C_ij, B, G, ν with experiment and relative errors."""
+    """Per model and temperature: C_ij (adiabatic), B, G, ν with experiment and relative errors,
+    and the isothermal C_ij (``C11_T`` …) where the model tables have them."""
     exp_mod = experimental_moduli(el)
     out = models[["model", "T_K"]].copy()
     for c in elastic.HEXAGONAL_CONSTANTS:
         exp = interpolate(el, "T_K", f"{c}_GPa", models["T_K"])
         out[c], out[f"{c}_exp"], out[f"{c}_rel_err_pct"] = models[c], exp, _relative(models[c], exp)
+        if f"{c}_T" in models.columns:
+            out[f"{c}_T"] = models[f"{c}_T"]
     for m in MODULI:
         exp = interpolate(exp_mod, "T_K", m, models["T_K"])
         out[m], out[f"{m}_exp"], out[f"{m}_rel_err_pct"] = models[m], exp, _relative(models[m], exp)
@@ -171,7 +176,7 @@ def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
     lat = experiment.lattice_constants(cfg["experiment"]["lattice_constants"])
     cmp_el = elastic_hcp(read_models(models("elastic_hcp", "table")), el)
     tables = {
-        "elastic_hcp": (cmp_el, "hcp elastic constants (GPa) and Voigt moduli vs experiment "
+        "elastic_hcp": (cmp_el, "hcp adiabatic elastic constants (GPa) and Voigt moduli vs experiment "
                                 f"({experiment.citation(cfg['experiment']['elastic_constants'])})"),
         "moduli": (moduli_summary(cmp_el), "Mean absolute relative errors (%) over temperature"),
         "lattice_temperature": (lattice_temperature(read_models(models("lattice_temperature", "table")), lat),
@@ -188,7 +193,7 @@ def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
                       "Liquid self-diffusion (m²/s)"),
         "elastic_bcc": (with_reference(read_models(models("elastic_bcc", "table")), refs["elastic_bcc"],
                                        "T_K", ("C11_GPa", "C12_GPa", "C44_GPa")),
-                        "bcc elastic constants (GPa)"),
+                        "bcc elastic constants (GPa; C11 … adiabatic, C11_T … isothermal)"),
         "test_errors": (read_models({k.split("__")[1]: v for k, v in inputs.items()
                                      if k.startswith("test_errors__")}), "Errors on the reference test split"),
     }

@@ -1,9 +1,12 @@
 """Elastic constants at finite temperature by stress fluctuation (NVT at a fixed box).
 
 hcp at the experimental lattice constants of each temperature (the paper's protocol); bcc in the
-box that an NPT run at zero pressure gives. Each result carries the full 6×6 tensor reduced by the
-crystal's symmetry, the pressure, the Voigt/Reuss/Hill moduli and Poisson ratio, and standard
-errors from blocks of the production frames.
+box that an NPT run at zero pressure gives. Each result carries the 6×6 stress–strain
+coefficients (``observables.stress.stress_fluctuation``) reduced by the crystal's symmetry: the
+adiabatic ones as ``C11`` … (what ultrasonic experiments such as Fisher & Renken 1964 measure,
+and what the comparisons use) and the isothermal ones as ``C11_T`` …; the pressure, the
+Voigt/Reuss/Hill moduli and Poisson ratio (of the adiabatic constants), and standard errors from
+blocks of the production frames for all of them.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from .sampling import Sampling, final_atoms, measure, scan, simulate
 log = logging.getLogger(__name__)
 
 def born_frames(pot: Potential, atoms: Atoms, traj: Trajectory, batch_frames: int = 8) -> dict:
-    """Per-frame Born stress (F, 6) and stiffness (F, 6, 6) (eV/Å³) and kinetic tensors (F, 3, 3)
-    of an NVT trajectory (one box)."""
+    """Per-frame Born stress (F, 6) and stiffness (F, 6, 6) (eV/Å³), potential energies (F,) and
+    kinetic tensors (F, 3, 3) (eV) of an NVT trajectory (one box)."""
     box = np.asarray(traj.boxes[0], float)
     if not np.allclose(traj.boxes, box):
         raise ValueError("stress fluctuation needs a fixed box (an NVT trajectory)")
@@ -44,26 +47,30 @@ def born_frames(pot: Potential, atoms: Atoms, traj: Trajectory, batch_frames: in
     q = per_frame.quantities(pot.params, frames, True)
     kin = jax.vmap(kinetic_tensor, (0, None))(jnp.asarray(traj.momenta), jnp.asarray(traj.masses))
     return {"born_stress": np.asarray(q["born_stress"], float),
-            "born_stiffness": np.asarray(q["born_stiffness"], float),
+            "born_stiffness": np.asarray(q["born_stiffness"], float), "energy": np.asarray(q["energy"], float),
             "kinetic": np.asarray(kin, float), "volume": float(abs(np.linalg.det(box)))}
 
 
-def tensor_and_pressure(q: dict, n_atoms: int, temperature: float, idx=None) -> tuple[np.ndarray, float]:
-    """Stress-fluctuation tensor (6×6, GPa) and pressure (GPa) of the frames ``idx`` (all if None)."""
+def tensor_and_pressure(q: dict, n_atoms: int, temperature: float, idx=None) -> tuple[dict, float]:
+    """Stress-fluctuation tensors ``{"adiabatic", "isothermal"}`` (6×6, GPa) and pressure (GPa) of
+    the frames ``idx`` (all if None)."""
     idx = slice(None) if idx is None else idx
-    c = stress_fluctuation(jnp.asarray(q["born_stress"][idx]), jnp.asarray(q["born_stiffness"][idx]),
-                           q["volume"], n_atoms, temperature)
-    p = frame_pressure(jnp.asarray(q["born_stress"][idx]), jnp.asarray(q["kinetic"][idx]), q["volume"])
-    return (np.asarray(units.ev_per_a3_to_gpa(c), float),
+    f = {k: jnp.asarray(q[k][idx]) for k in ("born_stress", "born_stiffness", "kinetic", "energy")}
+    c = stress_fluctuation(f["born_stress"], f["born_stiffness"], f["kinetic"], f["energy"], q["volume"],
+                           n_atoms, temperature)
+    p = frame_pressure(f["born_stress"], f["kinetic"], q["volume"])
+    return ({k: np.asarray(units.ev_per_a3_to_gpa(v), float) for k, v in c.items()},
             float(units.ev_per_a3_to_gpa(np.mean(np.asarray(p)[:3]))))
 
 
 def summarize(q: dict, n_atoms: int, temperature: float, symmetry: str, n_blocks: int) -> dict:
-    """Symmetry-reduced constants, pressure and moduli with block standard errors."""
+    """Symmetry-reduced constants (adiabatic ``C11`` …, isothermal ``C11_T`` …), pressure and
+    moduli (adiabatic) with block standard errors."""
 
     def values(idx=None) -> dict:
         c, p = tensor_and_pressure(q, n_atoms, temperature, idx)
-        out = {k: float(v) for k, v in elastic.reduce_stiffness(c, symmetry).items()}
+        out = {k: float(v) for k, v in elastic.reduce_stiffness(c["adiabatic"], symmetry).items()}
+        out.update({f"{k}_T": float(v) for k, v in elastic.reduce_stiffness(c["isothermal"], symmetry).items()})
         out["pressure_GPa"] = p
         # bulk modulus named B as in the paper (elastic.moduli calls it K)
         out.update({k.replace("K_", "B_"): v for k, v in

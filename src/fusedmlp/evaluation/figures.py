@@ -42,7 +42,7 @@ def elastic_constants(models: pd.DataFrame, el: pd.DataFrame, path) -> None:
             ax.set_xlabel("temperature (K)")
         axes[0].set_ylabel("elastic constant (GPa)")
         axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
-        fig.suptitle("hcp elastic constants by stress fluctuation (NVT at the experimental lattice)")
+        fig.suptitle("hcp adiabatic elastic constants by stress fluctuation (NVT at the experimental lattice)")
         save(fig, path)
 
 

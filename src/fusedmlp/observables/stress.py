@@ -1,17 +1,44 @@
-"""Stress, pressure tensor and the isothermal stress-fluctuation elastic tensor.
+"""Stress, pressure tensor and the stress-fluctuation elastic constants (isothermal and adiabatic).
 
-Conventions: box rows are lattice vectors; strains act as h' = (1 + ε) h at fixed fractional
-coordinates; tensors use Voigt order (xx, yy, zz, yz, xz, xy) with engineering shear strains,
-so Voigt stresses are σ_I = σ_ab and C_IJ = C_abcd. Pressure is positive in compression:
-P = (Σ p⊗p/m + W)/V with W = −∂U/∂ε the virial of ``quantity``; the Cauchy stress is σ = −P.
+Conventions: box rows are lattice vectors; tensors use Voigt order (xx, yy, zz, yz, xz, xy) with
+engineering shear strains, so Voigt stresses are σ_I = σ_ab and C_IJ = C_abcd. Pressure is
+positive in compression: P = (K + W)/V with K = Σ p⊗p/m and W = −∂U/∂ε the virial of
+``quantity``; the Cauchy stress (tension positive) is σ = −P.
 
-Born terms (Van Workum & de Pablo, PRE 71, 061102, 2005), per frame:
+Born terms, per frame, at the Lagrangian strain η = ½(FᵀF − 1) of the deformation F applied to
+positions and box at fixed fractional coordinates (``quantity.lagrangian_strained``):
 
-    σᴮ_I = (1/V) ∂U/∂ε_I,     Cᴮ_IJ = (1/V) ∂²U/∂ε_I∂ε_J          at ε = 0
+    σᴮ_I = (1/V) ∂U/∂η_I,     Cᴮ_IJ = (1/V) ∂²U/∂η_I∂η_J          at η = 0.
 
-and the isothermal elastic tensor from their fluctuations,
+Isothermal elastic constants, the second η-derivatives of the free energy per reference volume
+(Squire, Holt & Hoover, Physica 42, 388, 1969; Lutsko, J. Appl. Phys. 65, 2991, 1989;
+Van Workum & de Pablo, PRE 71, 061102, 2005), from NVT frames at the reference box:
 
-    C_IJ = ⟨Cᴮ_IJ⟩ − (V/k_BT)(⟨σᴮ_I σᴮ_J⟩ − ⟨σᴮ_I⟩⟨σᴮ_J⟩) + (N k_BT/V)(δ_ik δ_jl + δ_il δ_jk).
+    C^T_ijkl = ⟨Cᴮ_ijkl⟩ − (V/k_BT) cov(σᴮ_ij, σᴮ_kl) + S_ijkl(⟨K⟩/V),
+    S_ijkl(a) = ½(a_ik δ_jl + a_jk δ_il + a_il δ_jk + a_jl δ_ik),
+
+whose kinetic term S(⟨K⟩/V) equals (N k_BT/V)(δ_ik δ_jl + δ_il δ_jk) in expectation; the
+measured ⟨K⟩ is used so that it is the same ⟨K⟩ as in the stress below. The kinetic term belongs
+to the Lagrangian strain: for the linear strain F = 1 + ε it is half as large, and the Born
+stiffness of ε exceeds that of η by ½S(σᴮ). (The former estimator, like the fused-training
+paper's code, mixed ε-Born terms with this η kinetic term: for U = U(V) it gave C11 = 2p,
+C12 = p, C44 = p/2 at zero pressure, p = N k_BT/V, instead of p, p, 0.) What is returned are
+the stress–strain (Birch) coefficients at the mean Cauchy stress σ = ⟨σᴮ⟩ − ⟨K⟩/V of the
+frames (Wallace, Thermodynamics of Crystals, 1972, ch. 1),
+
+    B_ijkl = C_ijkl + S_ijkl(σ) − σ_ij δ_kl  = ∂σ_ij/∂ε_kl,
+
+the slope of the Cauchy stress under a small linear strain of the stressed box (equal to C at
+zero stress; a fluid has B11 = B12 = K and B44 = 0 at any pressure). Adiabatic constants
+(Wallace 1972; Ray, Comput. Phys. Rep. 8, 109, 1988) from the same frames:
+
+    C^S = C^T + (T V / C_V) λ ⊗ λ,     B^S − B^T = C^S − C^T,
+    T λ_I = T (∂σ_I/∂T)_V = cov(σᴮ_I, U)/k_BT − (N k_BT/V) δ_I      (δ_I = 1 on xx, yy, zz),
+    C_V / k_B = 3N/2 + var(U)/(k_BT)²,
+
+classical NVT with U the per-frame potential energy: the kinetic parts are those of free momenta
+(∂⟨K⟩/∂T = N k_B δ, kinetic heat capacity 3N k_B/2), the configurational ones are the
+temperature derivatives of canonical averages, ∂⟨A⟩/∂T = cov(A, U)/(k_BT²).
 
 Averages take per-frame ``weights`` (DiffTRe reweighting); ``None`` means plain averages.
 """
@@ -24,12 +51,11 @@ import jax
 import jax.numpy as jnp
 
 from .. import units
-from ..elastic import tensor_to_voigt, voigt_to_strain
-from ..quantity import strained_energy
+from ..elastic import stiffness_to_voigt, tensor_to_voigt, voigt_to_strain, voigt_to_tensor
+from ..quantity import lagrangian_strained
 from .averages import weighted_average
 
-# (δ_ik δ_jl + δ_il δ_jk) in Voigt form: 2 on the normal diagonal, 1 on the shear diagonal
-KINETIC_VOIGT = jnp.diag(jnp.array([2.0, 2.0, 2.0, 1.0, 1.0, 1.0]))
+ELASTIC_KINDS = ("adiabatic", "isothermal")
 
 
 def volume(box):
@@ -48,15 +74,16 @@ def pressure_tensor(momenta, masses, virial, box):
 
 
 def born_terms(energy: Callable) -> Callable:
-    """``f(positions, box, **kw) -> (σᴮ (6,), Cᴮ (6, 6))`` in eV/Å³ for ``energy(positions, box, **kw)``.
+    """``f(positions, box, **kw) -> (σᴮ (6,), Cᴮ (6, 6))`` in eV/Å³ for ``energy(positions, box, **kw)``,
+    derivatives at the Lagrangian strain η = 0.
 
     The neighbour structure passed in ``kw`` stays fixed under the strain; a smooth cutoff makes
-    that exact for the first and second derivatives at ε = 0.
+    that exact for the first and second derivatives at η = 0.
     """
 
     def f(positions, box, **kw):
         def u_of(e):
-            return strained_energy(energy, positions, box, voigt_to_strain(e), **kw)
+            return energy(*lagrangian_strained(positions, box, voigt_to_strain(e)), **kw)
 
         zero = jnp.zeros(6, box.dtype)
         grad = jax.grad(u_of)
@@ -66,18 +93,40 @@ def born_terms(energy: Callable) -> Callable:
     return f
 
 
-def stress_fluctuation(born_stress, born_stiffness, volume_a3, n_atoms: int, temperature: float,
-                       weights=None):
-    """Isothermal elastic tensor C (6×6, eV/Å³) from per-frame Born terms at fixed box.
+def _pair_sym(a):
+    """S_ijkl(a) = ½(a_ik δ_jl + a_jk δ_il + a_il δ_jk + a_jl δ_ik) (Voigt 6×6) of a 3×3 ``a``."""
+    d = jnp.eye(3, dtype=a.dtype)
+    t = (jnp.einsum("ik,jl->ijkl", a, d) + jnp.einsum("jk,il->ijkl", a, d)
+         + jnp.einsum("il,jk->ijkl", a, d) + jnp.einsum("jl,ik->ijkl", a, d))
+    return 0.5 * stiffness_to_voigt(t)
 
-    ``born_stress`` (F, 6), ``born_stiffness`` (F, 6, 6) in eV/Å³; ``volume_a3`` the box volume.
+
+def stress_fluctuation(born_stress, born_stiffness, kinetic, energy, volume_a3, n_atoms: int,
+                       temperature: float, weights=None) -> dict:
+    """Isothermal and adiabatic stress–strain coefficients B^T, B^S (6×6, eV/Å³) of NVT frames at
+    one box (see the module docstring): ``{"isothermal": B^T, "adiabatic": B^S}``.
+
+    ``born_stress`` (F, 6), ``born_stiffness`` (F, 6, 6) in eV/Å³, ``kinetic`` (F, 3, 3) the
+    per-frame Σ p⊗p/m (eV), ``energy`` (F,) the potential energies (eV); ``volume_a3`` the box
+    volume. Differentiable in all per-frame inputs and ``weights``.
     """
     kT = units.kT(temperature)
-    mean_s = weighted_average(born_stress, weights)
-    ds = born_stress - mean_s
-    cov = weighted_average(ds[:, :, None] * ds[:, None, :], weights)
-    return (weighted_average(born_stiffness, weights) - (volume_a3 / kT) * cov
-            + (n_atoms * kT / volume_a3) * KINETIC_VOIGT)
+
+    def mean(x):
+        return weighted_average(x, weights)
+
+    ds = born_stress - mean(born_stress)
+    du = energy - mean(energy)
+    kin = mean(kinetic) / volume_a3
+    c_t = (mean(born_stiffness) - (volume_a3 / kT) * mean(ds[:, :, None] * ds[:, None, :])
+           + _pair_sym(kin))
+    sigma = voigt_to_tensor(mean(born_stress)) - kin  # mean Cauchy stress
+    b_t = c_t + _pair_sym(sigma) - jnp.outer(tensor_to_voigt(sigma), jnp.array([1.0, 1, 1, 0, 0, 0]))
+    t_lambda = (mean(ds * du[:, None]) / kT
+                - (n_atoms * kT / volume_a3) * jnp.array([1.0, 1, 1, 0, 0, 0]))
+    cv = 1.5 * n_atoms + mean(du * du) / kT**2  # C_V / k_B
+    b_s = b_t + (volume_a3 / (kT * cv)) * jnp.outer(t_lambda, t_lambda)
+    return {"isothermal": b_t, "adiabatic": b_s}
 
 
 def frame_pressure(born_stress, kinetic, volume_a3, weights=None):

@@ -17,7 +17,8 @@ second pass is then not repeated); the state point enters it as arguments (``Sta
 state points with the same atoms and targets share it.
 
 Observables and targets are configuration: a state point names targets (``C11`` … ``C66`` of the
-stress-fluctuation tensor, reduced by the crystal's symmetry, ``pressure``, or an ``rdf`` table);
+stress-fluctuation tensor, reduced by the crystal's symmetry, adiabatic or isothermal as the state
+point's ``elastic_constants`` says; ``pressure``; or an ``rdf`` table);
 each target has a weight, and the state point's loss is Σ_k weight_k (pred_k − target_k)².
 """
 
@@ -36,7 +37,7 @@ from ..compilation import Program
 from ..elastic import SYMMETRY_CONSTANTS, reduce_stiffness
 from ..observables.reweighting import (BatchedQuantities, Frames, effective_sample_size,
                                        frame_quantities, reweighting_weights)
-from ..observables.stress import frame_pressure, stress_fluctuation
+from ..observables.stress import ELASTIC_KINDS, frame_pressure, stress_fluctuation
 
 
 class _Targets:
@@ -65,8 +66,12 @@ class StatePoint(_Targets):
     targets: dict  # name -> value; "rdf" -> (r, g) arrays
     weights: dict  # name -> loss weight
     symmetry: str = "hexagonal"
+    elastic_constants: str = "adiabatic"  # or "isothermal": which the C targets are compared with
 
     def __post_init__(self):
+        if self.elastic_constants not in ELASTIC_KINDS:
+            raise ValueError(f"state point {self.name}: elastic_constants {self.elastic_constants!r}, "
+                             f"expected one of {ELASTIC_KINDS}")
         if self.symmetry not in SYMMETRY_CONSTANTS:
             raise ValueError(f"state point {self.name}: symmetry {self.symmetry!r}, expected one of "
                              f"{tuple(SYMMETRY_CONSTANTS)}")
@@ -87,12 +92,12 @@ class StatePoint(_Targets):
         targets = {k: np.asarray(v[1] if k == "rdf" else v, dtype) for k, v in self.targets.items()}
         return StateSpec(np.asarray(self.temperature, dtype), np.asarray(abs(np.linalg.det(self.box)), dtype),
                          targets, {k: np.asarray(v, dtype) for k, v in self.weights.items()},
-                         self.symmetry, len(self.positions))
+                         self.symmetry, len(self.positions), self.elastic_constants)
 
 
 @functools.partial(jax.tree_util.register_dataclass,
                    data_fields=["temperature", "volume", "targets", "weights"],
-                   meta_fields=["symmetry", "n_atoms"])
+                   meta_fields=["symmetry", "n_atoms", "elastic_constants"])
 @dataclasses.dataclass(frozen=True)
 class StateSpec(_Targets):
     """What the loss needs of a state point, as arrays (traced in compiled programs): the
@@ -104,6 +109,7 @@ class StateSpec(_Targets):
     weights: dict
     symmetry: str
     n_atoms: int
+    elastic_constants: str = "adiabatic"
 
 
 def _spec(sp) -> StateSpec:
@@ -122,8 +128,8 @@ def predictions(q: dict, fixed: dict, weights, sp: StatePoint | StateSpec) -> di
         p = frame_pressure(q["born_stress"], kin, volume, weights)
         out["pressure"] = units.ev_per_a3_to_gpa(jnp.mean(p[:3]))
     if sp.elastic_targets:
-        c = stress_fluctuation(q["born_stress"], q["born_stiffness"], volume, sp.n_atoms,
-                               sp.temperature, weights)
+        c = stress_fluctuation(q["born_stress"], q["born_stiffness"], kin, q["energy"], volume, sp.n_atoms,
+                               sp.temperature, weights)[sp.elastic_constants]
         out.update(reduce_stiffness(units.ev_per_a3_to_gpa(c), sp.symmetry))
     if "rdf" in sp.targets:
         out["rdf"] = jnp.tensordot(weights, fixed["rdf"], axes=1)

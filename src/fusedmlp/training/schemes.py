@@ -56,7 +56,8 @@ def state_points(cfg: dict, settings: ModelSettings) -> list[StatePoint]:
         out.append(StatePoint(name=f"{t:g}K", temperature=float(t), positions=atoms.positions,
                               box=np.asarray(atoms.cell), species=species_index(atoms.numbers, settings.species),
                               masses=np.full(len(atoms), atomic_masses[atomic_numbers[symbol]]),
-                              targets=targets, weights=weights, symmetry="hexagonal"))
+                              targets=targets, weights=weights, symmetry="hexagonal",
+                              elastic_constants=d["elastic_constants"]))
     return out
 
 
