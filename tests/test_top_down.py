@@ -64,3 +64,27 @@ def test_state_point_rejects_unknown_targets():
     with pytest.raises(ValueError, match="no loss weight"):
         StatePoint("323K", 323.0, np.zeros((2, 3)), np.eye(3), np.zeros(2, int), np.ones(2),
                    {"C44": 1.0}, {}, symmetry="hexagonal")
+
+
+def test_trajectory_reuse_and_selection_of_end_parameters(setup, tmp_path):
+    """With reuse_ess below the frames' effective sample size, the second epoch's update reuses
+    the first trajectory (no MD) and says so; the selection scores the parameters each epoch
+    ends with, by the EXP loss reweighted to them."""
+    import dataclasses
+
+    settings, params, sps, ts, dft = setup
+    ts = dataclasses.replace(ts, reuse_ess=0.01)
+    res = fit_top_down(settings, params, sps, ts, SchemeSettings(("exp",), dft_selection_weight=0.0),
+                       tmp_path / "r.npz", dft=dft, progress=lambda m: None)
+    first, second = res.rows
+    assert first["323K_trajectory_updates"] == 1 and np.isfinite(first["323K_md_steps_per_s"])
+    assert second["323K_trajectory_updates"] == 2 and "323K_md_steps_per_s" not in second
+    assert 0.01 <= second["323K_ess_before"] <= 1.0
+    # the score is the end-of-epoch loss relative to the first epoch's loss during it
+    assert second["exp_loss_rel"] == pytest.approx(second["exp_loss_end"] / first["exp_loss"])
+    best = min((r["score_mean"], r["epoch"]) for r in res.rows)[1]
+    assert res.best_epoch == best
+    # a fresh trajectory for every update at reuse_ess = 1 (the default)
+    fresh = fit_top_down(settings, params, sps, dataclasses.replace(ts, reuse_ess=1.0, epochs=1),
+                         SchemeSettings(("exp",)), tmp_path / "f.npz", dft=dft, progress=lambda m: None)
+    assert fresh.rows[0]["323K_trajectory_updates"] == 1

@@ -121,9 +121,11 @@ def top_down_curve(rows, state_points, path, title: str = "") -> None:
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 4, figsize=(18, 4.2), gridspec_kw={"wspace": 0.3})
         ax = axes[0]
-        ax.semilogy(df["epoch"], df["exp_loss"], label="EXP loss (sum of state points)")
-        if "val_loss_of_start" in df:
-            ax.semilogy(df["epoch"], df["val_loss_of_start"], label="DFT validation loss")
+        ax.semilogy(df["epoch"], df["exp_loss"], label="EXP loss during the epoch")
+        if "exp_loss_end" in df:
+            ax.semilogy(df["epoch"], df["exp_loss_end"], label="EXP loss at its end (reweighted)")
+        if "val_loss" in df:
+            ax.semilogy(df["epoch"], df["val_loss"], label="DFT validation loss at its end")
         if "dft_train_loss" in df and np.isfinite(df["dft_train_loss"]).any():
             ax.semilogy(df["epoch"], df["dft_train_loss"], label="DFT training loss")
         ax.set_xlabel("epoch")
@@ -158,9 +160,8 @@ def top_down_curve(rows, state_points, path, title: str = "") -> None:
         axes[3].set_ylim(0, 1.05)
         axes[3].legend(fontsize=8)
         if "best_epoch" in df:
-            # row e reports the parameters at the start of epoch e; the selected ones had
-            # best_epoch epochs of training
-            best = int(df["best_epoch"].iloc[-1]) + 1
+            # the selected parameters are those at the end of epoch best_epoch
+            best = int(df["best_epoch"].iloc[-1])
             for ax in axes:
                 ax.axvline(best, color="0.4", ls="--", lw=0.9)
             axes[0].text(best, 1.0, " selected", transform=axes[0].get_xaxis_transform(), fontsize=8,

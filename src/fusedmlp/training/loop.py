@@ -57,8 +57,9 @@ class Candidate(NamedTuple):
     row: dict
 
 
-# ``select(epoch, start_params, end_params, row) -> Candidate``
-Selection = Callable[[int, object, object, dict], Candidate]
+# ``select(epoch, start_params, end_params, row, rows) -> Candidate``: ``rows`` are the earlier
+# epochs' log rows (the history a selection may average or normalise with)
+Selection = Callable[[int, object, object, dict, list], Candidate]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +142,7 @@ def fit(params, states: dict, steps: Callable[[int], Sequence[Step]], select: Se
             states = {**states, step.state: new_state}
             reports.append(report)
         row = {"epoch": epoch + 1, **_merge(reports)}
-        cand = select(epoch, start_params, params, row)
+        cand = select(epoch, start_params, params, row, rows)
         row.update(cand.row)
         _check_finite(epoch, row, cand.score)
         if cand.score < best_score:

@@ -53,7 +53,7 @@ def validation_selection(trainer: DFTTrainer, indices):
     """Pre-training selection: the parameters after the epoch, scored by the DFT loss on
     ``indices`` (the validation split)."""
 
-    def select(epoch, start, end, row) -> Candidate:
+    def select(epoch, start, end, row, rows) -> Candidate:
         val = trainer.evaluate(end, indices)
         return Candidate(end, epoch + 1, val["loss"], dict(
             val_loss=val["loss"], val_energy_rmse_meV_atom=1e3 * val["energy_rmse"],

@@ -57,6 +57,10 @@ class ExpTrainerSettings:
     record_every_fs: float = 20.0
     batch_frames: int = 16
     seed: int = 0
+    # reuse a state point's trajectory while its effective sample size under the current
+    # parameters stays at or above this (1: a fresh trajectory for every update, the paper's)
+    reuse_ess: float = 1.0
+    selection_window: int = 1  # epochs whose scores are averaged for model selection
 
     @property
     def dynamics(self) -> Dynamics:
@@ -75,6 +79,13 @@ class ExpTrainerSettings:
     def skip_frames(self) -> int:
         return int(round(self.equilibration_ps / (self.record_every_fs * units.FS)))
 
+    @property
+    def frames_kept(self) -> int:
+        """Frames of one trajectory that enter the reweighting (after the equilibration)."""
+        md = self.md(300.0)
+        recorded = md.steps // md.record_every
+        return recorded - min(self.skip_frames, recorded - 2)
+
 
 @dataclasses.dataclass(frozen=True)
 class SchemeSettings:
@@ -92,18 +103,25 @@ class SchemeSettings:
 
 
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["positions", "momenta", "started", "frame_capacity", "graph_capacity"],
+                   data_fields=["positions", "momenta", "started", "frame_capacity", "graph_capacity",
+                                "frame_positions", "frame_momenta", "u_ref", "served"],
                    meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class Walker:
-    """Where a state point's next trajectory starts, and the graph capacities its frames and MD
-    used (they only grow, so a resumed run pads, and sums, exactly as the uninterrupted one)."""
+    """One state point's sampling: where its next trajectory starts, the graph capacities its
+    frames and MD used (they only grow, so a resumed run pads, and sums, exactly as the
+    uninterrupted one), and its latest trajectory's kept frames with their sampling energies
+    (what a reused trajectory and the end-of-epoch score reweight)."""
 
     positions: jnp.ndarray  # (N, 3)
     momenta: jnp.ndarray  # (N, 3); drawn from the seed while ``started`` is false
     started: np.ndarray  # () bool
     frame_capacity: np.ndarray  # () int
     graph_capacity: np.ndarray  # () int
+    frame_positions: jnp.ndarray  # (F, N, 3) kept frames of the latest trajectory
+    frame_momenta: jnp.ndarray  # (F, N, 3)
+    u_ref: jnp.ndarray  # (F,) their energies under the parameters that sampled them
+    served: np.ndarray  # () updates the latest trajectory has served (0: none yet)
 
 
 class ExpState(NamedTuple):
@@ -140,10 +158,29 @@ class ExpTrainer:
         self.optimizer = optax.adam(schedule, b1=ts.b1, b2=ts.b2)
 
     def init(self, params, dtype) -> ExpState:
-        zero = np.asarray(0)
-        walkers = tuple(Walker(jnp.asarray(sp.positions, dtype), jnp.zeros(np.shape(sp.positions), dtype),
-                               np.asarray(False), zero, zero) for sp in self.sps)
-        return ExpState(self.optimizer.init(trainable(params)), walkers)
+        zero, f = np.asarray(0), self.ts.frames_kept
+
+        def walker(sp):
+            n = np.shape(sp.positions)
+            return Walker(jnp.asarray(sp.positions, dtype), jnp.zeros(n, dtype), np.asarray(False), zero, zero,
+                          jnp.zeros((f,) + n, dtype), jnp.zeros((f,) + n, dtype), jnp.zeros(f, dtype), zero)
+
+        return ExpState(self.optimizer.init(trainable(params)), tuple(walker(sp) for sp in self.sps))
+
+    def frames(self, k: int, walkers: tuple) -> Frames:
+        """The kept frames of state point k's latest trajectory (graphs rebuilt on the host, at
+        the capacity the state points sharing its programs use)."""
+        sp, w = self.sps[k], walkers[k]
+        shared = [walkers[j] for j, other in enumerate(self.sims) if other is self.sims[k]]
+        pos = np.asarray(w.frame_positions)
+        graphs = frame_graphs(pos, sp.box, self.cutoff, extra=6,
+                              min_capacity=max(int(v.frame_capacity) for v in shared))
+        return make_frames(pos, np.asarray(w.frame_momenta), sp.masses, sp.box, graphs, np.asarray(w.u_ref), sp)
+
+    def ess(self, k: int, params, frames: Frames) -> float:
+        """Effective sample size (fraction) of state point k's frames under ``params``."""
+        u = jnp.asarray(self.rews[k].energies(params, frames))
+        return effective_sample_size(reweighting_weights(u, jnp.asarray(frames.u_ref), self.sps[k].temperature))
 
     def trajectory(self, k: int, params, walkers: tuple, epoch: int) -> tuple[Frames, Walker, dict]:
         sp, sim, w = self.sps[k], self.sims[k], walkers[k]
@@ -162,8 +199,12 @@ class ExpTrainer:
         # θ̂ = the sampling parameters: the weights are exactly uniform at θ̂
         frames = dataclasses.replace(frames, u_ref=self.rews[k].energies(params, frames))
         dtype = w.positions.dtype
+        if len(pos) != self.ts.frames_kept:
+            raise RuntimeError(f"state point {sp.name}: kept {len(pos)} frames, expected {self.ts.frames_kept}")
         walker = Walker(jnp.asarray(traj.final["positions"], dtype), jnp.asarray(traj.final["momenta"], dtype),
-                        np.asarray(True), np.asarray(graphs.neighbors.shape[-1]), np.asarray(traj.stats["capacity"]))
+                        np.asarray(True), np.asarray(graphs.neighbors.shape[-1]), np.asarray(traj.stats["capacity"]),
+                        jnp.asarray(pos, dtype), jnp.asarray(mom_f, dtype), jnp.asarray(frames.u_ref, dtype),
+                        np.asarray(0))
         return frames, walker, traj.stats
 
     def update(self, k: int, params, opt_state, frames: Frames):
@@ -179,23 +220,52 @@ class ExpTrainer:
         return new, opt_state, dict(loss=loss, pred=pred, ess=effective_sample_size(w))
 
     def step(self, k: int, progress: Callable[[str], None]) -> loop.Step:
-        """The loop step of state point k: a trajectory and one Adam update."""
-        sp = self.sps[k]
+        """The loop step of state point k: frames (the latest trajectory's while its effective
+        sample size under the current parameters is at least ``reuse_ess``, else a new
+        trajectory) and one Adam update on them."""
+        sp, ts = self.sps[k], self.ts
 
         def apply(params, state: ExpState, epoch: int):
-            frames, walker, stats = self.trajectory(k, params, state.walkers, epoch)
+            walker, frames, report = state.walkers[k], None, {}
+            if ts.reuse_ess < 1.0 and int(walker.served) > 0:
+                frames = self.frames(k, state.walkers)
+                report[f"{sp.name}_ess_before"] = ess = self.ess(k, params, frames)
+                if ess < ts.reuse_ess:
+                    frames = None
+            if frames is None:
+                frames, walker, stats = self.trajectory(k, params, state.walkers, epoch)
+                report[f"{sp.name}_md_steps_per_s"] = stats["steps"] / stats["wall_s"]
+            walker = dataclasses.replace(walker, served=np.asarray(int(walker.served) + 1))
             params, opt_state, rep = self.update(k, params, state.opt_state, frames)
-            report = {f"{sp.name}_loss": rep["loss"], f"{sp.name}_ess": rep["ess"],
-                      f"{sp.name}_md_steps_per_s": stats["steps"] / stats["wall_s"]}
+            report.update({f"{sp.name}_loss": rep["loss"], f"{sp.name}_ess": rep["ess"],
+                           f"{sp.name}_trajectory_updates": int(walker.served)})
             report.update({f"{sp.name}_{n}": v for n, v in rep["pred"].items() if np.ndim(v) == 0})
             progress(f"epoch {epoch + 1} {sp.name}: " + "  ".join(
                 f"{n} {v:.1f}" if n != "pressure" else f"P {v:+.3f}"
                 for n, v in rep["pred"].items() if np.ndim(v) == 0)
-                + f" GPa  loss {rep['loss']:.4g}  ESS {rep['ess']:.3f}")
+                + f" GPa  loss {rep['loss']:.4g}  ESS {rep['ess']:.3f}"
+                + ("" if int(walker.served) == 1 else f"  (trajectory reused, update {int(walker.served)})"))
             walkers = state.walkers[:k] + (walker,) + state.walkers[k + 1:]
             return params, ExpState(opt_state, walkers), report
 
         return loop.Step(f"exp {sp.name}", "exp", apply)
+
+    def score_step(self) -> loop.Step:
+        """Measures, changes nothing: every state point's loss and predictions at the parameters
+        the epoch ends with, reweighted from its latest frames (the selection scores those
+        parameters by quantities measured with them), and the frames' effective sample size."""
+
+        def apply(params, state: ExpState, epoch: int):
+            report, total = {}, 0.0
+            for k, sp in enumerate(self.sps):
+                loss, pred, ess, _ = self.rews[k].evaluate(params, self.frames(k, state.walkers), sp,
+                                                           gradient=False)
+                total += loss
+                report.update({f"{sp.name}_loss_end": loss, f"{sp.name}_ess_end": ess})
+            report["exp_loss_end"] = total
+            return params, state, report
+
+        return loop.Step("exp score", "exp", apply)
 
 
 def scheme_steps(exp: ExpTrainer, scheme: SchemeSettings, dft_trainer, progress) -> Callable[[int], list]:
@@ -210,23 +280,36 @@ def scheme_steps(exp: ExpTrainer, scheme: SchemeSettings, dft_trainer, progress)
         n = scheme.dft_batches_per_update
         steps = [s for k, e in enumerate(exp_steps)
                  for s in (e, dft_batch_step(dft_trainer, k * n, n, report="dft_train_loss"))]
+    steps = steps + [exp.score_step()]
     return lambda epoch: steps
 
 
-def exp_selection(state_points, dft_trainer, val_idx, weight: float) -> loop.Selection:
-    """Score the parameters an epoch's trajectories were run with (its start): the sum of the
-    state points' losses plus ``weight`` × their DFT validation loss."""
+def exp_selection(state_points, dft_trainer, val_idx, params0, weight: float, window: int) -> loop.Selection:
+    """Score the parameters an epoch ends with by quantities measured with them: the EXP loss
+    reweighted to them (``score_step``) and their DFT validation loss, each relative to the
+    start (the first epoch's EXP loss, measured before each update, and the start model's
+    validation loss), so the two are dimensionless and ``weight`` is the worth of a relative
+    change of one against the other. A single epoch's EXP loss carries the noise of its
+    trajectories: the score is the mean over the last ``window`` epochs."""
+    val_idx = val_idx if dft_trainer is not None and len(val_idx) else []
+    dft_ref = dft_trainer.evaluate(params0, val_idx)["loss"] if len(val_idx) else None
 
-    def select(epoch, start, end, row) -> loop.Candidate:
-        exp_loss = sum(row[f"{sp.name}_loss"] for sp in state_points)
-        out = dict(exp_loss=exp_loss)
-        val = dft_trainer.evaluate(start, val_idx) if dft_trainer is not None and len(val_idx) else {}
-        score = exp_loss + weight * val.get("loss", 0.0)
-        out["score_of_start"] = score
-        if val:
-            out.update(val_loss_of_start=val["loss"], val_energy_rmse_meV_atom=1e3 * val["energy_rmse"],
+    def select(epoch, start, end, row, rows) -> loop.Candidate:
+        # the losses measured before each update, on frames sampled near those parameters
+        out = dict(exp_loss=sum(row[f"{sp.name}_loss"] for sp in state_points))
+        exp_ref = rows[0]["exp_loss"] if rows else out["exp_loss"]
+        out["exp_loss_rel"] = row["exp_loss_end"] / exp_ref
+        score = out["exp_loss_rel"]
+        if dft_ref is not None:
+            val = dft_trainer.evaluate(end, val_idx)
+            out.update(val_loss=val["loss"], val_loss_rel=val["loss"] / dft_ref,
+                       val_energy_rmse_meV_atom=1e3 * val["energy_rmse"],
                        val_forces_rmse_meV_A=1e3 * val["forces_rmse"])
-        return loop.Candidate(start, epoch, score, out)
+            score += weight * out["val_loss_rel"]
+        out["score"] = score
+        recent = [r["score"] for r in rows[-(window - 1):]] if window > 1 else []
+        out["score_mean"] = float(np.mean(recent + [score]))
+        return loop.Candidate(end, epoch + 1, out["score_mean"], out)
 
     return select
 
@@ -254,12 +337,12 @@ def fit_top_down(settings: ModelSettings, params0, state_points: list[StatePoint
                   state_points=[sp.name for sp in state_points], inputs=inputs or {})
 
     def describe(row):
-        return (f"EXP loss {row['exp_loss']:.4g}"
-                + (f"  DFT val(start) {row['val_loss_of_start']:.4g}" if "val_loss_of_start" in row else "")
-                + f"  score(start) {row['score_of_start']:.4g}")
+        return (f"EXP loss {row['exp_loss']:.4g} (during), {row['exp_loss_end']:.4g} (end)"
+                + (f"  DFT val {row['val_loss']:.4g}" if "val_loss" in row else "")
+                + f"  score {row['score']:.4g} (mean {row['score_mean']:.4g})")
 
     return loop.fit(params0, states, scheme_steps(exp, scheme, dft[0] if dft else None, progress),
-                    exp_selection(state_points, dft[0] if dft else None, dft[2] if dft else [],
-                                  scheme.dft_selection_weight),
+                    exp_selection(state_points, dft[0] if dft else None, dft[2] if dft else [], params0,
+                                  scheme.dft_selection_weight, ts.selection_window),
                     loop.LoopSettings(ts.epochs, ts.patience), checkpoint_path, record, log_csv=log_csv,
                     describe=describe, progress=progress, max_epochs_this_run=max_epochs_this_run)
