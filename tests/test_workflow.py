@@ -247,6 +247,52 @@ def test_tiny_reference_campaign_runs(tmp_path):
     assert not (tmp_path / "results/checkpoints/pretrained/dft.npz").exists()
 
 
+def _run_until_killed(args, log, pattern, timeout=900):
+    """Start snakemake, and kill -9 its whole process group once ``log`` shows ``pattern``."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([*SNAKEMAKE, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            if log.exists() and re.search(pattern, log.read_text()):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return
+            assert proc.poll() is None, f"snakemake ended before {pattern!r} appeared in {log}"
+            time.sleep(0.5)
+        raise AssertionError(f"{pattern!r} did not appear in {log} within {timeout} s")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow  # ~10 min: the tiny campaign's pre-training and fused training, each killed and rerun
+def test_a_killed_training_job_resumes_when_snakemake_runs_again(tmp_path):
+    """kill -9 during pre-training and during the fused training (after a finished epoch), then
+    `snakemake` again: the job resumes from its checkpoint, losing at most the epoch in progress,
+    and ends with every epoch in its log."""
+    cfg = tiny_config(tmp_path)
+    longer = tmp_path / "longer.yaml"
+    longer.write_text(yaml.safe_dump({"pretrain": {"epochs": 4}, "difftre": {"epochs": 3}}))
+    args = ("-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--cores", "1", "--configfile", str(cfg), str(longer))
+    for target, log, epochs in (("results/pretrained/model.npz", "pretrain", 4),
+                                ("results/fused/model.npz", "train_fused", 3)):
+        log_path = tmp_path / "results/logs" / f"{log}.log"
+        _run_until_killed((target, *args), log_path, rf"epoch 1/{epochs} ")
+        assert not (tmp_path / target).exists()
+        smk(target, *args)
+        text = log_path.read_text()
+        done = [int(m) for m in re.findall(r"resuming from \S+ after epoch (\d+)", text)]
+        assert done and done[0] >= 1, text[-2000:]
+        rows = (tmp_path / target).parent.joinpath("training_log.csv").read_text().splitlines()
+        assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, epochs + 1))
+        assert not list((tmp_path / "results/checkpoints").rglob("*.npz"))  # removed once done
+
+
 def _errors_match_the_model_api(tmp_path, ds, test_idx):
     """dft_errors' table equals RMSEs recomputed here through the public model API (host neighbour
     table, not the trainer's padded batches) on the test configurations."""
