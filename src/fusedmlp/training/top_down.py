@@ -1,16 +1,18 @@
 """Top-down (experimental) training with DiffTRe: the EXP update steps of ``training.loop`` and
 the schemes that compose them with DFT steps (``sequential``: EXP only; ``fused``: EXP and DFT).
 
-One EXP step is one state point's update: run a fresh NVT trajectory with the current parameters
-(continuing from that state point's previous final state), reweight its frames, and take one Adam
-step on its loss. An epoch visits every state point once. A scheme with a DFT step either follows
-the EXP updates with one DFT epoch (``switching: epoch``) or interleaves DFT batches after every
-EXP update (``switching: batch``); EXP and DFT steps keep their own optimizer states.
+One EXP step is one state point's update: run an NVT trajectory with the current parameters
+(continuing from that state point's previous final state) or, while the effective sample size of
+its latest frames stays at or above ``reuse_ess``, reuse those (Thaler & Zavadlav 2021), reweight
+the frames, and take one Adam step on its loss. An epoch visits every state point once. A scheme
+with a DFT step either follows the EXP updates with one DFT epoch (``switching: epoch``) or
+interleaves DFT batches after every EXP update (``switching: batch``); EXP and DFT steps keep
+their own optimizer states.
 
-Model selection: the parameters at the start of an epoch are scored by the sum of the state
-points' losses measured from that epoch's trajectories plus ``dft_selection_weight`` times their
-DFT validation loss; the best are kept, and training stops after ``patience`` epochs without
-improvement.
+Model selection (``exp_selection``): the parameters an epoch ends with are scored by their EXP
+loss, reweighted to them from every state point's latest frames, and their DFT validation loss,
+each relative to the start; the best are kept, and training stops after ``patience`` epochs
+without improvement.
 """
 
 from __future__ import annotations
