@@ -125,3 +125,12 @@ def test_results_are_written_with_the_ordinary_file_mode(tmp_path):
         os.umask(old)
     for name in ("table.csv", "model.npz"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_a_write_clears_the_temporary_file_a_killed_writer_left(tmp_path):
+    from fusedmlp.io import write_text
+
+    (tmp_path / ".table.csv.abc123.tmp.csv").write_text("half")  # left by a kill -9
+    (tmp_path / ".other.csv.abc123.tmp.csv").write_text("not ours")
+    write_text(tmp_path / "table.csv", "a\n1\n")
+    assert sorted(f.name for f in tmp_path.iterdir()) == [".other.csv.abc123.tmp.csv", "table.csv"]

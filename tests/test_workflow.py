@@ -247,8 +247,23 @@ def test_tiny_reference_campaign_runs(tmp_path):
     assert not (tmp_path / "results/checkpoints/pretrained/dft.npz").exists()
 
 
-def _run_until_killed(args, log, pattern, timeout=900):
-    """Start snakemake, and kill -9 its whole process group once ``log`` shows ``pattern``."""
+def _job_processes(script: str) -> list[int]:
+    """PIDs of running rule jobs whose script is ``script`` (Snakemake runs a copy under
+    .snakemake/scripts/)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if proc.name.isdigit() and ".snakemake/scripts/" in cmd and cmd.rstrip().endswith(script):
+            pids.append(int(proc.name))
+    return pids
+
+
+def _kill_job_when(args, script, log, pattern, timeout=900):
+    """Run snakemake and kill -9 the job running ``script`` once ``log`` shows ``pattern`` (as a
+    node failure or the OOM killer would); snakemake itself notices and ends."""
     import signal
     import time
 
@@ -259,30 +274,34 @@ def _run_until_killed(args, log, pattern, timeout=900):
     try:
         while time.time() < deadline:
             if log.exists() and re.search(pattern, log.read_text()):
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                pids = _job_processes(script)
+                assert pids, f"no running job of {script}"
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                proc.wait(timeout=120)
                 return
             assert proc.poll() is None, f"snakemake ended before {pattern!r} appeared in {log}"
-            time.sleep(0.5)
+            time.sleep(0.2)
         raise AssertionError(f"{pattern!r} did not appear in {log} within {timeout} s")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-@pytest.mark.slow  # ~10 min: the tiny campaign's pre-training and fused training, each killed and rerun
+@pytest.mark.slow  # ~2 min: the tiny campaign's pre-training and fused training, each killed and rerun
 def test_a_killed_training_job_resumes_when_snakemake_runs_again(tmp_path):
-    """kill -9 during pre-training and during the fused training (after a finished epoch), then
-    `snakemake` again: the job resumes from its checkpoint, losing at most the epoch in progress,
-    and ends with every epoch in its log."""
+    """kill -9 of the job during pre-training and during the fused training (after a finished
+    epoch), then `snakemake` again: the job resumes from its checkpoint, losing at most the epoch
+    in progress, and ends with every epoch in its log."""
     cfg = tiny_config(tmp_path)
     longer = tmp_path / "longer.yaml"
-    longer.write_text(yaml.safe_dump({"pretrain": {"epochs": 4}, "difftre": {"epochs": 3}}))
+    # tiny epochs take milliseconds: enough of them that the kill lands mid-run
+    longer.write_text(yaml.safe_dump({"pretrain": {"epochs": 400, "patience": 1000}, "difftre": {"epochs": 3}}))
     args = ("-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--cores", "1", "--configfile", str(cfg), str(longer))
-    for target, log, epochs in (("results/pretrained/model.npz", "pretrain", 4),
-                                ("results/fused/model.npz", "train_fused", 3)):
+    for target, log, script, epochs in (("results/pretrained/model.npz", "pretrain", "pretrain.py", 400),
+                                        ("results/fused/model.npz", "train_fused", "train_top_down.py", 3)):
         log_path = tmp_path / "results/logs" / f"{log}.log"
-        _run_until_killed((target, *args), log_path, rf"epoch 1/{epochs} ")
+        _kill_job_when((target, *args), script, log_path, rf"epoch 1/{epochs} ")
         assert not (tmp_path / target).exists()
         smk(target, *args)
         text = log_path.read_text()

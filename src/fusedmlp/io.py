@@ -8,6 +8,7 @@ temporary file is removed and any earlier file at the destination is left untouc
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -42,6 +43,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix if suffix is None else suffix
+    # A writer killed mid-write (kill -9, the OOM killer) leaves its temporary file behind; one
+    # job writes each file, so the next write of it clears what an earlier one left.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp{suffix}"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
