@@ -99,7 +99,7 @@ def test_editing_a_training_setting_reruns_that_training_and_everything_downstre
     assert dry_run_with(finished_campaign, {"pretrain": {"epochs": 16}}) == {
         "pretrain": 1, "train_top_down": 2, **downstream}
     # a DiffTRe setting: the two top-down models, not the pre-trained one
-    jobs = dry_run_with(finished_campaign, {"difftre": {"lr_start": 4e-4}})
+    jobs = dry_run_with(finished_campaign, {"difftre": {"lr_start": 3e-3}})
     assert jobs == {"train_top_down": 2, **{f"evaluate_{p}": 2 for p in PROPERTIES}, "dft_errors": 2,
                     "compare": 1, "figures": 1, "all": 1}
     # one scheme's own setting: that model only
