@@ -25,7 +25,8 @@ import numpy as np
 
 from .. import units
 from ..compilation import Program
-from .stress import born_terms, kinetic_tensor
+from .born_directions import born_directions
+from .stress import born_cotangent, born_directional, born_terms, kinetic_tensor
 from .structure import rdf_frames
 
 
@@ -56,6 +57,39 @@ def frame_quantities(energy: Callable, with_born: bool) -> Callable:
     return q
 
 
+def directional_quantities(energy: Callable) -> Callable:
+    """``q(params, positions, box, graph, directions) -> dict`` per frame: the energy, the Born
+    stress and the Born stiffness along the frame's strain ``directions`` (p, 6)
+    (``stress.born_directional``)."""
+
+    def q(params, positions, box, graph, directions):
+        def u(r, b, graph):
+            return energy(params, r, b, graph)
+
+        stress, y = born_directional(u)(positions, box, directions, graph=graph)
+        return {"energy": u(positions, box, graph), "born_stress": stress, "born_directional": y}
+
+    return q
+
+
+def directional_gradient(energy: Callable) -> Callable:
+    """``g(params, positions, box, graphs, directions, c) -> ∂/∂θ Σ_i c_i · q_i(θ)`` over a batch of
+    frames, for cotangents ``c`` of ``directional_quantities``' outputs (``stress.born_cotangent``)."""
+
+    def g(params, positions, box, graphs, directions, c):
+        def total(p):
+            def one(r, graph, d, c_u, c_s, c_y):
+                return born_cotangent(lambda x, b, graph: energy(p, x, b, graph))(
+                    r, box, d, c_u, c_s, c_y, graph=graph)
+
+            return jnp.sum(jax.vmap(one)(positions, graphs, directions, c["energy"], c["born_stress"],
+                                         c["born_directional"]))
+
+        return jax.grad(total)(params)
+
+    return g
+
+
 @dataclasses.dataclass(frozen=True)
 class Frames:
     """Recorded frames of one state point with what does not depend on θ."""
@@ -64,15 +98,33 @@ class Frames:
     box: np.ndarray  # (3, 3)
     graphs: object  # stacked Graph (F leading)
     u_ref: np.ndarray  # (F,) U_θ̂ of the sampling parameters
-    fixed: dict  # kinetic tensors, per-frame RDFs
+    fixed: dict  # kinetic tensors, per-frame RDFs, strain directions of the Born stiffness
+
+    @property
+    def directional(self) -> bool:
+        """Whether the frames carry strain directions (``born_directions``): their Born
+        stiffness is sampled along those, not evaluated in full."""
+        return "born_index" in self.fixed
 
 
 def make_frames(positions, momenta, masses_u, box, graphs, u_ref, sp) -> Frames:
-    """Frames with their kinetic tensors and, if the state point ``sp`` (a ``name`` and
-    ``targets``) has an ``rdf`` target, their RDFs on the target's bins."""
+    """Frames with their kinetic tensors; if the state point ``sp`` (a ``name``, ``targets`` and
+    the DiffTRe state point's Born settings) has an ``rdf`` target, their RDFs on the target's
+    bins; if it samples the Born stiffness along ``born_directions`` per frame, the directions of
+    each frame (``born_index`` into the state point's direction set, ``born_vectors``)."""
     mass = units.mass_to_internal(np.asarray(masses_u, float))
     kin = np.asarray(jax.vmap(kinetic_tensor, (0, None))(jnp.asarray(momenta), jnp.asarray(mass)))
     fixed = {"kinetic": kin}
+    per_frame = getattr(sp, "born_directions", 0)
+    if per_frame and getattr(sp, "needs_born", False):
+        if sp.elastic_targets:
+            dirs = born_directions(sp.symmetry, sp.elastic_targets)
+            index = dirs.assign(len(positions), min(per_frame, dirs.count))
+            vectors = dirs.vectors[index]
+        else:  # the pressure needs the Born stress only
+            index, vectors = np.zeros((len(positions), 0), int), np.zeros((len(positions), 0, 6))
+        fixed["born_index"] = index
+        fixed["born_vectors"] = vectors.astype(np.asarray(positions).dtype)
     if "rdf" in sp.targets:
         r_target = np.asarray(sp.targets["rdf"][0])
         dr = r_target[1] - r_target[0]
@@ -93,6 +145,7 @@ class BatchedQuantities:
         self.batch = batch_frames
         self._q = {b: Program(jax.vmap(frame_quantities(energy, b), (None, 0, None, 0)))
                    for b in (False, True)}
+        self._q_directional = Program(jax.vmap(directional_quantities(energy), (None, 0, None, 0, 0)))
 
     def _batches(self, n: int):
         for s in range(0, n, self.batch):
@@ -104,9 +157,14 @@ class BatchedQuantities:
                 jax.tree_util.tree_map(lambda x: x[padded], fr.graphs))
 
     def quantities(self, params, fr: Frames, with_born: bool) -> dict:
+        """Energies and, ``with_born``, the Born terms (along the frames' strain directions if
+        they carry some, else the full stiffness) of every frame."""
         parts = []
         for idx, padded in self._batches(len(fr.positions)):
-            q = self._q[with_born](params, *self._take(fr, padded))
+            if with_born and fr.directional:
+                q = self._q_directional(params, *self._take(fr, padded), jnp.asarray(fr.fixed["born_vectors"][padded]))
+            else:
+                q = self._q[with_born](params, *self._take(fr, padded))
             parts.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[:len(idx)], q))
         return {k: jnp.asarray(np.concatenate([p[k] for p in parts])) for k in parts[0]}
 

@@ -35,7 +35,8 @@ import numpy as np
 from .. import units
 from ..compilation import Program
 from ..elastic import SYMMETRY_CONSTANTS, reduce_stiffness
-from ..observables.reweighting import (BatchedQuantities, Frames, effective_sample_size,
+from ..observables.born_directions import born_directions
+from ..observables.reweighting import (BatchedQuantities, Frames, directional_gradient, effective_sample_size,
                                        frame_quantities, reweighting_weights)
 from ..observables.stress import ELASTIC_KINDS, frame_pressure, stress_fluctuation
 
@@ -67,8 +68,13 @@ class StatePoint(_Targets):
     weights: dict  # name -> loss weight
     symmetry: str = "hexagonal"
     elastic_constants: str = "adiabatic"  # or "isothermal": which the C targets are compared with
+    # strain directions per frame along which the Born stiffness is sampled
+    # (``observables.born_directions``); 0: the full 6×6 tensor of every frame
+    born_directions: int = 0
 
     def __post_init__(self):
+        if self.born_directions < 0:
+            raise ValueError(f"state point {self.name}: born_directions {self.born_directions}, expected >= 0")
         if self.elastic_constants not in ELASTIC_KINDS:
             raise ValueError(f"state point {self.name}: elastic_constants {self.elastic_constants!r}, "
                              f"expected one of {ELASTIC_KINDS}")
@@ -92,12 +98,12 @@ class StatePoint(_Targets):
         targets = {k: np.asarray(v[1] if k == "rdf" else v, dtype) for k, v in self.targets.items()}
         return StateSpec(np.asarray(self.temperature, dtype), np.asarray(abs(np.linalg.det(self.box)), dtype),
                          targets, {k: np.asarray(v, dtype) for k, v in self.weights.items()},
-                         self.symmetry, len(self.positions), self.elastic_constants)
+                         self.symmetry, len(self.positions), self.elastic_constants, self.born_directions)
 
 
 @functools.partial(jax.tree_util.register_dataclass,
                    data_fields=["temperature", "volume", "targets", "weights"],
-                   meta_fields=["symmetry", "n_atoms", "elastic_constants"])
+                   meta_fields=["symmetry", "n_atoms", "elastic_constants", "born_directions"])
 @dataclasses.dataclass(frozen=True)
 class StateSpec(_Targets):
     """What the loss needs of a state point, as arrays (traced in compiled programs): the
@@ -110,6 +116,7 @@ class StateSpec(_Targets):
     symmetry: str
     n_atoms: int
     elastic_constants: str = "adiabatic"
+    born_directions: int = 0
 
 
 def _spec(sp) -> StateSpec:
@@ -128,7 +135,12 @@ def predictions(q: dict, fixed: dict, weights, sp: StatePoint | StateSpec) -> di
         p = frame_pressure(q["born_stress"], kin, volume, weights)
         out["pressure"] = units.ev_per_a3_to_gpa(jnp.mean(p[:3]))
     if sp.elastic_targets:
-        c = stress_fluctuation(q["born_stress"], q["born_stiffness"], kin, q["energy"], volume, sp.n_atoms,
+        if "born_directional" in q:  # sampled along strain directions: their weighted means
+            born = born_directions(sp.symmetry, sp.elastic_targets).mean_stiffness(
+                q["born_directional"], fixed["born_index"], weights)
+        else:
+            born = q["born_stiffness"]
+        c = stress_fluctuation(q["born_stress"], born, kin, q["energy"], volume, sp.n_atoms,
                                sp.temperature, weights)[sp.elastic_constants]
         out.update(reduce_stiffness(units.ev_per_a3_to_gpa(c), sp.symmetry))
     if "rdf" in sp.targets:
@@ -176,12 +188,14 @@ class Reweighter(BatchedQuantities):
                                                                 fixed, spec), has_aux=True)(params)
 
         self._one_pass = Program(loss_and_grad)
+        self._directional_vjp = Program(directional_gradient(energy))
 
     def evaluate(self, params, fr: Frames, sp: StatePoint, gradient: bool = True):
         """(loss, predictions, ESS, gradient or None) of state point ``sp`` at ``params``."""
         dtype = jnp.asarray(fr.positions).dtype
         spec = sp.spec(dtype)
-        if gradient and len(fr.positions) <= self.batch:
+        directional = sp.needs_born and fr.directional
+        if gradient and len(fr.positions) <= self.batch and not directional:
             (value, (pred, w)), grads = self._one_pass(
                 params, jnp.asarray(fr.positions), jnp.asarray(fr.box), fr.graphs, jnp.asarray(fr.u_ref, dtype),
                 {k: jnp.asarray(v, dtype) for k, v in fr.fixed.items()}, spec)
@@ -200,7 +214,11 @@ class Reweighter(BatchedQuantities):
         for idx, padded in self._batches(len(fr.positions)):
             c = jax.tree_util.tree_map(lambda x: jnp.zeros((self.batch,) + x.shape[1:], x.dtype)
                                        .at[:len(idx)].set(x[idx]), cot)
-            g = self._vjp(params, *self._take(fr, padded), c, sp.needs_born)
+            if directional:
+                g = self._directional_vjp(params, *self._take(fr, padded),
+                                          jnp.asarray(fr.fixed["born_vectors"][padded]), c)
+            else:
+                g = self._vjp(params, *self._take(fr, padded), c, sp.needs_born)
             grads = g if grads is None else jax.tree_util.tree_map(jnp.add, grads, g)
         return float(value), _to_host(pred), effective_sample_size(w), grads
 

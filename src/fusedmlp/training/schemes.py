@@ -34,6 +34,12 @@ def exp_trainer_settings(cfg: dict) -> ExpTrainerSettings:
     return ExpTrainerSettings(**{f.name: d[f.name] for f in dataclasses.fields(ExpTrainerSettings)})
 
 
+def state_point_record(sp: StatePoint) -> dict:
+    """What of a state point decides its updates (a checkpoint's key)."""
+    return dict(name=sp.name, box=np.asarray(sp.box).tolist(), targets=sp.targets, weights=sp.weights,
+                elastic_constants=sp.elastic_constants, born_directions=sp.born_directions)
+
+
 def state_points(cfg: dict, settings: ModelSettings) -> list[StatePoint]:
     """hcp boxes at the experimental lattice constants of each temperature, with the
     experimental elastic constants and zero pressure as targets."""
@@ -57,7 +63,7 @@ def state_points(cfg: dict, settings: ModelSettings) -> list[StatePoint]:
                               box=np.asarray(atoms.cell), species=species_index(atoms.numbers, settings.species),
                               masses=np.full(len(atoms), atomic_masses[atomic_numbers[symbol]]),
                               targets=targets, weights=weights, symmetry="hexagonal",
-                              elastic_constants=d["elastic_constants"]))
+                              elastic_constants=d["elastic_constants"], born_directions=d["born_directions"]))
     return out
 
 
@@ -84,8 +90,7 @@ def train_scheme(cfg: dict, scheme: str, model_in, dataset_path, split_path, mod
     trainer = dft_trainer(settings, data, split["train"], dts, dtype(cfg))
     inputs = {"start_model_sha256": D.file_sha256(model_in), "dataset_sha256": D.file_sha256(dataset_path),
               "split_sha256": D.file_sha256(split_path), "dft_trainer": dataclasses.asdict(dts),
-              "state_points": [dict(name=sp.name, box=np.asarray(sp.box).tolist(), targets=sp.targets,
-                                    weights=sp.weights) for sp in sps]}
+              "state_points": [state_point_record(sp) for sp in sps]}
     result = fit_top_down(settings, params, sps, ts, sch, checkpoint_path,
                           dft=(trainer, split["train"], split["val"]), log_csv=log_csv, inputs=inputs,
                           progress=log.info, max_epochs_this_run=max_epochs_this_run)
