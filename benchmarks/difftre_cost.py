@@ -183,10 +183,13 @@ def noise(windows: list[int], n_frames: int, seed: int = 0) -> list[dict]:
     return out
 
 
-def _subprocess(args: list[str]) -> dict:
+def _subprocess(args: list[str]) -> dict | None:
+    """The JSON line a worker prints; None (and its error on stderr) if it failed."""
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
     if out.returncode:
-        sys.exit(f"{' '.join(args)} failed:\n{out.stderr[-4000:]}")
+        print(f"{' '.join(args)} failed (exit status {out.returncode}; -9: killed, e.g. out of memory):\n"
+              f"{out.stderr[-2000:]}", file=sys.stderr, flush=True)
+        return None
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -224,11 +227,13 @@ def main():
             for f in args.frames or [20 if model == "demo" else 8]:
                 b = args.batch or min(f, 20)
                 for d in args.directions:
-                    rows.append(_subprocess(["--one", model, str(d), str(f), str(b), "--params", params_path]))
-                    r = rows[-1]
+                    r = _subprocess(["--one", model, str(d), str(f), str(b), "--params", params_path])
+                    if r is None:
+                        continue
+                    rows.append(r)
                     print(f"  {model} {d} directions {f} frames: update {r['update_s'] / r['efv_s']:.1f} E+F/frame",
                           file=sys.stderr, flush=True)
-    noise_rows = _subprocess(["--noise", "--noise-frames", str(args.noise_frames)]) if args.noise_frames else []
+    noise_rows = (_subprocess(["--noise", "--noise-frames", str(args.noise_frames)]) or []) if args.noise_frames else []
 
     import jax
     print(f"DiffTRe update cost, JAX {jax.__version__} on {jax.devices()[0].platform}, float32 models with random "

@@ -139,6 +139,15 @@ def _check_difftre_frames(d: dict, fail) -> None:
              f"{d['equilibration_ps']:g} ps leaves no frame of a {d['trajectory_ps']:g} ps trajectory "
              f"(difftre.trajectory_ps, recorded every {d['record_every_fs']:g} fs): the trajectory "
              "includes the equilibration, so it must be longer by at least one recording interval")
+    elastic = [t for t in d["targets"] if t != "pressure"]
+    if d["born_directions"] and elastic and kept >= 1:
+        from .observables.born_directions import born_directions  # the state points are hcp
+        need = born_directions("hexagonal", elastic).count
+        if kept * min(d["born_directions"], need) < need:
+            fail("difftre.born_directions",
+                 f"{kept} frames per trajectory × {d['born_directions']} strain directions per frame cannot "
+                 f"cover the {need} directions the targets {elastic} need: record more frames "
+                 "(difftre.record_every_fs, trajectory_ps) or raise born_directions")
 
 
 def _check_experimental_range(cfg: dict, fail) -> None:

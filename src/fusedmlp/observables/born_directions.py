@@ -8,6 +8,10 @@ along the directions
     e_a for every needed diagonal entry and every index of a needed off-diagonal one,
     e_a + e_b for every needed off-diagonal entry:     Cᴮ_ab = ½ (y_{a+b} − y_a − y_b).
 
+(The pair e_a ± e_b, Cᴮ_ab = ¼ (y_{a+b} − y_{a−b}), needs no diagonal terms but three more
+directions for hexagonal targets, so fewer frames per direction: on EAM frames of hcp Ti at 323 K
+it added more noise to C33, C44 and C13 than this set, ``benchmarks/difftre_cost.py``.)
+
 Frames share the D directions round-robin: frame i carries directions (i p + j + offset) mod D,
 j < p. Each ȳ_d is the weighted mean over the frames that carry d, with the weights renormalised
 over those frames (a ratio estimator, like the reweighted averages themselves), so

@@ -66,8 +66,8 @@ def directional_quantities(energy: Callable) -> Callable:
         def u(r, b, graph):
             return energy(params, r, b, graph)
 
-        stress, y = born_directional(u)(positions, box, directions, graph=graph)
-        return {"energy": u(positions, box, graph), "born_stress": stress, "born_directional": y}
+        energy_, stress, y = born_directional(u)(positions, box, directions, graph=graph)
+        return {"energy": energy_, "born_stress": stress, "born_directional": y}
 
     return q
 

@@ -94,10 +94,10 @@ def born_terms(energy: Callable) -> Callable:
 
 
 def born_directional(energy: Callable) -> Callable:
-    """``f(positions, box, directions, **kw) -> (σᴮ (6,), y (p,))`` in eV/Å³: the Born stress and
-    the Born stiffness along p Voigt strain directions d_j, y_j = d_jᵀ Cᴮ d_j = (1/V) d²U(η(t d_j))/dt²
-    at t = 0 (the same Lagrangian strain as ``born_terms``), one forward-over-forward pass each
-    instead of the six forward-over-reverse passes of the full Cᴮ."""
+    """``f(positions, box, directions, **kw) -> (U, σᴮ (6,), y (p,))`` (eV; eV/Å³): the energy,
+    the Born stress and the Born stiffness along p Voigt strain directions d_j,
+    y_j = d_jᵀ Cᴮ d_j = (1/V) d²U(η(t d_j))/dt² at t = 0 (the Lagrangian strain of ``born_terms``),
+    one forward-over-forward pass each instead of the six forward-over-reverse passes of the full Cᴮ."""
 
     def f(positions, box, directions, **kw):
         def u_of(e):
@@ -105,29 +105,46 @@ def born_directional(energy: Callable) -> Callable:
 
         zero = jnp.zeros(6, box.dtype)
         v = volume(box)
-        stress = jax.grad(u_of)(zero) / v
+        u, grad = jax.value_and_grad(u_of)(zero)
         # a Python loop, not vmap: batched tangents of the graph network run several times slower
         y = [jax.jvp(lambda e: jax.jvp(u_of, (e,), (d,))[1], (zero,), (d,))[1] for d in directions]
-        return stress, jnp.stack(y) / v
+        return u, grad / v, (jnp.stack(y) if y else jnp.zeros(0, box.dtype)) / v
 
     return f
 
 
 def born_cotangent(energy: Callable) -> Callable:
     """``s(positions, box, directions, c_u, c_stress, c_y, **kw)``: the scalar
-    c_u U + c_stress · σᴮ + Σ_j c_y[j] y_j of ``born_directional``'s outputs, through first and
-    second directional derivatives only, so that its gradient in the parameters of ``energy`` (the
-    reweighting gradient's vector–Jacobian product) costs a reverse pass over forward passes."""
+    c_u U + c_stress · σᴮ + Σ_j c_y[j] y_j of ``born_directional``'s outputs, through directional
+    derivatives only, so that its gradient in the parameters of ``energy`` (the reweighting
+    gradient's vector–Jacobian product) costs a reverse pass over forward passes.
+
+    Along the strain path e(t) = t a + t² b, d²U/dt² at t = 0 is D²U[a, a] + 2 DU[b]: with
+    a = √|c| d and b = sign(c) c_stress / 2 one nested forward pass gives U, the first direction's
+    term and the stress term together (further directions take one pass each).
+    """
 
     def s(positions, box, directions, c_u, c_stress, c_y, **kw):
         def u_of(e):
             return energy(*lagrangian_strained(positions, box, voigt_to_strain(e)), **kw)
 
-        zero = jnp.zeros(6, box.dtype)
-        u, du = jax.jvp(u_of, (zero,), (c_stress,))
-        d2 = sum(c * jax.jvp(lambda e: jax.jvp(u_of, (e,), (d,))[1], (zero,), (d,))[1]
-                 for c, d in zip(c_y, directions))
-        return c_u * u + (du + d2) / volume(box)
+        def along(a, b):
+            """(U, d²U/dt²) at t = 0 on the path t a + t² b."""
+            def f_and_slope(t):
+                return jax.jvp(lambda t: u_of(t * a + t * t * b), (t,), (jnp.ones_like(t),))
+
+            (u, _), (_, curvature) = jax.jvp(f_and_slope, (jnp.zeros((), box.dtype),), (jnp.ones((), box.dtype),))
+            return u, curvature
+
+        if len(directions) == 0:  # the stress term alone: t² b gives 2 DU[b]
+            u, curv = along(jnp.zeros(6, box.dtype), 0.5 * c_stress)
+            return c_u * u + curv / volume(box)
+        sign = jnp.where(c_y[0] >= 0, 1.0, -1.0).astype(box.dtype)
+        u, curv = along(jnp.sqrt(jnp.abs(c_y[0])) * directions[0], 0.5 * sign * c_stress)
+        total = sign * curv
+        for c, d in zip(c_y[1:], directions[1:]):
+            total = total + c * along(d, jnp.zeros(6, box.dtype))[1]
+        return c_u * u + total / volume(box)
 
     return s
 
