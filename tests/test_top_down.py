@@ -24,7 +24,8 @@ def setup(small_dataset):
     params = init_params(settings, jax.random.PRNGKey(0), dtype=jnp.float64)
     at = crystal("Ti", "hcp", 2.95, 1.59, (2, 2, 1))
     sp = StatePoint("323K", 323.0, at.positions, np.asarray(at.cell), np.zeros(len(at), int),
-                    np.full(len(at), 47.867), {"C44": 50.0, "pressure": 0.0}, {"C44": 1.0, "pressure": 10.0})
+                    np.full(len(at), 47.867), {"C44": 50.0, "pressure": 0.0}, {"C44": 1.0, "pressure": 10.0},
+                    born_directions=1)  # C44 reads two entries: two strain directions, one per frame
     ts = ExpTrainerSettings(epochs=2, timestep_fs=2.0, trajectory_ps=0.08, equilibration_ps=0.0,
                             record_every_fs=10.0, batch_frames=4, lr_start=1e-2, lr_end=1e-3)
     data = prepare(small_dataset, settings)
