@@ -190,13 +190,15 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
         ax.plot(r[has], g_target[has], "o", color="crimson", ms=2.5, label="target", zorder=5)
         ax.set_xlabel("r (Å)")
         ax.set_ylabel("g(r)")
-        ax.set_xlim(max(0.0, r[has][0] - 0.5) if has.any() else 0.0, r[-1])
-        ax.legend(fontsize=8)
+        # from just below the first pairs (the core, g = 0, carries no information)
+        start = r[has & (np.nan_to_num(g_target) > 0.05)][0] - 0.4 if (has & (np.nan_to_num(g_target) > 0.05)).any() else 0
+        ax.set_xlim(max(0.0, start), r[-1])
+        ax.legend(fontsize=8, loc="upper left")
         ax.set_title("radial distribution function")
-        # inset: the first peak
+        # inset: the first peak, over the low second shell on the right
         if has.any():
             peak = int(np.nanargmax(np.where(has, g_target, np.nan)))
-            ins = ax.inset_axes([0.55, 0.42, 0.42, 0.32])
+            ins = ax.inset_axes([0.6, 0.5, 0.38, 0.38])
             lo, hi = max(0, peak - 8), min(len(r), peak + 9)
             for k in range(n):
                 ins.plot(r[lo:hi], g_iter[k][lo:hi], color=shade[k], lw=1.8 if k == best_iteration else 0.8)
