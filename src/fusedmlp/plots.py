@@ -199,10 +199,13 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
         if has.any():
             peak = int(np.nanargmax(np.where(has, g_target, np.nan)))
             ins = ax.inset_axes([0.6, 0.5, 0.38, 0.38])
-            lo, hi = max(0, peak - 8), min(len(r), peak + 9)
+            near = np.nonzero(np.abs(r - r[peak]) <= 0.4)[0]
+            lo, hi = int(near[0]), int(near[-1]) + 1
             for k in range(n):
                 ins.plot(r[lo:hi], g_iter[k][lo:hi], color=shade[k], lw=1.8 if k == best_iteration else 0.8)
             ins.plot(r[lo:hi][has[lo:hi]], g_target[lo:hi][has[lo:hi]], "o", color="crimson", ms=2.5)
+            top = max(float(np.max(g_iter[:, lo:hi])), float(np.nanmax(g_target[lo:hi])))
+            ins.set_ylim(0.75 * top, 1.03 * top)
             ins.tick_params(labelsize=7)
             ins.set_title("first peak", fontsize=7)
         ax = axes[1]
@@ -220,9 +223,9 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
         ax.set_title("learned correction (colour: iteration)")
         ax = axes[2]
         it = df["epoch"].to_numpy()
-        ax.semilogy(it, df["rdf_rmse"], "o-", color="C0", label="RDF error (RMS of g)")
-        ax.semilogy([best_iteration + 1], [df["rdf_rmse"].iloc[best_iteration]], "*", ms=14, color="C0",
-                    label="kept")
+        ax.plot(it, df["rdf_rmse"], "o-", color="C0", label="RDF error (RMS of g)")
+        ax.plot([best_iteration + 1], [df["rdf_rmse"].iloc[best_iteration]], "*", ms=14, color="C0", label="kept")
+        ax.set_ylim(0, 1.1 * float(df["rdf_rmse"].max()))
         ax.set_xlabel("iteration")
         ax.set_ylabel("RDF error")
         ax.set_xticks(it)
