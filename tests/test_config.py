@@ -56,6 +56,15 @@ def test_paper_config_is_valid_and_paper_scale():
     ({"evaluation": {"elastic_hcp": {"temperatures": [323, 2000]}}},
      ["evaluation.elastic_hcp.temperatures", "2000 K outside", "4-973 K"]),
     ({"experiment": {"lattice_constants": "missing.csv"}}, ["experiment.lattice_constants", "missing.csv", "does not exist"]),
+    # issue 19: IBI
+    ({"ibi": {"correction": {"cutoff": 5.5}}}, ["ibi.correction.cutoff", "exceeds model.cutoff"]),
+    ({"ibi": {"models": {"x": {"target": "nowhere.csv", "density_g_cm3": 4.0}}}},
+     ["ibi.models.x.target", "neither a reference level", "nowhere.csv"]),
+    ({"ibi": {"models": {"x": {"target": "resources/experiment/ti_liquid_rdf.csv"}}}},
+     ["ibi.models.x.density_g_cm3", "needs the state point's density"]),
+    ({"ibi": {"models": {"fused": {"target": "ref_hard"}}}}, ["ibi.models.fused", "distinct names"]),
+    ({"ibi": {"pressure_correction": {"max_kT": 0.2}}}, ["ibi.pressure_correction.max_kT"]),
+    ({"ibi": {"models": {"pretrained": {"target": "ref_hard"}}}}, ["ibi.models"]),
 ])
 def test_invalid_configs_name_the_key(cfg, names):
     with pytest.raises(ConfigError) as err:

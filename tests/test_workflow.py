@@ -40,20 +40,31 @@ def dry_run_jobs(res):
 
 def test_default_dry_run_lists_the_dag():
     jobs = dry_run_jobs(smk("-n", "--forceall"))
-    # three models; the reference potential only with evaluation.include_reference
-    evaluations = {f"evaluate_{p}": 3 for p in ("elastic_hcp", "lattice_temperature", "lattice_pressure",
+    # four models (pre-trained, two DiffTRe schemes, IBI toward ref_hard's liquid, whose target
+    # `ibi_target` measures); the reference potential only with evaluation.include_reference
+    evaluations = {f"evaluate_{p}": 4 for p in ("elastic_hcp", "lattice_temperature", "lattice_pressure",
                                                  "phonons", "liquid", "diffusion", "elastic_bcc")}
     assert jobs == {"reference_configurations": 1, "label_reference": 2, "split": 2,
-                    "dataset_summary": 2, "pretrain": 1, "train_top_down": 2, "dft_errors": 3,
-                    **evaluations, "compare": 1, "figures": 1, "all": 1}
+                    "dataset_summary": 2, "pretrain": 1, "train_top_down": 2, "ibi_target": 1, "train_ibi": 1,
+                    "dft_errors": 4, **evaluations, "compare": 1, "figures": 1, "all": 1}
+
+
+def test_ibi_experiment_overlay_adds_a_table_target_model():
+    """config/ibi_experiment.yaml adds `ibi_exp` (the measured g(r) as target: no target job) to
+    the demo's known-answer IBI model, and both join every evaluation."""
+    res = smk("-n", "--forceall", "--configfile", "config/ibi_experiment.yaml")
+    jobs = dry_run_jobs(res)
+    assert jobs["train_ibi"] == 2 and jobs["ibi_target"] == 1 and jobs["dft_errors"] == 5
+    assert all(jobs[f"evaluate_{p}"] == 5 for p in ("liquid", "diffusion", "elastic_hcp", "phonons"))
+    assert "results/ibi_exp/model.npz" in res.stdout and "results/ibi/target_rdf.csv" in res.stdout
 
 
 def test_reference_potential_evaluated_on_request():
     """The overlay named in the README adds the reference potential to every property job and keeps
     the rest of the demo configuration."""
     jobs = dry_run_jobs(smk("-n", "--forceall", "--configfile", "config/with_reference.yaml"))
-    assert all(jobs[f"evaluate_{p}"] == 4 for p in ("elastic_hcp", "phonons", "diffusion", "elastic_bcc"))
-    assert jobs["dft_errors"] == 3  # the reference potential has no test errors against itself
+    assert all(jobs[f"evaluate_{p}"] == 5 for p in ("elastic_hcp", "phonons", "diffusion", "elastic_bcc"))
+    assert jobs["dft_errors"] == 4  # the reference potential has no test errors against itself
     assert jobs["train_top_down"] == 2 and jobs["reference_configurations"] == 1
 
 

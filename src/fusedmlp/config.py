@@ -108,6 +108,7 @@ def _check_consistency(cfg: dict, source: str) -> None:
         if run["structure"] not in ref["sampling"]["phases"]:
             fail(f"reference.sampling.md.runs.{i}.structure",
                  f"{run['structure']!r} is not among the sampled phases {sorted(ref['sampling']['phases'])}")
+    _check_ibi(cfg, fail)
     ph = cfg["evaluation"]["phonons"]
     if ph["structure"] != "hcp" and ph["start"]["a"] is None:
         fail("evaluation.phonons.start.a", f"a {ph['structure']} lattice needs its starting lattice constant (Å)")
@@ -125,6 +126,36 @@ def _check_consistency(cfg: dict, source: str) -> None:
             fail("data.release.species", f"{rel['species']!r} is not among species {cfg['species']}")
     if src == "ase" and cfg["data"]["ase"]["path"] is None:
         fail("data.ase.path", "source is 'ase' but no path is set")
+
+
+def _check_ibi(cfg: dict, fail) -> None:
+    """IBI models: names no scheme has, targets that are a reference level or a readable g(r)
+    table (then with a density), a correction within the network's cutoff."""
+    i = cfg["ibi"]
+    c = i["correction"]
+    if c["cutoff"] > cfg["model"]["cutoff"]:
+        fail("ibi.correction.cutoff", f"{c['cutoff']:g} Å exceeds model.cutoff {cfg['model']['cutoff']:g} Å: "
+                                      "the model's graphs hold no pairs beyond it")
+    if c["r_min"] >= c["cutoff"] or (c["cutoff"] - c["r_min"]) / c["spacing_A"] < 2:
+        fail("ibi.correction", f"r_min {c['r_min']:g} Å must lie below the cutoff {c['cutoff']:g} Å by at least "
+                               f"two grid spacings ({c['spacing_A']:g} Å)")
+    if not i["r_range"][0] < i["r_range"][1]:
+        fail("ibi.r_range", f"{i['r_range']}: expected [lower, upper] with lower < upper (Å)")
+    for name, m in i["models"].items():
+        if name in cfg["schemes"]:
+            fail(f"ibi.models.{name}", "a top-down scheme has this name; models need distinct names")
+        if m["target"] in cfg["reference"]["levels"]:
+            continue
+        from .io import InputError
+        from .training.ibi import load_rdf_target
+        try:
+            load_rdf_target(m["target"])
+        except InputError as exc:
+            fail(f"ibi.models.{name}.target", f"neither a reference level ({sorted(cfg['reference']['levels'])}) "
+                                              f"nor a readable r_A, g table: {exc}")
+        if m["density_g_cm3"] is None and i["density_g_cm3"] is None:
+            fail(f"ibi.models.{name}.density_g_cm3", "a table target needs the state point's density "
+                                                     "(here or ibi.density_g_cm3): IBI runs NVT")
 
 
 def _check_difftre_frames(d: dict, fail) -> None:

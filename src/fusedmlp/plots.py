@@ -168,3 +168,74 @@ def top_down_curve(rows, state_points, path, title: str = "") -> None:
                          va="top", color="0.3")
         fig.suptitle(title)
         save(fig, path)
+
+
+def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: int, path, title: str = "") -> None:
+    """Iterative Boltzmann Inversion: g(r) of every iteration against the target, the learned
+    correction v(r) per iteration (the selected one bold), and the RDF error and pressure per
+    iteration."""
+    import pandas as pd
+
+    df = pd.DataFrame(list(rows))
+    n = len(g_iter)
+    cmap = plt.get_cmap("viridis")
+    shade = [cmap(0.9 * k / max(n - 1, 1)) for k in range(n)]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), gridspec_kw={"wspace": 0.28, "width_ratios": [1.3, 1.1, 1]})
+        ax = axes[0]
+        has = np.isfinite(g_target)
+        for k in range(n):
+            ax.plot(r, g_iter[k], color=shade[k], lw=2.0 if k in (0, best_iteration) else 0.9,
+                    label=f"iteration {k + 1}" if k in (0, n - 1, best_iteration) else None)
+        ax.plot(r[has], g_target[has], "o", color="crimson", ms=2.5, label="target", zorder=5)
+        ax.set_xlabel("r (Å)")
+        ax.set_ylabel("g(r)")
+        # from just below the first pairs (the core, g = 0, carries no information)
+        start = r[has & (np.nan_to_num(g_target) > 0.05)][0] - 0.4 if (has & (np.nan_to_num(g_target) > 0.05)).any() else 0
+        ax.set_xlim(max(0.0, start), r[-1])
+        ax.legend(fontsize=8, loc="upper left")
+        ax.set_title("radial distribution function")
+        # inset: the first peak, over the low second shell on the right
+        if has.any():
+            peak = int(np.nanargmax(np.where(has, g_target, np.nan)))
+            ins = ax.inset_axes([0.6, 0.5, 0.38, 0.38])
+            near = np.nonzero(np.abs(r - r[peak]) <= 0.4)[0]
+            lo, hi = int(near[0]), int(near[-1]) + 1
+            for k in range(n):
+                ins.plot(r[lo:hi], g_iter[k][lo:hi], color=shade[k], lw=1.8 if k == best_iteration else 0.8)
+            ins.plot(r[lo:hi][has[lo:hi]], g_target[lo:hi][has[lo:hi]], "o", color="crimson", ms=2.5)
+            top = max(float(np.max(g_iter[:, lo:hi])), float(np.nanmax(g_target[lo:hi])))
+            ins.set_ylim(0.75 * top, 1.03 * top)
+            ins.tick_params(labelsize=7)
+            ins.set_title("first peak", fontsize=7)
+        ax = axes[1]
+        names = [c for c in curves if c.startswith("v_iter")]
+        for k, c in enumerate(names):
+            ax.plot(grid, 1e3 * np.asarray(curves[c]), color=shade[k], lw=0.9)
+        if "v_selected_eV" in curves:
+            ax.plot(grid, 1e3 * np.asarray(curves["v_selected_eV"]), color="k", lw=2.2,
+                    label=f"kept (sampled in iteration {best_iteration + 1})")
+        # the last update's table is not sampled; the tables shown are the ones each iteration ran with
+        ax.axhline(0.0, color="0.6", lw=0.8)
+        ax.set_xlabel("r (Å)")
+        ax.set_ylabel("pair correction v(r) (meV)")
+        ax.legend(fontsize=8)
+        ax.set_title("learned correction (colour: iteration)")
+        ax = axes[2]
+        it = df["epoch"].to_numpy()
+        ax.plot(it, df["rdf_rmse"], "o-", color="C0", label="RDF error (RMS of g)")
+        ax.plot([best_iteration + 1], [df["rdf_rmse"].iloc[best_iteration]], "*", ms=14, color="C0", label="kept")
+        ax.set_ylim(0, 1.1 * float(df["rdf_rmse"].max()))
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("RDF error")
+        ax.set_xticks(it)
+        ax2 = ax.twinx()
+        ax2.plot(it, df["pressure_gpa"], "s--", color="C3", ms=4, label="pressure")
+        ax2.set_ylabel("pressure (GPa)", color="C3")
+        ax2.grid(False)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=8)
+        ax.set_title("convergence")
+        fig.suptitle(title)
+        save(fig, path)

@@ -39,10 +39,12 @@ wildcard_constraints:
     level=NAME,
 
 
-# Trained models, each in results/<model>/model.npz: the pre-trained model and one per configured
-# top-down scheme (the scheme list lives in config `schemes` only).
+# Trained models, each in results/<model>/model.npz: the pre-trained model, one per configured
+# top-down scheme (the scheme list lives in config `schemes` only) and one per IBI correction
+# (config `ibi.models`).
 SCHEMES = list(config["schemes"])
-MODELS = ["pretrained"] + SCHEMES
+IBI_MODELS = list(config["ibi"]["models"])
+MODELS = ["pretrained"] + SCHEMES + IBI_MODELS
 # Potentials the evaluation rules measure: the models and, in the demo, the reference potential
 # that labelled their training data (its ground truth).
 REFERENCE = "reference"
@@ -85,6 +87,28 @@ def dataset_stems():
     if config["data"]["source"] == "reference":
         return [f"reference_{lvl}" for lvl in config["reference"]["levels"]]
     return [config["data"]["name"]]
+
+
+def ibi_reference_target(model):
+    """The reference level IBI model ``model`` targets, or None for a table target."""
+    target = config["ibi"]["models"][model]["target"]
+    return target if target in config["reference"]["levels"] else None
+
+
+def ibi_inputs(wildcards):
+    """The target of an IBI model: a reference level's g(r) and state measured by `ibi_target`, or
+    the configured table."""
+    if ibi_reference_target(wildcards.ibi):
+        return {"target": f"results/{wildcards.ibi}/target_rdf.csv",
+                "target_state": f"results/{wildcards.ibi}/target_state.csv"}
+    return {"target": config["ibi"]["models"][wildcards.ibi]["target"]}
+
+
+def ibi_settings(wildcards):
+    """params of an IBI job: the shared ibi keys and its own entry (editing another IBI model's
+    entry does not rerun it)."""
+    shared = [f"ibi.{k}" for k in config["ibi"] if k != "models"]
+    return settings(*MODEL_KEYS, *shared, f"ibi.models.{wildcards.ibi}")
 
 
 def model_file(wildcards):

@@ -66,3 +66,58 @@ for _scheme in SCHEMES:
             f"train_{_scheme}"
         input:
             rules.train_top_down.output.model.format(scheme=_scheme),
+
+
+# The known-answer target of an IBI model whose target is a reference level: that level's liquid
+# at the IBI state point (g(r), zero-pressure density, diffusion).
+rule ibi_target:
+    output:
+        rdf="results/{ibi}/target_rdf.csv",
+        state="results/{ibi}/target_state.csv",
+    log:
+        "results/logs/ibi_target_{ibi}.log",
+    wildcard_constraints:
+        ibi="|".join(m for m in IBI_MODELS if ibi_reference_target(m)) or "^$",
+    params:
+        settings=lambda wc: settings(
+            *MODEL_KEYS, "ibi", "reference.potential", "reference.element",
+            f"reference.levels.{ibi_reference_target(wc.ibi)}", "evaluation.md", "evaluation.liquid",
+            "evaluation.diffusion"),
+    threads: config["compute"]["threads"]
+    priority: CRITICAL_PATH
+    resources:
+        **compute("gpu"),
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/ibi_target.py"
+
+
+# Iterative Boltzmann Inversion: the pre-trained model plus a pair correction fitted to a target
+# g(r) (config `ibi`); `snakemake results/<name>/model.npz` for one model of `ibi.models`.
+rule train_ibi:
+    input:
+        unpack(ibi_inputs),
+        model="results/pretrained/model.npz",
+    output:
+        model="results/{ibi}/model.npz",
+        log_csv="results/{ibi}/training_log.csv",
+        rdf_csv="results/{ibi}/ibi_rdf.csv",
+        correction_csv="results/{ibi}/ibi_correction.csv",
+        figure=report("results/{ibi}/training_curve.png", category="Training",
+                      caption="../report/ibi_curve.rst"),
+    log:
+        "results/logs/train_ibi_{ibi}.log",
+    wildcard_constraints:
+        ibi="|".join(IBI_MODELS) or "^$",
+    params:
+        settings=ibi_settings,
+        checkpoint="results/checkpoints/{ibi}/ibi.npz",
+    threads: config["compute"]["threads"]
+    priority: CRITICAL_PATH
+    resources:
+        **compute("gpu"),
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/train_ibi.py"

@@ -10,7 +10,7 @@ from ..plots import STYLE, plt, save
 from .compare import experimental_moduli, per_model, read_models
 
 LABELS = {"pretrained": "DFT pre-trained", "sequential": "DFT, EXP sequential", "fused": "DFT & EXP fused",
-          "reference": "reference potential"}
+          "reference": "reference potential", "ibi": "DFT + IBI pair correction"}
 EXP = dict(color="k", marker="o", ls="none", ms=4, mfc="none", label="experiment", zorder=5)
 
 

@@ -20,7 +20,7 @@ from .elasticity import CubicElasticSettings, ElasticSettings, cubic_elastic, hc
 from .lattice import lattice_vs_pressure, lattice_vs_temperature
 from .liquid import LiquidSettings, StructureSettings, TransportSettings, diffusion_at, liquid_structure
 from .phonon_bands import crystal_phonons
-from .potentials import Potential, load_potential
+from .potentials import Potential, load_potential, reference_potential
 from .sampling import Sampling, ScanStopped, scan
 
 log = logging.getLogger(__name__)
@@ -177,6 +177,39 @@ def elastic_bcc(cfg, model, model_path, table) -> dict:
     write_table([row], csv_path=table)
     _done(f"{model} bcc elastic constants", t0)
     return row
+
+
+def ibi_reference_target(cfg, name, rdf, state) -> dict:
+    """The known-answer target of IBI model ``name`` (``ibi.models.<name>.target``, a reference
+    level): the level's liquid at the IBI state point's temperature, prepared as
+    ``evaluation.liquid`` (melted, zero-pressure NPT) in the IBI's supercell and sampled for
+    ``ibi.target_sampling``; its g(r) on the IBI's bins (``rdf``, an ``r_A, g`` table with a
+    header naming it) and its density, pressure and self-diffusion (``state``): the density is
+    the IBI's NVT density, the diffusion the off-target check's reference."""
+    t0, i, liq, dif = time.time(), cfg["ibi"], cfg["evaluation"]["liquid"], cfg["evaluation"]["diffusion"]
+    m = i["models"][name]
+    level = m["target"]
+    if level not in cfg["reference"]["levels"]:
+        raise ValueError(f"ibi.models.{name}.target {level!r} is not a reference level {sorted(cfg['reference']['levels'])}")
+    temperature = float(m["temperature"] if m["temperature"] is not None else i["temperature"])
+    pot = reference_potential(cfg, level, name=f"reference {level}")
+    ls = liquid_settings(liq, i["supercell"], i["target_sampling"])
+    n_bins = max(10, int(round(i["rdf_r_max"] / i["rdf_bin_A"])))
+    res = liquid_structure(pot, _symbol(cfg), temperature, ls,
+                           StructureSettings(i["rdf_r_max"], n_bins, liq["adf_cutoff"], liq["adf_bins"]), run_settings(cfg))
+    rs = dataclasses.replace(run_settings(cfg), thermostat_kind=dif["thermostat"])
+    ts = TransportSettings(max_lag_ps=dif["max_lag_ps"], n_blocks=dif["n_blocks"])
+    d = diffusion_at(pot, _symbol(cfg), temperature, liquid_settings(liq, dif["supercell"], dif["sampling"]), ts, rs)
+    summary = res["summary"] | {"level": level} | {k: v for k, v in d.items() if k.startswith("D_")}
+    header = (f"# g(r) of the reference potential at level {level} (reference.levels.{level}) in its liquid at "
+              f"{temperature:g} K and zero pressure ({summary['n_atoms']} atoms, {summary['frames']} frames, density "
+              f"{summary['mass_density_g_cm3']:.4f} g/cm3): the known-answer target of IBI model {name}.\n"
+              "# Units: r in Angstrom, g dimensionless.\n")
+    with atomic_path(rdf) as tmp:
+        Path(tmp).write_text(header + pd.DataFrame(res["rdf"]).to_csv(index=False))
+    write_table([summary], csv_path=state)
+    _done(f"IBI target {name} ({level})", t0)
+    return summary
 
 
 JOBS = {"elastic_hcp": elastic_hcp, "lattice_temperature": lattice_temperature,

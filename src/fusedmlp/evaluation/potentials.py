@@ -66,15 +66,18 @@ class Potential:
         return lambda positions, box: efv(positions, box)[1]
 
 
+def reference_potential(cfg: dict, level: str, name: str = REFERENCE) -> Potential:
+    """The reference potential at one level of theory (``reference.levels.<level>``)."""
+    p = level_params(cfg["reference"], level)
+    u = graph_energy_fn(p)
+    return Potential(name, float(p.cutoff), None, lambda numbers: (lambda params, r, box, graph: u(r, box, graph)))
+
+
 def load_potential(cfg: dict, name: str, model_path=None) -> Potential:
     """The trained model at ``model_path`` or, for ``name == "reference"``, the reference
     potential at the training level of theory."""
     if name == REFERENCE:
-        ref = cfg["reference"]
-        p = level_params(ref, ref["training_level"])
-        u = graph_energy_fn(p)
-        return Potential(name, float(p.cutoff), None,
-                         lambda numbers: (lambda params, r, box, graph: u(r, box, graph)))
+        return reference_potential(cfg, cfg["reference"]["training_level"])
     if model_path is None:
         raise ValueError(f"model {name!r} needs a model file")
     # a file made with other hyperparameters than the configuration's is an error, not a silent swap

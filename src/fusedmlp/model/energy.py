@@ -2,16 +2,18 @@
 
 The total energy of head h (one head per level of theory) is
 
-    U_h = Σ_i [ σ_h · o_ih + μ_h(Z_i) ] + Σ_pairs φ(r_ij)
+    U_h = Σ_i [ σ_h · o_ih + μ_h(Z_i) ] + Σ_pairs φ(r_ij) + Σ_pairs v(r_ij)
 
 with o the network's per-atom output, σ_h a fixed energy scale and μ_h(Z) fixed per-species
 reference energies (``model.params``), both taken from the training data so that the network
-learns O(1) numbers, and φ an optional short-range repulsion (``model.repulsion``), zero at the
-distances of the data. ``energy_fn`` is a pure function of (params, positions, box, species,
+learns O(1) numbers, φ an optional short-range repulsion (``model.repulsion``), zero at the
+distances of the data, and v an optional tabulated pair correction (``model.pair_correction``,
+fitted by Iterative Boltzmann Inversion; its table is ``params["pair"]``). ``energy_fn`` is a pure function of (params, positions, box, species,
 graph): MD, training and phonons all call it; forces and virials come from ``fusedmlp.quantity``.
 
-A new energy term (a tabulated pair correction, say) is one more summand in ``energy_fn``, its
-settings a field of ``ModelSettings`` and its parameters (if any) one more entry of ``params``.
+A new energy term is one more summand in ``energy_fn``, its settings a field of
+``ModelSettings`` and its parameters (if any) one more entry of ``params`` (as the pair
+correction's).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import jax.numpy as jnp
 
 from .dimenet import dimenet_pp
 from .graph import Graph
+from .pair_correction import correction_energy
 from .repulsion import repulsion_energy
 from .settings import ModelSettings
 
@@ -40,6 +43,7 @@ def energy_fn(settings: ModelSettings, head: int = 0):
     per_atom = atomic_energies(settings)
 
     rep = settings.repulsion if settings.repulsion and settings.repulsion.r_inner > 0 else None
+    pair = settings.pair_correction
 
     def energy(params, positions, box, species_idx, graph, atom_mask=None):
         e = per_atom(params, positions, box, species_idx, graph)[:, head]
@@ -48,6 +52,8 @@ def energy_fn(settings: ModelSettings, head: int = 0):
         total = jnp.sum(e)
         if rep is not None:
             total = total + repulsion_energy(rep, positions, box, graph, atom_mask)
+        if pair is not None:
+            total = total + correction_energy(pair, params["pair"], positions, box, graph, atom_mask)
         return total
 
     return energy

@@ -1,7 +1,8 @@
 """A model's parameters: the network's (trained) and the fixed energy scale σ_h and per-species
 reference energies μ_h(Z) (``model.energy``), created from the settings.
 
-``params`` is a nested dict: ``{"net": <haiku parameters>, "scale": (H,), "shift": (H, S)}``;
+``params`` is a nested dict: ``{"net": <haiku parameters>, "scale": (H,), "shift": (H, S)}``, and
+``"pair": {"u": (n_points,)}`` for a model with a tabulated pair correction (``model.pair_correction``);
 ``trainable``/``with_trainable`` are the part an optimizer updates; ``flatten``/``unflatten``
 give the path-keyed layout of model files.
 """
@@ -17,6 +18,7 @@ import numpy as np
 
 from .dimenet import dimenet_pp
 from .graph import build_graph, neighbor_table
+from .pair_correction import zero_table
 from .settings import ModelSettings
 
 
@@ -54,9 +56,12 @@ def init_params(settings: ModelSettings, key, scale: EnergyScale | None = None, 
     # One jitted init: run op by op, haiku's initialisers compile hundreds of tiny programs (~15 s).
     net = jax.jit(init)(key, *_example_inputs(settings, dtype))
     scale = scale or EnergyScale.identity(len(settings.heads), len(settings.species))
-    return {"net": jax.tree_util.tree_map(lambda a: a.astype(dtype), net),
-            "scale": jnp.asarray(scale.scale, dtype),
-            "shift": jnp.asarray(scale.shift, dtype)}
+    params = {"net": jax.tree_util.tree_map(lambda a: a.astype(dtype), net),
+              "scale": jnp.asarray(scale.scale, dtype),
+              "shift": jnp.asarray(scale.shift, dtype)}
+    if settings.pair_correction is not None:  # a correction that changes nothing until fitted
+        params["pair"] = zero_table(settings.pair_correction, dtype)
+    return params
 
 
 def parameter_shapes(settings: ModelSettings) -> dict[str, tuple]:
@@ -64,12 +69,16 @@ def parameter_shapes(settings: ModelSettings) -> dict[str, tuple]:
     init, _ = dimenet_pp(settings.dimenet)
     net = jax.eval_shape(init, jax.random.PRNGKey(0), *_example_inputs(settings, np.float32))
     s = EnergyScale.identity(len(settings.heads), len(settings.species))
-    flat = flatten({"net": net, "scale": s.scale, "shift": s.shift}, leaf=lambda x: x)
+    tree = {"net": net, "scale": s.scale, "shift": s.shift}
+    if settings.pair_correction is not None:
+        tree["pair"] = {"u": np.zeros(settings.pair_correction.n_points)}
+    flat = flatten(tree, leaf=lambda x: x)
     return {k: tuple(v.shape) for k, v in flat.items()}
 
 
 def trainable(params) -> dict:
-    """The part of ``params`` an optimizer updates (the energy scale is fixed)."""
+    """The part of ``params`` an optimizer updates (the energy scale is fixed, and so is a pair
+    correction, which IBI fits by its own rule)."""
     return params["net"]
 
 
@@ -99,3 +108,22 @@ def unflatten(flat: dict) -> dict:
             node = node.setdefault(key, {})
         node[path[-1]] = jnp.asarray(value)
     return out
+
+
+def with_pair_correction(settings: ModelSettings, params, correction, table=None):
+    """(settings, params) of the model plus a tabulated pair correction (``model.pair_correction``):
+    the network's parameters untouched, the table ``{"u": (n_points,)}`` (zero if None). A model
+    that already has a correction must keep its grid (IBI continues from its table)."""
+    import dataclasses as dc
+
+    old = settings.pair_correction
+    if old is not None and old != correction:
+        raise ValueError(f"the model already has a pair correction on another grid ({old}); "
+                         f"expected {correction}")
+    dtype = jax.tree_util.tree_leaves(params["net"])[0].dtype
+    if table is None:
+        table = params["pair"] if old is not None else zero_table(correction, dtype)
+    u = jnp.asarray(table["u"], dtype)
+    if u.shape != (correction.n_points,):
+        raise ValueError(f"pair correction table has shape {u.shape}, expected ({correction.n_points},)")
+    return dc.replace(settings, pair_correction=correction), {**params, "pair": {"u": u}}

@@ -13,6 +13,7 @@ from typing import Sequence
 import jax.numpy as jnp
 
 from .dimenet import DimeNetSettings
+from .pair_correction import PairCorrectionSettings
 from .repulsion import RepulsionSettings
 
 
@@ -22,10 +23,17 @@ class ModelSettings:
     species: tuple[int, ...]  # atomic numbers, in embedding order
     heads: tuple[str, ...] = ("default",)  # level-of-theory names, one output head each
     repulsion: RepulsionSettings | None = None  # short-range prior, shared by every head
+    # tabulated pair correction (IBI, ``model.pair_correction``), shared by every head; its table
+    # is params["pair"]
+    pair_correction: PairCorrectionSettings | None = None
 
     def __post_init__(self):
         if self.dimenet.n_species != len(self.species) or self.dimenet.n_heads != len(self.heads):
             raise ValueError("DimeNet n_species / n_heads must match species / heads")
+        pc = self.pair_correction
+        if pc is not None and pc.cutoff > self.dimenet.cutoff:
+            raise ValueError(f"pair correction cutoff {pc.cutoff:g} Å exceeds the network's cutoff "
+                             f"{self.dimenet.cutoff:g} Å: the model's graphs hold no pairs beyond it")
 
     @staticmethod
     def create(species_symbols: Sequence[str], heads: Sequence[str] = ("default",),
@@ -36,7 +44,9 @@ class ModelSettings:
                              z, tuple(heads), repulsion)
 
     def hyperparameters(self) -> dict:
-        """What the configuration decides (everything but data-derived normalisations)."""
+        """What the configuration decides (everything but data-derived normalisations and fitted
+        terms: the repulsion's reach, an IBI pair correction), so a corrected model is still a
+        model of the configuration's architecture."""
         d = {k: v for k, v in dataclasses.asdict(self.dimenet).items() if k != "aggregation_scale"}
         return {**d, "species": list(self.species), "heads": list(self.heads),
                 "repulsion_energy": self.repulsion.energy if self.repulsion else None}
@@ -44,13 +54,16 @@ class ModelSettings:
     def to_dict(self) -> dict:
         return {"dimenet": dataclasses.asdict(self.dimenet), "species": list(self.species),
                 "heads": list(self.heads),
-                "repulsion": dataclasses.asdict(self.repulsion) if self.repulsion else None}
+                "repulsion": dataclasses.asdict(self.repulsion) if self.repulsion else None,
+                "pair_correction": dataclasses.asdict(self.pair_correction) if self.pair_correction else None}
 
     @staticmethod
     def from_dict(d: dict) -> "ModelSettings":
         rep = d.get("repulsion")  # absent in files written before the prior existed
+        pc = d.get("pair_correction")  # absent in files written before the IBI correction existed
         return ModelSettings(DimeNetSettings(**d["dimenet"]), tuple(d["species"]), tuple(d["heads"]),
-                             RepulsionSettings(**rep) if rep else None)
+                             RepulsionSettings(**rep) if rep else None,
+                             PairCorrectionSettings(**pc) if pc else None)
 
 
 

@@ -74,6 +74,7 @@ class FitResult:
     best_epoch: int  # epochs of training behind the selected parameters (0: the start model)
     rows: list
     stopped_early: bool
+    states: dict | None = None  # every step's state after the last epoch run
 
 
 def format_eta(seconds: float) -> str:
@@ -113,12 +114,14 @@ def _resumable(path: Path, templates: dict, record: dict, progress) -> tuple[dic
 def fit(params, states: dict, steps: Callable[[int], Sequence[Step]], select: Selection,
         settings: LoopSettings, checkpoint_path, record: dict, log_csv=None,
         describe: Callable[[dict], str] = lambda row: "", progress: Callable[[str], None] = log.info,
-        max_epochs_this_run: int | None = None) -> FitResult:
+        max_epochs_this_run: int | None = None,
+        converged: Callable[[dict], bool] | None = None) -> FitResult:
     """Train ``params`` for ``settings.epochs`` epochs of ``steps(epoch)``.
 
     ``states`` holds the initial state of every step (by ``Step.state``); ``record`` describes the
     run (settings and the checksums of its inputs): only a checkpoint of the same record resumes.
-    The job removes the checkpoint once its outputs are written.
+    ``converged(row)``, if given, ends the run after an epoch whose log row meets it (an
+    iterative method's tolerance). The job removes the checkpoint once its outputs are written.
     """
     record = json.loads(json.dumps(record))  # as a checkpoint stores it (tuples become lists)
     best, best_score, best_epoch, bad, rows, start = params, math.inf, 0, 0, [], 0
@@ -130,7 +133,7 @@ def fit(params, states: dict, steps: Callable[[int], Sequence[Step]], select: Se
                                                     rec["rows"], rec["epoch"])
         progress(f"resuming from {checkpoint_path} after epoch {start}")
         if rec.get("finished"):
-            return FitResult(best, best_epoch, rows, rec.get("stopped_early", False))
+            return FitResult(best, best_epoch, rows, rec.get("stopped_early", False), states)
 
     stopped_early = False
     t_run = time.time()
@@ -153,9 +156,11 @@ def fit(params, states: dict, steps: Callable[[int], Sequence[Step]], select: Se
         row.update(seconds=dt, best_epoch=best_epoch)
         rows.append(row)
         stopped_early = bad >= settings.patience
+        done_converging = converged is not None and bool(converged(row))
         checkpoint.save(checkpoint_path, {"params": params, "states": states, "best": best},
                         dict(epoch=epoch + 1, best_score=best_score, best_epoch=best_epoch, bad=bad,
-                             rows=rows, settings=record, finished=stopped_early or epoch + 1 == settings.epochs,
+                             rows=rows, settings=record,
+                             finished=stopped_early or done_converging or epoch + 1 == settings.epochs,
                              stopped_early=stopped_early))
         if log_csv is not None:
             write_table(rows, csv_path=log_csv)
@@ -167,6 +172,9 @@ def fit(params, states: dict, steps: Callable[[int], Sequence[Step]], select: Se
             progress(f"early stop: no improvement for {settings.patience} epochs; selected the "
                      f"parameters after {best_epoch} epochs")
             break
+        if done_converging:
+            progress(f"converged after epoch {epoch + 1}; selected the parameters after {best_epoch} epochs")
+            break
         if max_epochs_this_run is not None and done >= max_epochs_this_run:
             raise TrainingInterrupted(f"stopped after {done} epochs (max_epochs_this_run)")
-    return FitResult(best, best_epoch, rows, stopped_early)
+    return FitResult(best, best_epoch, rows, stopped_early, states)

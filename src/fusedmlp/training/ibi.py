@@ -1,0 +1,402 @@
+"""Iterative Boltzmann Inversion (IBI) of a pair correction on top of a fixed potential
+(Matin et al., J. Chem. Theory Comput. 2024, doi:10.1021/acs.jctc.3c01051; Reith, Pütz &
+Müller-Plathe, J. Comput. Chem. 24, 1624, 2003).
+
+A tabulated pair potential v (``model.pair_correction``) is added to a trained model, whose own
+parameters stay fixed, and refined until NVT MD at the target state point (temperature and
+density) reproduces a target radial distribution function:
+
+    v_{n+1}(r) = v_n(r) + α(r) k_BT ln[g_n(r) / g_target(r)].
+
+No gradient passes through the MD and nothing is assumed of the model. The safeguards are those
+of VOTCA-CSG (``update_ibi_pot.pl``, ``postupd_smooth.sh``, ``pressure_cor_simple.pl``), the most
+used implementation, whose users' most common failure is an unphysical potential after one update
+from a poor start (``ibi_update``, in this order):
+
+1. the update only where both g's exceed a floor (ln of a vanishing g is noise or infinite);
+2. where they do not, the nearest valid value carried over: inward from the first peak into the
+   g ≈ 0 core (a constant shift there, no force), outward to the cutoff, linearly across gaps;
+3. triangular smoothing of the update ([1 2 1]/4 passes; of the update, not of g or v);
+4. the update shifted to zero at the correction's cutoff;
+5. damping α, constant or α0 (1 − r/r_c) (msibi's, which leaves the tail alone);
+6. a cap on |Δv| per iteration (in k_BT);
+7. optionally the pressure ramp A (1 − r/r_c), A = −sgn(ΔP) min(A_max, f |ΔP|) k_BT with
+   A_max ≤ 0.1 (Reith et al.; VOTCA's simple pressure correction), which trades a little of the
+   RDF for the pressure at the target density.
+
+Each iteration is one ``training.loop`` step (checkpoints, resume, the per-iteration CSV and
+progress come from the loop): an NVT trajectory with the current correction, continuing from the
+previous iteration's final state, its g(r), pressure and RDF error, and the update. The error of
+iteration n belongs to the correction it sampled with; the model keeps the measured correction
+with the lowest error, and the run stops once the error is at or below the tolerance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ase.data import atomic_masses, atomic_numbers
+
+from .. import experiment, units
+from ..compilation import Program
+from ..io import InputError
+from ..md.neighbors import NeighborGraph, frame_graphs, plane_spacings
+from ..md.settings import Dynamics
+from ..md.simulate import Simulator
+from ..model.dimenet import species_index
+from ..model.energy import energy_fn
+from ..model.pair_correction import PairCorrectionSettings, pair_correction
+from ..model.settings import ModelSettings
+from ..observables.structure import rdf_frames
+from ..quantity import energy_forces_virial
+from ..structures import crystal
+from . import loop
+
+log = logging.getLogger(__name__)
+
+
+# --- the target ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RDFTarget:
+    """A target g(r) on its own (possibly irregular) grid: r (Å), g, and where it came from."""
+
+    r: np.ndarray
+    g: np.ndarray
+    source: str
+
+    def on(self, r) -> np.ndarray:
+        """g_target at ``r`` (linear interpolation, no smoothing: a digitized curve is used as
+        measured); NaN outside the table's range, where there is no target."""
+        r = np.asarray(r, float)
+        out = np.interp(r, self.r, self.g)
+        return np.where((r >= self.r[0]) & (r <= self.r[-1]), out, np.nan)
+
+
+def load_rdf_target(path) -> RDFTarget:
+    """A ``r_A, g`` table (``#`` comment header naming the source); r strictly increasing, g ≥ 0."""
+    df = experiment.load_table(path, ("r_A", "g"))
+    r, g = df["r_A"].to_numpy(), df["g"].to_numpy()
+    if len(r) < 2 or np.any(np.diff(r) <= 0):
+        i = int(np.nonzero(np.diff(r) <= 0)[0][0]) if len(r) >= 2 else 0
+        raise InputError(path, "r_A", f"distances must be strictly increasing (row {i + 1}: {r[i]:g} Å, "
+                                      f"then {r[min(i + 1, len(r) - 1)]:g} Å) with at least two rows")
+    if np.any(g < 0) or np.any(r < 0):
+        raise InputError(path, "g", "g(r) and r must not be negative")
+    return RDFTarget(r, g, str(path))
+
+
+# --- the update ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateSettings:
+    """The IBI update and its safeguards (module docstring)."""
+
+    alpha: float = 0.5  # damping α (α0 with ``alpha_ramp``)
+    alpha_ramp: bool = False  # α(r) = α0 (1 − r/r_c)
+    g_floor: float = 0.05  # update only where both g's exceed this
+    smoothing_passes: int = 1  # triangular [1 2 1]/4 passes over the update
+    max_update_kT: float = 1.0  # cap of |Δv| per iteration, k_BT
+    pressure_correction: bool = False
+    target_pressure_gpa: float = 0.0
+    pressure_scale_per_gpa: float = 3.0  # f (VOTCA's default 3e-4 per bar)
+    pressure_max_kT: float = 0.1  # A_max, at most 0.1 k_BT
+
+    def __post_init__(self):
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"IBI damping alpha {self.alpha}: expected 0 < alpha <= 1")
+        if not 0 <= self.pressure_max_kT <= 0.1:
+            raise ValueError(f"IBI pressure_max_kT {self.pressure_max_kT}: expected 0 to 0.1 (k_BT)")
+
+
+def smooth_triangular(x: np.ndarray, passes: int) -> np.ndarray:
+    """``passes`` of the 3-point triangular filter [1 2 1]/4 (end points: [2 1]/3, as a
+    reflecting edge would not keep the end values' trend)."""
+    x = np.asarray(x, float).copy()
+    for _ in range(passes):
+        if len(x) < 3:
+            break
+        y = x.copy()
+        y[1:-1] = 0.25 * x[:-2] + 0.5 * x[1:-1] + 0.25 * x[2:]
+        y[0] = (2 * x[0] + x[1]) / 3
+        y[-1] = (2 * x[-1] + x[-2]) / 3
+        x = y
+    return x
+
+
+def pressure_ramp_amplitude(pressure_gpa: float, s: UpdateSettings, kT: float) -> float:
+    """A (eV) of the ramp A (1 − r/r_c): attractive (A < 0) when the pressure is too high."""
+    dp = pressure_gpa - s.target_pressure_gpa
+    return float(-np.sign(dp) * min(s.pressure_max_kT, s.pressure_scale_per_gpa * abs(dp)) * kT)
+
+
+def ibi_update(r, g, g_target, kT: float, correction: PairCorrectionSettings, s: UpdateSettings,
+               pressure_gpa: float | None = None) -> tuple[np.ndarray, dict]:
+    """Δv (eV) on the correction's grid from g (the model's) and g_target on the bins ``r``
+    (NaN where there is no target), and a report. See the module docstring for the steps."""
+    r, g, gt = (np.asarray(x, float) for x in (r, g, g_target))
+    rc = correction.cutoff
+    inside = r < rc
+    r_in, g_in, gt_in = r[inside], g[inside], gt[inside]
+    valid = np.isfinite(gt_in) & (g_in > s.g_floor) & (gt_in > s.g_floor)
+    if valid.sum() < 2:
+        raise ValueError(f"IBI: fewer than two bins below the cutoff {rc:g} Å where both g's exceed "
+                         f"{s.g_floor:g}; the target and the model share no structure to invert")
+    raw = kT * np.log(g_in[valid] / gt_in[valid])
+    # the nearest valid value into the core and to the cutoff, linear across gaps
+    du = np.interp(r_in, r_in[valid], raw)
+    du = smooth_triangular(du, s.smoothing_passes)
+    # zero at the cutoff: shift by the last bin's value, the cutoff itself is 0 by construction
+    du = du - du[-1]
+    grid = correction.grid
+    on_grid = np.interp(grid, np.r_[r_in, rc], np.r_[du, 0.0])  # constant below the first bin
+    alpha = s.alpha * (1.0 - grid / rc) if s.alpha_ramp else np.full_like(grid, s.alpha)
+    step = np.clip(alpha * on_grid, -s.max_update_kT * kT, s.max_update_kT * kT)
+    ramp = 0.0
+    if s.pressure_correction and pressure_gpa is not None:
+        ramp = pressure_ramp_amplitude(pressure_gpa, s, kT)
+        step = step + ramp * np.clip(1.0 - grid / rc, 0.0, None)
+    step[grid >= rc] = 0.0
+    capped = float(np.mean(np.abs(alpha * on_grid) > s.max_update_kT * kT))
+    return step, {"update_max_meV": 1e3 * float(np.max(np.abs(step))), "update_capped_fraction": capped,
+                  "valid_from_A": float(r_in[valid][0]), "pressure_ramp_meV": 1e3 * ramp}
+
+
+def rdf_error(r, g, g_target, r_range: tuple[float, float]) -> float:
+    """RMS of g − g_target over the bins within ``r_range`` (Å) that have a target."""
+    r = np.asarray(r, float)
+    gt = np.asarray(g_target, float)
+    use = (r >= r_range[0]) & (r <= r_range[1]) & np.isfinite(gt)
+    if not use.any():
+        raise ValueError(f"IBI: no RDF bin with a target within {r_range} Å")
+    return float(np.sqrt(np.mean((np.asarray(g, float)[use] - gt[use]) ** 2)))
+
+
+# --- the state point and its sampling --------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class IBISettings:
+    temperature: float  # K
+    density_per_a3: float  # atoms per Å³ (NVT)
+    supercell: tuple = (3, 3, 3)  # bcc repetitions of the melted crystal
+    melt_temperature: float = 2500.0  # K, the crystal is melted at max(this, T) first
+    melt_ps: float = 0.4
+    timestep_fs: float = 2.0
+    friction_per_ps: float = 4.0  # Langevin
+    equilibration_ps: float = 0.2  # discarded at the start of each iteration's trajectory
+    production_ps: float = 1.0
+    record_every_fs: float = 20.0
+    rdf_r_max: float = 6.0  # Å, capped at half the box
+    rdf_bin_A: float = 0.05
+    r_range: tuple = (0.0, 6.0)  # Å: bins that enter the update and the error (within the target's range)
+    iterations: int = 8
+    tolerance: float = 0.0  # stop once the RDF error (RMS of g) is at or below this
+    seed: int = 0
+    update: UpdateSettings = UpdateSettings()
+
+    @property
+    def dynamics(self) -> Dynamics:
+        return Dynamics(timestep_fs=self.timestep_fs, thermostat_kind="langevin",
+                        friction_per_ps=self.friction_per_ps, seed=self.seed)
+
+    def liquid_box(self, symbol: str):
+        """bcc positions and box (Å) scaled to the target density."""
+        n_cells = int(np.prod(self.supercell))
+        a = (2.0 / self.density_per_a3) ** (1.0 / 3.0)  # two atoms per cubic bcc cell
+        atoms = crystal(symbol, "bcc", a, supercell=self.supercell)
+        assert len(atoms) == 2 * n_cells
+        return np.asarray(atoms.positions), np.asarray(atoms.cell[:]), atoms.numbers
+
+
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["positions", "momenta", "started", "graph_capacity", "frame_capacity",
+                                "rdf", "tables"],
+                   meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class IBIState:
+    """Where the next trajectory starts, the graph capacities (they only grow, so a resumed run
+    compiles the same shapes), and per iteration the measured g(r) and the table it was sampled
+    with (the figure and the CSVs of g and v per iteration read them)."""
+
+    positions: jnp.ndarray  # (N, 3)
+    momenta: jnp.ndarray  # (N, 3)
+    started: np.ndarray  # () bool: melted and running
+    graph_capacity: np.ndarray  # () int
+    frame_capacity: np.ndarray  # () int
+    rdf: np.ndarray  # (iterations, bins)
+    tables: np.ndarray  # (iterations, n_points)
+
+
+class IBITrainer:
+    """The IBI iterations of one corrected potential at one state point.
+
+    ``energy(params, positions, box, species_idx, graph)`` is a potential whose ``params["pair"]``
+    is the table of ``correction`` (``model.energy.energy_fn`` of a corrected model, or any pair
+    potential plus ``model.pair_correction.correction_energy``); ``graph_cutoff`` sizes its graphs.
+    """
+
+    def __init__(self, energy: Callable, graph_cutoff: float, species: tuple, correction: PairCorrectionSettings,
+                 target: RDFTarget, s: IBISettings, symbol: str, progress: Callable[[str], None] = log.info):
+        if correction.cutoff > graph_cutoff:
+            raise ValueError(f"IBI: correction cutoff {correction.cutoff:g} Å beyond the graph's {graph_cutoff:g} Å")
+        self.target, self.s, self.progress = target, s, progress
+        self.correction, self.graph_cutoff = correction, graph_cutoff
+        self.positions0, self.box, numbers = s.liquid_box(symbol)
+        half = 0.5 * float(plane_spacings(self.box).min())
+        self.r_max = min(s.rdf_r_max, half * (1 - 1e-6))
+        self.n_bins = max(10, int(round(self.r_max / s.rdf_bin_A)))
+        self.r_bins = (np.arange(self.n_bins) + 0.5) * (self.r_max / self.n_bins)
+        if self.r_max < correction.cutoff:
+            raise ValueError(f"IBI: the RDF reaches {self.r_max:.2f} Å (half the {len(numbers)}-atom box), "
+                             f"less than the correction's cutoff {correction.cutoff:g} Å: "
+                             "use a larger supercell (ibi.supercell) or a shorter correction")
+        lo, hi = max(s.r_range[0], target.r[0]), min(s.r_range[1], target.r[-1], self.r_max)
+        if not lo < hi:
+            raise ValueError(f"IBI: the range used, {s.r_range} Å, does not overlap the target's "
+                             f"{target.r[0]:g}-{target.r[-1]:g} Å ({target.source}) below {self.r_max:.2f} Å")
+        self.g_target = target.on(self.r_bins)
+        self.g_target[(self.r_bins < lo) | (self.r_bins > hi)] = np.nan  # outside the range used
+        self.r_range = (lo, hi)
+        self.kT = units.kT(s.temperature)
+        self.masses = np.full(len(numbers), atomic_masses[atomic_numbers[symbol]])
+        spc = jnp.asarray(species_index(numbers, species))
+
+        def md_energy(params, r, box, graph):
+            return energy(params, r, box, spc, graph)
+
+        dyn = s.dynamics
+        steps = dyn.steps(s.equilibration_ps + s.production_ps)
+        self.every = dyn.steps(s.record_every_fs * units.FS)
+        self.skip = int(round(s.equilibration_ps / (self.every * dyn.timestep_ps)))
+        md = dyn.md(s.temperature, steps=steps - steps % self.every, record_every=self.every,
+                    chunk=max(self.every, 500 - 500 % self.every))
+        self.sim = Simulator(md_energy, self.masses, md, NeighborGraph(graph_cutoff, skin=1.0))
+        self.melt_steps = dyn.steps(s.melt_ps) // self.every * self.every or self.every
+        self.efv = Program(energy_forces_virial(lambda r, b, params, graph: md_energy(params, r, b, graph)))
+
+    def init(self, dtype) -> IBIState:
+        n = self.positions0.shape
+        return IBIState(jnp.asarray(self.positions0, dtype), jnp.zeros(n, dtype), np.asarray(False),
+                        np.asarray(0), np.asarray(0), np.zeros((self.s.iterations, self.n_bins)),
+                        np.zeros((self.s.iterations, self.correction.n_points)))
+
+    def _seed(self, epoch: int, part: int) -> int:
+        return int(np.random.default_rng([self.s.seed, epoch, part]).integers(2**31))
+
+    def melt(self, params, state: IBIState) -> IBIState:
+        """The crystal at the target density melted at max(melt_temperature, T) (same box)."""
+        t = max(self.s.melt_temperature, self.s.temperature)
+        traj = self.sim.run(state.positions, self.box, params=params, progress=self.progress, seed=self._seed(0, 0),
+                            temperature=t, steps=self.melt_steps, record_every=0)
+        self.progress(f"melted the {len(self.masses)}-atom bcc crystal at {t:g} K for {self.s.melt_ps:g} ps "
+                      f"in its {self.box[0, 0]:.3f} Å box ({self.s.density_per_a3:.5f} atoms/Å³)")
+        dt = state.positions.dtype
+        return dataclasses.replace(state, positions=jnp.asarray(traj.final["positions"], dt),
+                                   momenta=jnp.asarray(traj.final["momenta"], dt), started=np.asarray(True),
+                                   graph_capacity=np.asarray(traj.stats["capacity"]))
+
+    def sample(self, params, state: IBIState, epoch: int):
+        """One NVT trajectory: (g on the bins, pressure GPa, mean T, new state, frames kept)."""
+        traj = self.sim.run(state.positions, self.box, params=params, momenta=state.momenta,
+                            progress=self.progress, seed=self._seed(epoch + 1, 1), temperature=self.s.temperature,
+                            capacity=int(state.graph_capacity))
+        pos, mom = traj.positions[self.skip:], traj.momenta[self.skip:]
+        _, g = rdf_frames(pos, self.box, self.r_max, self.n_bins)
+        graphs = frame_graphs(pos, self.box, self.graph_cutoff, extra=6,
+                              min_capacity=int(state.frame_capacity))
+        dt = state.positions.dtype
+        box = jnp.asarray(self.box, dt)
+        p = []
+        for k in range(len(pos)):
+            graph = jax.tree_util.tree_map(lambda x: x[k], graphs)
+            _, _, w = self.efv(jnp.asarray(pos[k], dt), box, params=params, graph=graph)
+            kin = np.einsum("ia,ib->ab", mom[k] / units.mass_to_internal(self.masses)[:, None], mom[k])
+            p.append(np.trace(kin + np.asarray(w, float)) / (3 * abs(np.linalg.det(self.box))))
+        new = dataclasses.replace(state, positions=jnp.asarray(traj.final["positions"], dt),
+                                  momenta=jnp.asarray(traj.final["momenta"], dt),
+                                  graph_capacity=np.asarray(traj.stats["capacity"]),
+                                  frame_capacity=np.asarray(graphs.neighbors.shape[-1]))
+        steps_per_s = traj.stats["steps"] / traj.stats["wall_s"]
+        pressure = float(units.ev_per_a3_to_gpa(np.mean(p)))
+        return np.mean(g, axis=0), pressure, float(np.mean(traj.temperatures)), new, len(pos), steps_per_s
+
+    def step(self) -> loop.Step:
+        """One IBI iteration: sample with the current correction, measure, update the table."""
+        s = self.s
+
+        def apply(params, state: IBIState, epoch: int):
+            if not bool(state.started):
+                state = self.melt(params, state)
+            g, p, t_mean, state, n_frames, rate = self.sample(params, state, epoch)
+            err = rdf_error(self.r_bins, g, self.g_target, self.r_range)
+            du, info = ibi_update(self.r_bins, g, self.g_target, self.kT, self.correction, s.update, p)
+            u_now = np.asarray(params["pair"]["u"], float)
+            rdf_hist, tables = np.array(state.rdf), np.array(state.tables)
+            rdf_hist[epoch], tables[epoch] = g, u_now
+            state = dataclasses.replace(state, rdf=rdf_hist, tables=tables)
+            new = {**params, "pair": {"u": jnp.asarray(u_now + du, params["pair"]["u"].dtype)}}
+            peak = int(np.argmax(g))
+            report = dict(rdf_rmse=err, pressure_gpa=p, T_mean_K=t_mean,
+                          density_g_cm3=s.density_per_a3 * float(np.mean(self.masses)) * units.AMU_PER_A3_TO_G_CM3,
+                          rdf_peak_g=float(g[peak]), rdf_peak_r_A=float(self.r_bins[peak]),
+                          correction_min_meV=1e3 * float(np.min(u_now - u_now[-1])),
+                          correction_max_meV=1e3 * float(np.max(u_now - u_now[-1])),
+                          frames=n_frames, md_steps_per_s=rate, **info)
+            self.progress(f"iteration {epoch + 1}: RDF error {err:.4f}  P {p:+.3f} GPa  T {t_mean:.0f} K  "
+                          f"peak g {report['rdf_peak_g']:.2f} at {report['rdf_peak_r_A']:.2f} Å  "
+                          f"max |Δv| {info['update_max_meV']:.1f} meV")
+            return new, state, report
+
+        return loop.Step("ibi", "ibi", apply)
+
+
+def selection() -> loop.Selection:
+    """The correction an iteration sampled with, scored by the RDF error measured with it."""
+
+    def select(epoch, start, end, row, rows) -> loop.Candidate:
+        return loop.Candidate(start, epoch, row["rdf_rmse"], {})
+
+    return select
+
+
+def model_trainer(settings: ModelSettings, target: RDFTarget, s: IBISettings, symbol: str,
+                  progress: Callable[[str], None] = log.info) -> IBITrainer:
+    """The trainer of a corrected model (``model.params.with_pair_correction``)."""
+    if settings.pair_correction is None:
+        raise ValueError("IBI needs a model with a pair correction (model.params.with_pair_correction)")
+    return IBITrainer(energy_fn(settings), settings.dimenet.cutoff, settings.species, settings.pair_correction,
+                      target, s, symbol, progress)
+
+
+def fit_ibi(trainer: IBITrainer, params, checkpoint_path, log_csv=None, inputs: dict | None = None,
+            progress: Callable[[str], None] = log.info,
+            max_epochs_this_run: int | None = None) -> loop.FitResult:
+    """IBI from ``params`` (with the trainer's table in ``params["pair"]``). The result's
+    ``best_params`` are the corrected potential to keep; its ``states["ibi"]`` hold g(r) and the
+    table of every iteration run."""
+    s, target = trainer.s, trainer.target
+    dtype = params["pair"]["u"].dtype
+    record = {"ibi": dataclasses.asdict(s), "correction": dataclasses.asdict(trainer.correction),
+              "target": {"r": target.r.tolist(), "g": target.g.tolist()}, **(inputs or {})}
+    step = trainer.step()
+    # no patience: IBI's error is noisy and not monotone, it runs its iterations or to tolerance
+    return loop.fit(params, {"ibi": trainer.init(dtype)}, lambda epoch: [step], selection(),
+                    loop.LoopSettings(s.iterations, s.iterations + 1), checkpoint_path, record, log_csv=log_csv,
+                    describe=lambda row: f"RDF error {row['rdf_rmse']:.4f}  P {row['pressure_gpa']:+.3f} GPa",
+                    progress=progress, max_epochs_this_run=max_epochs_this_run,
+                    converged=lambda row: row["rdf_rmse"] <= s.tolerance)
+
+
+def correction_curve(settings: ModelSettings, params, r) -> np.ndarray:
+    """v(r) (eV) of a corrected model's table on ``r`` (Å)."""
+    return np.asarray(pair_correction(settings.pair_correction, params["pair"], jnp.asarray(r)))
+
