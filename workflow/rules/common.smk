@@ -48,6 +48,13 @@ MODELS = ["pretrained"] + SCHEMES
 REFERENCE = "reference"
 EVAL_MODELS = MODELS + ([REFERENCE] if config["evaluation"]["include_reference"]
                         and config["data"]["source"] == "reference" else [])
+# The multi-fidelity model (workflow/rules/multifidelity.smk) has one head per level of theory and
+# is evaluated at a head, `<model>@<head>` (results/multifidelity@ref_hard/): every evaluation rule
+# accepts those names; the default DAG measures its test errors at each head and its 0 K elastic
+# constants. It needs one dataset per level, which the reference source provides.
+MULTIFIDELITY = "multifidelity"
+MF_ENABLED = config["multifidelity"]["enabled"] and config["data"]["source"] == "reference"
+HEAD_MODELS = [f"{MULTIFIDELITY}@{lvl}" for lvl in config["multifidelity"]["levels"]] if MF_ENABLED else []
 COMPARISON_TABLES = ["elastic_hcp", "moduli", "lattice_temperature", "lattice_pressure", "phonons",
                      "liquid", "diffusion", "elastic_bcc", "test_errors"]
 FIGURES = ["elastic_constants", "moduli", "lattice_temperature", "lattice_pressure", "phonons",
@@ -83,13 +90,22 @@ def bottom_up_dataset():
 
 def dataset_stems():
     if config["data"]["source"] == "reference":
-        return [f"reference_{lvl}" for lvl in config["reference"]["levels"]]
+        return [f"reference_{lvl}" for lvl in config["reference"]["levels"]] + ([MULTIFIDELITY] if MF_ENABLED else [])
     return [config["data"]["name"]]
 
 
 def model_file(wildcards):
-    """The model a property job measures (none for the reference potential)."""
-    return [] if wildcards.model == REFERENCE else [f"results/{wildcards.model}/model.npz"]
+    """The model a property job measures (none for the reference potential); `<model>@<head>` is
+    the file of <model>."""
+    model = wildcards.model.split("@")[0]
+    return [] if model == REFERENCE else [f"results/{model}/model.npz"]
+
+
+def errors_dataset(wildcards):
+    """The labelled data a model's test errors are measured on: the multi-fidelity dataset (at
+    the head's level) for `<model>@<head>`, the bottom-up dataset otherwise."""
+    stem = "results/data/multifidelity" if "@" in wildcards.model else bottom_up_dataset()[:-len(".npz")]
+    return {"dataset": f"{stem}.npz", "split": f"{stem}.split.json"}
 
 
 # Outputs of each property job; `evaluate` runs evaluation.jobs.<property>.
@@ -156,4 +172,5 @@ def all_targets():
         + expand("results/{model}/parity.png", model=MODELS)
         + expand("results/comparison/{name}.md", name=COMPARISON_TABLES)
         + expand("results/figures/{name}.png", name=FIGURES)
+        + multifidelity_targets()  # workflow/rules/multifidelity.smk
     )

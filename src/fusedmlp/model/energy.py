@@ -35,13 +35,23 @@ def atomic_energies(settings: ModelSettings):
     return per_atom
 
 
-def energy_fn(settings: ModelSettings, head: int = 0):
-    """``energy(params, positions, box, species_idx, graph, atom_mask=None) -> U`` (eV)."""
+def energy_fn(settings: ModelSettings, head: int | str | None = None):
+    """``energy(params, positions, box, species_idx, graph, atom_mask=None, head=h) -> U`` (eV).
+
+    ``head`` (a name of ``settings.heads`` or an index; ``None`` for a single-head model) is the
+    level of theory the energy is at; the call's ``head`` keyword overrides it with an index that
+    may be traced, so a padded batch mixing levels evaluates each configuration at its own head
+    (``model.batch``). Every head shares the network: only its column of the output layers and
+    its ``scale``/``shift`` are its own (Messerly et al. 2025: one backbone, one head per level).
+    """
     per_atom = atomic_energies(settings)
+    default = settings.head_index(head) if head is not None or len(settings.heads) == 1 else None
 
     rep = settings.repulsion if settings.repulsion and settings.repulsion.r_inner > 0 else None
 
-    def energy(params, positions, box, species_idx, graph, atom_mask=None):
+    def energy(params, positions, box, species_idx, graph, atom_mask=None, head=default):
+        if head is None:
+            settings.head_index(None)  # raises: a model with several heads needs one named
         e = per_atom(params, positions, box, species_idx, graph)[:, head]
         if atom_mask is not None:
             e = jnp.where(atom_mask, e, 0.0)

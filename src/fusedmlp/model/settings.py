@@ -16,6 +16,10 @@ from .dimenet import DimeNetSettings
 from .repulsion import RepulsionSettings
 
 
+class UnknownHead(ValueError):
+    """A head the model does not have (or none named for a model with several)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
     dimenet: DimeNetSettings
@@ -34,6 +38,23 @@ class ModelSettings:
         z = tuple(atomic_numbers[s] for s in species_symbols)
         return ModelSettings(DimeNetSettings(n_species=len(z), n_heads=len(heads), **dimenet_kwargs),
                              z, tuple(heads), repulsion)
+
+    def head_index(self, head: int | str | None = None) -> int:
+        """Index of ``head`` (a name of ``heads`` or an index). ``None`` names the only head of a
+        single-head model; a model with several heads needs one named: no silent choice of a
+        head (MACE's calculator falls back to its last head for an unknown name)."""
+        if head is None:
+            if len(self.heads) == 1:
+                return 0
+            raise UnknownHead(f"the model has heads {list(self.heads)}; name one "
+                              "(e.g. `<model>@<head>` in the workflow, head=... in Python)")
+        if isinstance(head, str):
+            if head not in self.heads:
+                raise UnknownHead(f"unknown head {head!r}; the model has heads {list(self.heads)}")
+            return self.heads.index(head)
+        if not 0 <= int(head) < len(self.heads):
+            raise UnknownHead(f"head index {head} out of range; the model has heads {list(self.heads)}")
+        return int(head)
 
     def hyperparameters(self) -> dict:
         """What the configuration decides (everything but data-derived normalisations)."""

@@ -1,0 +1,161 @@
+# Multi-fidelity training (Messerly et al. 2025): one dataset of the reference potential's levels
+# of theory, a model with one head per level, its evaluation at each head (`<model>@<head>`), and
+# the seed paper's comparison (one named target: `snakemake multifidelity_comparison`).
+
+_mf = config["multifidelity"]
+MF_LEVELS = list(_mf["levels"])
+MF_HIGH = _mf["high"]
+# what a multi-fidelity training reads (the comparison's sizes and seeds are not among them)
+MF_TRAINING_KEYS = tuple(f"multifidelity.{k}" for k in (
+    "levels", "high", "epochs", "steps_per_epoch", "lr_start", "lr_end", "energy_per_atom",
+    "virial_per_atom", "patience", "seed"))
+MF_VARIANTS = ["high_energies", "high_energies_forces", "multifidelity"]
+
+
+def mf_reference_keys():
+    """The reference potential at every level of the multi-fidelity model (0 K elastic constants)."""
+    return ("reference.potential", "reference.element", *(f"reference.levels.{lvl}" for lvl in MF_LEVELS))
+
+
+def mf_comparison_models():
+    """(variant, size, seed) of every model of the comparison: (a) and (c) at every size of the
+    learning curve and at the configured high-level size, (b) at the configured size."""
+    size0 = _mf["levels"][MF_HIGH]["train_size"]
+    sizes = sorted(set(_mf["comparison"]["sizes"]) | ({size0} if size0 else set()))
+    seeds = _mf["comparison"]["seeds"]
+    keys = [(v, n, s) for v in ("high_energies", "multifidelity") for n in sizes for s in seeds]
+    return keys + [("high_energies_forces", size0, s) for s in seeds]
+
+
+def mf_model_path(variant, size, seed):
+    return f"results/multifidelity_comparison/{variant}/n{size}/seed{seed}/model.npz"
+
+
+def multifidelity_targets():
+    """The multi-fidelity model and its evaluation in the default DAG (when enabled)."""
+    if not MF_ENABLED:
+        return []
+    return (["results/multifidelity/model.npz", "results/multifidelity/training_curve.png",
+             "results/multifidelity/elastic_0K.md"]
+            + expand("results/{model}/{f}", model=HEAD_MODELS, f=["test_errors.csv", "test_errors.md", "parity.png"]))
+
+
+if MF_ENABLED:
+
+    rule multifidelity_dataset:
+        input:
+            [f"results/data/reference_{lvl}.npz" for lvl in MF_LEVELS],
+        output:
+            "results/data/multifidelity.npz",
+        log:
+            "results/logs/multifidelity_dataset.log",
+        params:
+            settings=settings("species"),
+        priority: CRITICAL_PATH
+        resources:
+            **compute("light"),
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/multifidelity_dataset.py"
+
+    rule train_multifidelity:
+        input:
+            dataset="results/data/multifidelity.npz",
+            split="results/data/multifidelity.split.json",
+        output:
+            model=f"results/{MULTIFIDELITY}/model.npz",
+            log_csv=f"results/{MULTIFIDELITY}/training_log.csv",
+            figure=report(f"results/{MULTIFIDELITY}/training_curve.png", category="Training",
+                          caption="../report/multifidelity_curve.rst"),
+        log:
+            "results/logs/train_multifidelity.log",
+        params:
+            settings=settings(*MODEL_KEYS, *MF_TRAINING_KEYS),
+            # outside the outputs, so that a failed or killed job keeps it and a retry resumes
+            checkpoint=f"results/checkpoints/{MULTIFIDELITY}/multifidelity.npz",
+            variant="multifidelity",
+            size=None,
+            seed=None,
+        threads: config["compute"]["threads"]
+        resources:
+            **compute("gpu"),
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/train_multifidelity.py"
+
+    rule multifidelity_elastic:
+        input:
+            model=f"results/{MULTIFIDELITY}/model.npz",
+        output:
+            table=f"results/{MULTIFIDELITY}/elastic_0K.csv",
+            markdown=report(f"results/{MULTIFIDELITY}/elastic_0K.md", category="Multi-fidelity",
+                            caption="../report/multifidelity_elastic.rst"),
+        log:
+            "results/logs/multifidelity_elastic.log",
+        params:
+            settings=settings(*MODEL_KEYS, *mf_reference_keys()),
+            model=MULTIFIDELITY,
+            levels=MF_LEVELS,
+        threads: config["compute"]["threads"]
+        resources:
+            **compute("gpu"),
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/multifidelity_elastic.py"
+
+    # One model of the comparison: (a) high_energies, (b) high_energies_forces, (c) multifidelity,
+    # trained on `size` high-level structures with `seed`.
+    rule train_multifidelity_variant:
+        input:
+            dataset="results/data/multifidelity.npz",
+            split="results/data/multifidelity.split.json",
+        output:
+            model="results/multifidelity_comparison/{variant}/n{size}/seed{seed}/model.npz",
+            log_csv="results/multifidelity_comparison/{variant}/n{size}/seed{seed}/training_log.csv",
+        log:
+            "results/logs/multifidelity_comparison/{variant}_n{size}_seed{seed}.log",
+        wildcard_constraints:
+            variant="|".join(MF_VARIANTS),
+            size=r"\d+",
+            seed=r"-?\d+",
+        params:
+            settings=settings(*MODEL_KEYS, *MF_TRAINING_KEYS, "multifidelity.comparison.forces_weight"),
+            checkpoint="results/checkpoints/multifidelity_comparison/{variant}_n{size}_seed{seed}.npz",
+            variant=lambda wc: wc.variant,
+            size=lambda wc: int(wc.size),
+            seed=lambda wc: int(wc.seed),
+        threads: config["compute"]["threads"]
+        resources:
+            **compute("gpu"),
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/train_multifidelity.py"
+
+    rule multifidelity_comparison:
+        input:
+            models=[mf_model_path(*k) for k in mf_comparison_models()],
+            dataset="results/data/multifidelity.npz",
+            split="results/data/multifidelity.split.json",
+        output:
+            runs="results/multifidelity_comparison/runs.csv",
+            table="results/multifidelity_comparison/comparison.csv",
+            markdown=report("results/multifidelity_comparison/comparison.md", category="Multi-fidelity",
+                            caption="../report/multifidelity_comparison.rst"),
+            figure=report("results/figures/multifidelity_learning_curve.png", category="Multi-fidelity",
+                          caption="../report/multifidelity_learning_curve.rst"),
+        log:
+            "results/logs/multifidelity_comparison.log",
+        params:
+            settings=settings(*MODEL_KEYS, "multifidelity.levels", "multifidelity.high", *mf_reference_keys()),
+            runs=[list(k) for k in mf_comparison_models()],
+        threads: config["compute"]["threads"]
+        resources:
+            **compute("gpu"),
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/multifidelity_comparison.py"
