@@ -88,6 +88,9 @@ def _check_multifidelity(cfg: dict, fail) -> None:
                                      "the learning rate decays from start to end (swapped?)")
     if m["high"] not in m["levels"]:
         fail("multifidelity.high", f"{m['high']!r} is not one of multifidelity.levels {list(m['levels'])}")
+    if m["levels"][m["high"]]["train_size"] is None:
+        fail(f"multifidelity.levels.{m['high']}.train_size", "the high level needs a training size: the "
+             "comparison's table is taken at it (null - all - leaves no size)")
     if cfg["data"]["source"] == "reference":
         for level in m["levels"]:
             if level not in cfg["reference"]["levels"]:

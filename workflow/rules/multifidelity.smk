@@ -18,13 +18,14 @@ def mf_reference_keys():
 
 
 def mf_comparison_models():
-    """(variant, size, seed) of every model of the comparison: (a) and (c) at every size of the
-    learning curve and at the configured high-level size, (b) at the configured size."""
-    size0 = _mf["levels"][MF_HIGH]["train_size"]
-    sizes = sorted(set(_mf["comparison"]["sizes"]) | ({size0} if size0 else set()))
-    seeds = _mf["comparison"]["seeds"]
-    keys = [(v, n, s) for v in ("high_energies", "multifidelity") for n in sizes for s in seeds]
-    return keys + [("high_energies_forces", size0, s) for s in seeds]
+    """(variant, size, seed) of every model of the comparison: (a), (b) and (c) at the configured
+    high-level size with every seed of `seeds`, (a) and (c) at the learning curve's other sizes
+    with `curve_seeds`."""
+    comp, size0 = _mf["comparison"], _mf["levels"][MF_HIGH]["train_size"]
+    keys = [(v, size0, s) for v in MF_VARIANTS for s in comp["seeds"]]
+    for n in sorted(set(comp["sizes"]) - {size0}):
+        keys += [(v, n, s) for v in ("high_energies", "multifidelity") for s in comp["curve_seeds"]]
+    return keys
 
 
 def mf_model_path(variant, size, seed):
