@@ -161,7 +161,7 @@ def test_unknown_head_is_an_error_naming_the_files_heads(tmp_path, model):
     # the evaluation rules' `<model>@<head>`
     from fusedmlp.evaluation.potentials import load_potential
 
-    cfg = validate_config({"model": {k: TINY[k] for k in TINY if k != "aggregation_scale"}})
+    cfg = validate_config({"model": {**{k: TINY[k] for k in TINY if k != "aggregation_scale"}, "repulsion_ev": 0.0}})
     with pytest.raises(InputError, match=r"unknown head 'ccsd'; the model has heads \['ref', 'ref_hard'\]"):
         load_potential(cfg, "multifidelity@ccsd", tmp_path / "mf.npz")
     assert load_potential(cfg, "multifidelity@ref_hard", tmp_path / "mf.npz").name == "multifidelity@ref_hard"
@@ -214,21 +214,26 @@ def test_a_level_without_forces_contributes_exactly_zero_force_gradient(levels, 
     with_forces = dataclasses.replace(MFS, levels=(MFS.levels[0], dataclasses.replace(MFS.levels[1], forces_weight=1.0)))
     batch = np.array([0, 1, 2, 8, 9, 10])
 
-    def loss_and_grad(ds, mfs):
+    def trainer(ds, mfs):
         data = prepare(ds, s)
-        tr = multifidelity_trainer(s, data, lv, training_sets(lv, used_labels(data, lv, mfs), np.arange(16), mfs), mfs,
-                                   jnp.float64)
-        value, grad = jax.value_and_grad(lambda net: tr.loss({**p, "net": net}, batch)[0])(p["net"])
-        return float(value), jax.tree_util.tree_leaves(grad)
+        return multifidelity_trainer(s, data, lv, training_sets(lv, used_labels(data, lv, mfs), np.arange(16), mfs),
+                                     mfs, jnp.float64)
 
-    ref = loss_and_grad(levels, MFS)
-    for ds, mfs in ((garbage, MFS), (masked, with_forces)):
-        value, grad = loss_and_grad(ds, mfs)
+    def loss_and_grad(mfs):
+        """The loss of a batch and its gradient, one compiled function per set of weights."""
+        tr = trainer(levels, mfs)
+        slices = tr.loss_batch(batch)[1]
+        f = jax.jit(jax.value_and_grad(lambda net, b: tr.loss({**p, "net": net}, b, slices)[0]))
+        return lambda ds: (lambda v, g: (float(v), jax.tree_util.tree_leaves(g)))(
+            *f(p["net"], trainer(ds, mfs).loss_batch(batch)[0]))
+
+    weight_0, weight_1 = loss_and_grad(MFS), loss_and_grad(with_forces)
+    ref = weight_0(levels)
+    for value, grad in (weight_0(garbage), weight_1(masked)):
         assert value == ref[0]
         for a, b in zip(grad, ref[1]):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    value, grad = loss_and_grad(garbage, with_forces)
-    assert value > ref[0] + 1.0
+    assert weight_1(garbage)[0] > ref[0] + 1.0
 
 
 def test_batches_take_each_levels_batch_size_from_its_training_subset(levels, model):
@@ -250,6 +255,7 @@ def test_batches_take_each_levels_batch_size_from_its_training_subset(levels, mo
     assert seen == set(train["ref_hard"])  # each level cycles through its own subset
 
 
+@pytest.mark.slow  # three short trainings of a tiny model, ~1 min
 def test_multifidelity_training_lowers_the_loss_and_resumes_to_the_same_parameters(levels, model, tmp_path):
     s, p = model
     p = {**p, "net": init_params(s, jax.random.PRNGKey(3), dtype=jnp.float64)["net"]}

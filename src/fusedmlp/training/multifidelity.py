@@ -132,7 +132,8 @@ class MultiFidelityTrainer(NamedTuple):
     epoch: Callable  # (params, state, epoch) -> (params, state, mean loss)
     evaluate: Callable  # (params, {level: indices}) -> {"loss": total, level: metrics}
     batch: Callable  # (epoch, step) -> indices of that step's batch
-    loss: Callable  # (params, batch indices) -> (total, per-level (le, lf, lw))
+    loss_batch: Callable  # indices -> (batch arrays ordered by level, static level slices)
+    loss: Callable  # (params, batch arrays, slices) -> (total, (per-level (le, lf, lw), overflow))
 
 
 def multifidelity_trainer(settings: ModelSettings, data: GraphData, level_of: np.ndarray,
@@ -220,15 +221,16 @@ def multifidelity_trainer(settings: ModelSettings, data: GraphData, level_of: np
         out["loss"] = total
         return out
 
-    def loss(params, idx):
-        """The training loss of one batch of configurations (for tests)."""
+    def loss_batch(idx):
+        """Configurations ``idx`` as a training batch: ordered by level, with the level slices
+        ``total_loss`` takes (the training loss of any set of configurations, for tests)."""
+        idx = np.asarray(idx)
         counts = [int(np.sum(level_of[idx] == k)) for k in range(len(mfs.levels))]
         order = np.concatenate([idx[level_of[idx] == k] for k in range(len(mfs.levels))])
         b = np.cumsum([0] + counts)
-        slices = tuple((int(b[k]), int(b[k + 1])) for k in range(len(counts)))
-        return total_loss(params, batch_arrays(order), slices)
+        return batch_arrays(order), tuple((int(b[k]), int(b[k + 1])) for k in range(len(counts)))
 
-    return MultiFidelityTrainer(init, epoch, evaluate, batch, loss)
+    return MultiFidelityTrainer(init, epoch, evaluate, batch, loss_batch, total_loss)
 
 
 def _row(metrics: dict, prefix: str) -> dict:
