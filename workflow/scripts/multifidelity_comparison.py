@@ -1,4 +1,8 @@
 """The seed paper's comparison at the high level: tables and the learning curve."""
+import jax
+
+jax.config.update("jax_enable_x64", True)  # the 0 K elastic constants' finite differences (float64)
+
 from fusedmlp import logs
 from fusedmlp.evaluation.multifidelity import comparison_job
 

@@ -1,5 +1,9 @@
 """0 K hcp elastic constants of the multi-fidelity model at each head beside the reference
 potential at each level."""
+import jax
+
+jax.config.update("jax_enable_x64", True)  # the 0 K elastic constants' finite differences (float64)
+
 from fusedmlp import logs
 from fusedmlp.evaluation.multifidelity import elastic_0k_job
 
