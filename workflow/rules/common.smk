@@ -174,3 +174,44 @@ def all_targets():
         + expand("results/figures/{name}.png", name=FIGURES)
         + multifidelity_targets()  # workflow/rules/multifidelity.smk
     )
+
+
+# --- multi-fidelity (workflow/rules/multifidelity.smk) ---------------------------------------------
+
+_mf = config["multifidelity"]
+MF_LEVELS = list(_mf["levels"])
+MF_HIGH = _mf["high"]
+# what a multi-fidelity training reads (the comparison's sizes and seeds are not among them)
+MF_TRAINING_KEYS = tuple(f"multifidelity.{k}" for k in (
+    "levels", "high", "epochs", "steps_per_epoch", "lr_start", "lr_end", "energy_per_atom",
+    "virial_per_atom", "patience", "seed"))
+MF_VARIANTS = ["high_energies", "high_energies_forces", "multifidelity"]
+
+
+def mf_reference_keys():
+    """The reference potential at every level of the multi-fidelity model (0 K elastic constants)."""
+    return ("reference.potential", "reference.element", *(f"reference.levels.{lvl}" for lvl in MF_LEVELS))
+
+
+def mf_comparison_models():
+    """(variant, size, seed) of every model of the comparison: (a), (b) and (c) at the configured
+    high-level size with every seed of `seeds`, (a) and (c) at the learning curve's other sizes
+    with `curve_seeds`."""
+    comp, size0 = _mf["comparison"], _mf["levels"][MF_HIGH]["train_size"]
+    keys = [(v, size0, s) for v in MF_VARIANTS for s in comp["seeds"]]
+    for n in sorted(set(comp["sizes"]) - {size0}):
+        keys += [(v, n, s) for v in ("high_energies", "multifidelity") for s in comp["curve_seeds"]]
+    return keys
+
+
+def mf_model_path(variant, size, seed):
+    return f"results/multifidelity_comparison/{variant}/n{size}/seed{seed}/model.npz"
+
+
+def multifidelity_targets():
+    """The multi-fidelity model and its evaluation in the default DAG (when enabled)."""
+    if not MF_ENABLED:
+        return []
+    return (["results/multifidelity/model.npz", "results/multifidelity/training_curve.png",
+             "results/multifidelity/elastic_0K.md"]
+            + expand("results/{model}/{f}", model=HEAD_MODELS, f=["test_errors.csv", "test_errors.md", "parity.png"]))
