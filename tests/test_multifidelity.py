@@ -94,6 +94,23 @@ def test_heads_share_every_backbone_parameter(model):
     assert n_out == 2  # one output block per stage, each with a column per head
 
 
+def test_correction_heads_are_the_first_head_plus_their_own_column(tmp_path):
+    """head_form "correction": with its own output column at zero (as initialised) a head's energy
+    is the first head's up to the reference energies; the form survives the model file."""
+    s = ModelSettings.create(["Ti"], heads=HEADS, head_form="correction", **TINY)
+    p = random_params(s)
+    zero = {**p, "net": {k: ({"w": v["w"].at[:, 1].set(0.0)} if k.endswith("lin_out") else v)
+                         for k, v in p["net"].items()}}
+    at = crystal("Ti", "hcp", 2.95, 1.6, (2, 1, 1))
+    pos = at.positions + np.random.default_rng(2).normal(scale=0.1, size=at.positions.shape)
+    u = {h: Potential(s, zero, head=h)(pos, np.asarray(at.cell), at.numbers) for h in HEADS}
+    assert abs(u["ref_hard"][0] - u["ref"][0] - len(at) * (-4.8 + 4.7)) < 1e-9
+    np.testing.assert_allclose(u["ref_hard"][1], u["ref"][1], atol=1e-12)  # the same forces
+    assert abs(Potential(s, p, head="ref_hard")(pos, np.asarray(at.cell), at.numbers)[0] - u["ref_hard"][0]) > 1e-3
+    save_model(tmp_path / "c.npz", s, p)
+    assert load_head(tmp_path / "c.npz", "ref_hard")[0].head_form == "correction"
+
+
 def test_padded_batch_evaluates_each_configuration_at_its_own_head(levels, model):
     s, p = model
     data = prepare(levels, s)

@@ -4,6 +4,8 @@ The total energy of head h (one head per level of theory) is
 
     U_h = Σ_i [ σ_h · o_ih + μ_h(Z_i) ] + Σ_pairs φ(r_ij)
 
+(with ``head_form: correction``, o_ih = o_i0 + d_ih for the heads after the first)
+
 with o the network's per-atom output, σ_h a fixed energy scale and μ_h(Z) fixed per-species
 reference energies (``model.params``), both taken from the training data so that the network
 learns O(1) numbers, and φ an optional short-range repulsion (``model.repulsion``), zero at the
@@ -30,6 +32,11 @@ def atomic_energies(settings: ModelSettings):
 
     def per_atom(params, positions, box, species_idx, graph: Graph):
         out = apply(params["net"], positions, box, species_idx, graph)
+        if settings.head_form == "correction" and out.shape[1] > 1:
+            # Δ-learning on the readout: a head after the first starts from (its column is
+            # zero-initialised) and stays near the first head, trained on forces, and learns only
+            # its level's difference from its energies
+            out = jnp.concatenate([out[:, :1], out[:, :1] + out[:, 1:]], axis=1)
         return params["scale"] * out + params["shift"][:, species_idx].T
 
     return per_atom

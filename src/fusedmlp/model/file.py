@@ -81,7 +81,7 @@ def load_model(path, expected: ModelSettings | None = None):
     settings = ModelSettings.from_dict(header["settings"])
     if expected is not None:
         a, b = settings.hyperparameters(), expected.hyperparameters()
-        diff = {k: (a[k], b[k]) for k in b if k not in ("heads", "n_heads") and a.get(k) != b[k]}
+        diff = {k: (a[k], b[k]) for k in b if k not in ("heads", "n_heads", "head_form") and a.get(k) != b[k]}
         if diff:
             raise fio.InputError(path, "settings", "the model file was made with a different model "
                                                    f"configuration (file, expected): {diff}")

@@ -16,6 +16,9 @@ from .dimenet import DimeNetSettings
 from .repulsion import RepulsionSettings
 
 
+HEAD_FORMS = ("independent", "correction")
+
+
 class UnknownHead(ValueError):
     """A head the model does not have (or none named for a model with several)."""
 
@@ -26,18 +29,24 @@ class ModelSettings:
     species: tuple[int, ...]  # atomic numbers, in embedding order
     heads: tuple[str, ...] = ("default",)  # level-of-theory names, one output head each
     repulsion: RepulsionSettings | None = None  # short-range prior, shared by every head
+    # "independent": each head its own output column (Messerly et al., hippynn); "correction": the
+    # heads after the first are the first head's output plus their own column (``model.energy``)
+    head_form: str = "independent"
 
     def __post_init__(self):
         if self.dimenet.n_species != len(self.species) or self.dimenet.n_heads != len(self.heads):
             raise ValueError("DimeNet n_species / n_heads must match species / heads")
+        if self.head_form not in HEAD_FORMS:
+            raise ValueError(f"head_form {self.head_form!r}: expected one of {HEAD_FORMS}")
 
     @staticmethod
     def create(species_symbols: Sequence[str], heads: Sequence[str] = ("default",),
-               repulsion: RepulsionSettings | None = None, **dimenet_kwargs) -> "ModelSettings":
+               repulsion: RepulsionSettings | None = None, head_form: str = "independent",
+               **dimenet_kwargs) -> "ModelSettings":
         from ase.data import atomic_numbers
         z = tuple(atomic_numbers[s] for s in species_symbols)
         return ModelSettings(DimeNetSettings(n_species=len(z), n_heads=len(heads), **dimenet_kwargs),
-                             z, tuple(heads), repulsion)
+                             z, tuple(heads), repulsion, head_form)
 
     def head_index(self, head: int | str | None = None) -> int:
         """Index of ``head`` (a name of ``heads`` or an index). ``None`` names the only head of a
@@ -59,19 +68,20 @@ class ModelSettings:
     def hyperparameters(self) -> dict:
         """What the configuration decides (everything but data-derived normalisations)."""
         d = {k: v for k, v in dataclasses.asdict(self.dimenet).items() if k != "aggregation_scale"}
-        return {**d, "species": list(self.species), "heads": list(self.heads),
+        return {**d, "species": list(self.species), "heads": list(self.heads), "head_form": self.head_form,
                 "repulsion_energy": self.repulsion.energy if self.repulsion else None}
 
     def to_dict(self) -> dict:
         return {"dimenet": dataclasses.asdict(self.dimenet), "species": list(self.species),
-                "heads": list(self.heads),
+                "heads": list(self.heads), "head_form": self.head_form,
                 "repulsion": dataclasses.asdict(self.repulsion) if self.repulsion else None}
 
     @staticmethod
     def from_dict(d: dict) -> "ModelSettings":
         rep = d.get("repulsion")  # absent in files written before the prior existed
         return ModelSettings(DimeNetSettings(**d["dimenet"]), tuple(d["species"]), tuple(d["heads"]),
-                             RepulsionSettings(**rep) if rep else None)
+                             RepulsionSettings(**rep) if rep else None,
+                             d.get("head_form", "independent"))  # absent in files before it existed
 
 
 
@@ -80,12 +90,13 @@ MODEL_KEYS = ("cutoff", "embed_size", "out_embed_size", "type_embed_size", "int_
               "n_output_layers")
 
 
-def model_settings(cfg: dict, heads=("default",), aggregation_scale: float = 1.0) -> ModelSettings:
+def model_settings(cfg: dict, heads=("default",), aggregation_scale: float = 1.0,
+                   head_form: str = "independent") -> ModelSettings:
     m = cfg["model"]
     # the prior's reach is set from the training data by the pre-training (r_inner 0 until then)
     rep = RepulsionSettings(energy=m["repulsion_ev"]) if m["repulsion_ev"] > 0 else None
     return ModelSettings.create(cfg["species"], heads=heads, aggregation_scale=aggregation_scale,
-                                repulsion=rep, **{k: m[k] for k in MODEL_KEYS})
+                                repulsion=rep, head_form=head_form, **{k: m[k] for k in MODEL_KEYS})
 
 
 def dtype(cfg: dict):

@@ -95,7 +95,8 @@ def train_multifidelity(cfg: dict, dataset_path, split_path, model_path, log_csv
     keep = np.nonzero(np.isin(full.fidelity, mfs.heads))[0]
     ds = full.subset(keep)
     split = {k: np.nonzero(np.isin(keep, v))[0] for k, v in split.items()}
-    settings = model_settings(cfg, heads=mfs.heads)
+    # (settings of runs made before `head_form` existed lack it: their heads were independent)
+    settings = model_settings(cfg, heads=mfs.heads, head_form=cfg["multifidelity"].get("head_form", "independent"))
     data = prepare(ds, settings, progress=log.info)
     level_of = np.array([mfs.heads.index(f) for f in ds.fidelity])
     used = used_labels(data, level_of, mfs)
