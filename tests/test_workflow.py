@@ -44,9 +44,12 @@ def test_default_dry_run_lists_the_dag():
     # `ibi_target` measures); the reference potential only with evaluation.include_reference
     evaluations = {f"evaluate_{p}": 4 for p in ("elastic_hcp", "lattice_temperature", "lattice_pressure",
                                                  "phonons", "liquid", "diffusion", "elastic_bcc")}
-    assert jobs == {"reference_configurations": 1, "label_reference": 2, "split": 2,
-                    "dataset_summary": 2, "pretrain": 1, "train_top_down": 2, "ibi_target": 1, "train_ibi": 1,
-                    "dft_errors": 4, **evaluations, "compare": 1, "figures": 1, "all": 1}
+    # the multi-fidelity model: its dataset of both levels (split, summary), its training, its test
+    # errors at each head (multifidelity@ref, multifidelity@ref_hard) and its 0 K elastic constants
+    assert jobs == {"reference_configurations": 1, "label_reference": 2, "multifidelity_dataset": 1, "split": 3,
+                    "dataset_summary": 3, "pretrain": 1, "train_top_down": 2, "ibi_target": 1, "train_ibi": 1,
+                    "train_multifidelity": 1, "dft_errors": 6, "multifidelity_elastic": 1, **evaluations,
+                    "compare": 1, "figures": 1, "all": 1}
 
 
 def test_ibi_experiment_overlay_adds_a_table_target_model():
@@ -54,9 +57,19 @@ def test_ibi_experiment_overlay_adds_a_table_target_model():
     the demo's known-answer IBI model, and both join every evaluation."""
     res = smk("-n", "--forceall", "--configfile", "config/ibi_experiment.yaml")
     jobs = dry_run_jobs(res)
-    assert jobs["train_ibi"] == 2 and jobs["ibi_target"] == 1 and jobs["dft_errors"] == 5
+    assert jobs["train_ibi"] == 2 and jobs["ibi_target"] == 1 and jobs["dft_errors"] == 7
     assert all(jobs[f"evaluate_{p}"] == 5 for p in ("liquid", "diffusion", "elastic_hcp", "phonons"))
     assert "results/ibi_exp/model.npz" in res.stdout and "results/ibi/target_rdf.csv" in res.stdout
+
+
+def test_multifidelity_comparison_is_one_named_target_and_heads_are_evaluation_names():
+    jobs = dry_run_jobs(smk("-n", "--forceall", "multifidelity_comparison"))
+    # (a), (b), (c) with three seeds at the configured size, (a) and (c) at three more sizes
+    assert jobs["train_multifidelity_variant"] == 9 + 2 * 3 and jobs["multifidelity_comparison"] == 1
+    assert "train_multifidelity" not in jobs and "pretrain" not in jobs
+    # any property rule measures a model at a head on request
+    jobs = dry_run_jobs(smk("-n", "--forceall", "results/multifidelity@ref_hard/elastic_hcp.csv"))
+    assert jobs["evaluate_elastic_hcp"] == 1 and jobs["train_multifidelity"] == 1
 
 
 def test_reference_potential_evaluated_on_request():
@@ -64,7 +77,7 @@ def test_reference_potential_evaluated_on_request():
     the rest of the demo configuration."""
     jobs = dry_run_jobs(smk("-n", "--forceall", "--configfile", "config/with_reference.yaml"))
     assert all(jobs[f"evaluate_{p}"] == 5 for p in ("elastic_hcp", "phonons", "diffusion", "elastic_bcc"))
-    assert jobs["dft_errors"] == 4  # the reference potential has no test errors against itself
+    assert jobs["dft_errors"] == 6  # the reference potential has no test errors against itself
     assert jobs["train_top_down"] == 2 and jobs["reference_configurations"] == 1
 
 
@@ -134,10 +147,13 @@ def test_editing_nothing_a_job_reads_reruns_nothing(finished_campaign):
     assert dry_run_with(finished_campaign, {}) == {}
     # the campaign's name and the compute resources are read by no job
     assert dry_run_with(finished_campaign, {"campaign": "renamed", "compute": {"threads": 2}}) == {}
-    # the harder reference level labels its own dataset, which no model trains on
+    # the harder reference level labels its own dataset, which only the multi-fidelity model trains on
     assert dry_run_with(finished_campaign, {"reference": {"levels": {
         "ref": {}, "ref_hard": {"alpha_scale": 1.06, "A_scale": 0.9523809523809523, "length_scale": 0.995}}}}) == {
-        "label_reference": 1, "split": 1, "dataset_summary": 1, "all": 1}
+        "label_reference": 1, "multifidelity_dataset": 1, "split": 2, "dataset_summary": 2, "train_multifidelity": 1,
+        "dft_errors": 2, "multifidelity_elastic": 1, "all": 1}
+    # the comparison's settings are not the default model's
+    assert dry_run_with(finished_campaign, {"multifidelity": {"comparison": {"sizes": [5, 40]}}}) == {}
 
 
 def test_a_deleted_evaluation_output_rebuilds_only_that_job_and_its_dependents(tmp_path):
@@ -208,6 +224,10 @@ def tiny_config(tmp_path, **data):
         "model": {"embed_size": 4, "out_embed_size": 4, "type_embed_size": 2, "int_embed_size": 2,
                   "basis_embed_size": 2, "n_blocks": 1, "n_output_layers": 1},
         "pretrain": {"epochs": 2, "batch_size": 4},
+        "multifidelity": {"levels": {
+            "ref": {"batch_size": 2},
+            "ref_hard": {"train_size": 2, "batch_size": 2, "forces_weight": 0.0, "virial_weight": 0.0}},
+            "epochs": 1, "steps_per_epoch": 2},
         "difftre": {"temperatures": [323], "supercell": [2, 2, 1], "epochs": 1, "trajectory_ps": 0.1,
                     "equilibration_ps": 0.02, "record_every_fs": 10.0, "batch_frames": 4},
         "evaluation": {
@@ -365,6 +385,12 @@ def test_tiny_campaign_top_down_rules(tmp_path):
     for fig in ("elastic_constants", "moduli", "lattice_temperature", "lattice_pressure", "phonons",
                 "liquid_structure", "diffusion"):
         assert (tmp_path / f"results/figures/{fig}.png").stat().st_size > 10_000
+    # the multi-fidelity model: test errors at each head, 0 K elastic constants at each head and level
+    for level in ("ref", "ref_hard"):
+        assert (tmp_path / f"results/multifidelity@{level}/test_errors.csv").read_text().count("\n") == 2
+    elastic = (tmp_path / "results/multifidelity/elastic_0K.csv").read_text()
+    for name in ("reference@ref", "reference@ref_hard", "multifidelity@ref", "multifidelity@ref_hard"):
+        assert f"\n{name}," in elastic
     # deleting one evaluation output reruns that job and what depends on it, nothing else
     (tmp_path / "results/fused/elastic_hcp.csv").unlink()
     jobs = dry_run_jobs(smk("-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(cfg), "-n"))

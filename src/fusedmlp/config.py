@@ -79,6 +79,25 @@ def validate_config(config: dict, source: str = "config") -> dict:
     return cfg
 
 
+def _check_multifidelity(cfg: dict, fail) -> None:
+    """Levels of the multi-fidelity trainer are levels of the reference potential; the high level
+    is one of them, and the learning rate decays."""
+    m = cfg["multifidelity"]
+    if m["lr_end"] > m["lr_start"]:
+        fail("multifidelity.lr_end", f"{m['lr_end']:g} is above multifidelity.lr_start = {m['lr_start']:g}: "
+                                     "the learning rate decays from start to end (swapped?)")
+    if m["high"] not in m["levels"]:
+        fail("multifidelity.high", f"{m['high']!r} is not one of multifidelity.levels {list(m['levels'])}")
+    if m["levels"][m["high"]]["train_size"] is None:
+        fail(f"multifidelity.levels.{m['high']}.train_size", "the high level needs a training size: the "
+             "comparison's table is taken at it (null - all - leaves no size)")
+    if cfg["data"]["source"] == "reference":
+        for level in m["levels"]:
+            if level not in cfg["reference"]["levels"]:
+                fail(f"multifidelity.levels.{level}",
+                     f"{level!r} is not one of reference.levels {sorted(cfg['reference']['levels'])}")
+
+
 def _check_consistency(cfg: dict, source: str) -> None:
     """Cross-key rules that a JSON schema cannot state."""
     def fail(key, msg):
@@ -109,6 +128,7 @@ def _check_consistency(cfg: dict, source: str) -> None:
             fail(f"reference.sampling.md.runs.{i}.structure",
                  f"{run['structure']!r} is not among the sampled phases {sorted(ref['sampling']['phases'])}")
     _check_ibi(cfg, fail)
+    _check_multifidelity(cfg, fail)
     ph = cfg["evaluation"]["phonons"]
     if ph["structure"] != "hcp" and ph["start"]["a"] is None:
         fail("evaluation.phonons.start.a", f"a {ph['structure']} lattice needs its starting lattice constant (Å)")

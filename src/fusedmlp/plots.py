@@ -74,11 +74,13 @@ def training_curve(rows, path, title: str = "") -> None:
         ax1.set_xlabel("epoch")
         ax1.set_ylabel("loss")
         ax1.legend()
-        for col, label in (("val_energy_rmse_meV_atom", "energy (meV/atom)"),
-                           ("val_forces_rmse_meV_A", "forces (meV/Å)"),
-                           ("val_virial_rmse_meV_atom", "virial (meV/atom)")):
-            if col in df and np.isfinite(df[col]).any():
-                ax2.semilogy(df["epoch"], df[col], label=label)
+        # every validation error column: val_<quantity>_rmse_<unit>, or val_<level>_<quantity>_...
+        # for the multi-fidelity trainer's levels
+        units = {"_rmse_meV_atom": " (meV/atom)", "_rmse_meV_A": " (meV/Å)"}
+        for col in df.columns:
+            unit = next((u for u in units if col.startswith("val_") and col.endswith(u)), None)
+            if unit and np.isfinite(df[col]).any():
+                ax2.semilogy(df["epoch"], df[col], label=col[4:-len(unit)].replace("_", " ") + units[unit])
         ax2.set_xlabel("epoch")
         ax2.set_ylabel("validation RMSE")
         ax2.legend()

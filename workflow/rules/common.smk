@@ -50,6 +50,13 @@ MODELS = ["pretrained"] + SCHEMES + IBI_MODELS
 REFERENCE = "reference"
 EVAL_MODELS = MODELS + ([REFERENCE] if config["evaluation"]["include_reference"]
                         and config["data"]["source"] == "reference" else [])
+# The multi-fidelity model (workflow/rules/multifidelity.smk) has one head per level of theory and
+# is evaluated at a head, `<model>@<head>` (results/multifidelity@ref_hard/): every evaluation rule
+# accepts those names; the default DAG measures its test errors at each head and its 0 K elastic
+# constants. It needs one dataset per level, which the reference source provides.
+MULTIFIDELITY = "multifidelity"
+MF_ENABLED = config["multifidelity"]["enabled"] and config["data"]["source"] == "reference"
+HEAD_MODELS = [f"{MULTIFIDELITY}@{lvl}" for lvl in config["multifidelity"]["levels"]] if MF_ENABLED else []
 COMPARISON_TABLES = ["elastic_hcp", "moduli", "lattice_temperature", "lattice_pressure", "phonons",
                      "liquid", "diffusion", "elastic_bcc", "test_errors"]
 FIGURES = ["elastic_constants", "moduli", "lattice_temperature", "lattice_pressure", "phonons",
@@ -85,7 +92,7 @@ def bottom_up_dataset():
 
 def dataset_stems():
     if config["data"]["source"] == "reference":
-        return [f"reference_{lvl}" for lvl in config["reference"]["levels"]]
+        return [f"reference_{lvl}" for lvl in config["reference"]["levels"]] + ([MULTIFIDELITY] if MF_ENABLED else [])
     return [config["data"]["name"]]
 
 
@@ -112,8 +119,17 @@ def ibi_settings(wildcards):
 
 
 def model_file(wildcards):
-    """The model a property job measures (none for the reference potential)."""
-    return [] if wildcards.model == REFERENCE else [f"results/{wildcards.model}/model.npz"]
+    """The model a property job measures (none for the reference potential); `<model>@<head>` is
+    the file of <model>."""
+    model = wildcards.model.split("@")[0]
+    return [] if model == REFERENCE else [f"results/{model}/model.npz"]
+
+
+def errors_dataset(wildcards):
+    """The labelled data a model's test errors are measured on: the multi-fidelity dataset (at
+    the head's level) for `<model>@<head>`, the bottom-up dataset otherwise."""
+    stem = "results/data/multifidelity" if "@" in wildcards.model else bottom_up_dataset()[:-len(".npz")]
+    return {"dataset": f"{stem}.npz", "split": f"{stem}.split.json"}
 
 
 # Outputs of each property job; `evaluate` runs evaluation.jobs.<property>.
@@ -180,4 +196,46 @@ def all_targets():
         + expand("results/{model}/parity.png", model=MODELS)
         + expand("results/comparison/{name}.md", name=COMPARISON_TABLES)
         + expand("results/figures/{name}.png", name=FIGURES)
+        + multifidelity_targets()  # workflow/rules/multifidelity.smk
     )
+
+
+# --- multi-fidelity (workflow/rules/multifidelity.smk) ---------------------------------------------
+
+_mf = config["multifidelity"]
+MF_LEVELS = list(_mf["levels"])
+MF_HIGH = _mf["high"]
+# what a multi-fidelity training reads (the comparison's sizes and seeds are not among them)
+MF_TRAINING_KEYS = tuple(f"multifidelity.{k}" for k in (
+    "levels", "head_form", "high", "epochs", "steps_per_epoch", "lr_start", "lr_end", "energy_per_atom",
+    "virial_per_atom", "patience", "seed"))
+MF_VARIANTS = ["high_energies", "high_energies_forces", "multifidelity"]
+
+
+def mf_reference_keys():
+    """The reference potential at every level of the multi-fidelity model (0 K elastic constants)."""
+    return ("reference.potential", "reference.element", *(f"reference.levels.{lvl}" for lvl in MF_LEVELS))
+
+
+def mf_comparison_models():
+    """(variant, size, seed) of every model of the comparison: (a), (b) and (c) at the configured
+    high-level size with every seed of `seeds`, (a) and (c) at the learning curve's other sizes
+    with `curve_seeds`."""
+    comp, size0 = _mf["comparison"], _mf["levels"][MF_HIGH]["train_size"]
+    keys = [(v, size0, s) for v in MF_VARIANTS for s in comp["seeds"]]
+    for n in sorted(set(comp["sizes"]) - {size0}):
+        keys += [(v, n, s) for v in ("high_energies", "multifidelity") for s in comp["curve_seeds"]]
+    return keys
+
+
+def mf_model_path(variant, size, seed):
+    return f"results/multifidelity_comparison/{variant}/n{size}/seed{seed}/model.npz"
+
+
+def multifidelity_targets():
+    """The multi-fidelity model and its evaluation in the default DAG (when enabled)."""
+    if not MF_ENABLED:
+        return []
+    return (["results/multifidelity/model.npz", "results/multifidelity/training_curve.png",
+             "results/multifidelity/elastic_0K.md"]
+            + expand("results/{model}/{f}", model=HEAD_MODELS, f=["test_errors.csv", "test_errors.md", "parity.png"]))

@@ -4,9 +4,8 @@
 
 rule dft_errors:
     input:
-        model="results/{model}/model.npz",
-        dataset=bottom_up_dataset(),
-        split=bottom_up_dataset().replace(".npz", ".split.json"),
+        model_file,
+        unpack(errors_dataset),
     output:
         table="results/{model}/test_errors.csv",
         markdown=report("results/{model}/test_errors.md", category="Reference errors",
@@ -16,7 +15,7 @@ rule dft_errors:
     log:
         "results/logs/dft_errors_{model}.log",
     wildcard_constraints:
-        model="|".join(MODELS),
+        model="|".join(MODELS + HEAD_MODELS),
     params:
         settings=settings(*MODEL_KEYS),
     threads: config["compute"]["threads"]
@@ -44,7 +43,7 @@ for _prop in PROPERTY_OUTPUTS:
         log:
             f"results/logs/{_prop}_{{model}}.log",
         wildcard_constraints:
-            model="|".join(EVAL_MODELS),
+            model="|".join(EVAL_MODELS + HEAD_MODELS),
         params:
             prop=_prop,
             settings=evaluation_settings(_prop),

@@ -3,6 +3,6 @@ from fusedmlp import logs
 from fusedmlp.evaluation.errors import dft_errors
 
 logs.setup(snakemake.log[0])
-dft_errors(snakemake.params.settings, snakemake.input.model, snakemake.input.dataset, snakemake.input.split,
+dft_errors(snakemake.params.settings, snakemake.input[0], snakemake.input.dataset, snakemake.input.split,
            snakemake.output.table, snakemake.output.markdown, snakemake.output.figure,
            model_name=snakemake.wildcards.model)

@@ -3,11 +3,16 @@
 The fused-training paper splits its DFT release in file order 70/10/20 (5704 configurations →
 3994/570/1140): validation and test sizes are rounded down and the training set takes the rest.
 A seeded shuffle is available for data whose file order is correlated with anything that matters.
+
+Splits are taken over structures, not configurations (``split_by_structure``): a dataset of
+several levels of theory holds each structure once per level, and a structure in the training
+set at one level and in the test set at another would leak its labels into the test.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -40,6 +45,40 @@ def split_indices(n: int, settings: SplitSettings = SplitSettings()) -> dict[str
     return {"train": np.sort(order[:n_train]),
             "val": np.sort(order[n_train:n_train + n_val]),
             "test": np.sort(order[n_train + n_val:])}
+
+
+# Positions and cells are compared after rounding to 1e-5 Å: the same structure read from two
+# files (an XYZ text round trip) is one structure, distinct structures differ by far more.
+KEY_DECIMALS = 5
+
+
+def structure_keys(ds) -> np.ndarray:
+    """A key per configuration, equal for configurations of the same structure (species,
+    positions and cell equal to 1e-5 Å), whatever their labels or level of theory."""
+    keys = []
+    for i in range(len(ds)):
+        c = ds.config(i)
+        h = hashlib.sha1()
+        for a in (np.asarray(c["species"], np.int64), np.round(c["box"], KEY_DECIMALS) + 0.0,
+                  np.round(c["positions"], KEY_DECIMALS) + 0.0):  # + 0.0: -0.0 and 0.0 are one
+            h.update(np.ascontiguousarray(a).tobytes())
+        keys.append(h.hexdigest())
+    return np.array(keys)
+
+
+def split_by_structure(ds, settings: SplitSettings = SplitSettings()) -> dict[str, np.ndarray]:
+    """``split_indices`` over the distinct structures of ``ds`` (in order of first appearance),
+    every configuration going with its structure: one structure at several levels of theory is
+    in one subset at all of them. Without repeated structures it equals ``split_indices(len(ds))``."""
+    keys = structure_keys(ds)
+    _, first, structure = np.unique(keys, return_index=True, return_inverse=True)
+    # number the structures in order of first appearance, so file order means the same as before
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    structure = rank[structure.ravel()]
+    by_structure = split_indices(len(order), settings)
+    return {k: np.nonzero(np.isin(structure, v))[0] for k, v in by_structure.items()}
 
 
 def save_split(path, split: dict[str, np.ndarray], settings: SplitSettings, dataset_path=None,

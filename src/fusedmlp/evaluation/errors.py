@@ -1,4 +1,7 @@
-"""Errors of a model on the test split of a labelled dataset: tables and parity plots."""
+"""Errors of a model on the test split of a labelled dataset: tables and parity plots.
+
+A model with several heads is measured at one, ``<model>@<head>``, on the test configurations at
+that head's level of theory (a dataset of several levels holds each test structure at each)."""
 
 from __future__ import annotations
 
@@ -9,26 +12,46 @@ import numpy as np
 from ..data import dataset as D
 from ..data.splits import load_split
 from ..model.batch import batch_predictor, error_metrics, indexed_predictor, prepare
-from ..model.file import load_model
+from ..model.file import load_head
 from ..model.settings import dtype, model_settings
 from ..plots import parity
 from ..tables import write_table
+from .potentials import split_name
 
 log = logging.getLogger(__name__)
 
 
+def level_indices(ds, indices, level: str | None, source) -> np.ndarray:
+    """The configurations among ``indices`` at level of theory ``level`` (all for ``None``)."""
+    indices = np.asarray(indices)
+    if level is None:
+        return indices
+    sel = indices[ds.fidelity[indices] == level]
+    if len(sel) == 0:
+        raise ValueError(f"{source}: no configurations at level {level!r} among these (levels there: "
+                         f"{sorted(set(ds.fidelity[indices].tolist()))})")
+    return sel
+
+
+def model_errors(settings, params, head: int, data, idx, dtype) -> tuple[dict, np.ndarray, list, np.ndarray]:
+    """(error metrics, U, F, W) of the model at ``head`` on configurations ``idx`` of ``data``."""
+    predict = indexed_predictor(batch_predictor(settings, data.capacity, head), data, dtype)
+    u, f, w = predict(params, idx)
+    return error_metrics(data, np.asarray(idx), u, f, w), u, f, w
+
+
 def dft_errors(cfg: dict, model_path, dataset_path, split_path, table_csv, table_md, figure,
                 model_name: str = "model", subset: str = "test") -> dict:
-    settings, params, meta = load_model(model_path, expected=model_settings(cfg))
+    _, head = split_name(model_name)
+    settings, params, meta, index = load_head(model_path, head, expected=model_settings(cfg))
     ds = D.load(dataset_path, allowed_species=cfg["species"])
     split = load_split(split_path, len(ds))
     idx = split[subset]
     if len(idx) == 0:
         raise ValueError(f"{split_path}: the {subset} split is empty")
+    idx = level_indices(ds, idx, head, dataset_path)
     data = prepare(ds, settings)
-    predict = indexed_predictor(batch_predictor(settings, data.capacity), data, dtype(cfg))
-    u, f, w = predict(params, idx)
-    m = error_metrics(data, np.asarray(idx), u, f, w)
+    m, u, f, w = model_errors(settings, params, index, data, idx, dtype(cfg))
     rows = [{"model": model_name, "dataset": str(dataset_path), "split": subset,
              "configurations": len(idx),
              "energy_rmse_meV_atom": 1e3 * m["energy_rmse"], "energy_mae_meV_atom": 1e3 * m["energy_mae"],

@@ -1,6 +1,10 @@
 """The potentials the evaluation rules measure: trained models and, for the demo, the reference
 potential that labelled their training data (the ground truth they should reproduce).
 
+A model with several heads (one per level of theory) is measured at one of them, named
+``<model>@<head>`` (``multifidelity@ref_hard``); the reference potential at another level than the
+training level is ``reference@<level>``.
+
 Every potential is used the same way: ``energy(numbers)`` gives ``U(params, positions, box,
 graph)`` for atoms with those atomic numbers (the MD and observables interface), ``params`` holds
 what U needs at run time, and ``cutoff`` sizes the graphs.
@@ -19,7 +23,7 @@ from ..compilation import Program
 from ..md.neighbors import frame_graphs
 from ..model.dimenet import species_index
 from ..model.energy import energy_fn
-from ..model.file import load_model
+from ..model.file import load_head
 from ..model.settings import dtype as config_dtype, model_settings
 from ..quantity import energy_forces_virial
 from ..reference import level_params
@@ -66,6 +70,14 @@ class Potential:
         return lambda positions, box: efv(positions, box)[1]
 
 
+def split_name(name: str) -> tuple[str, str | None]:
+    """``(model, head)`` of a potential's name ``<model>@<head>`` (head ``None`` without ``@``)."""
+    model, _, head = name.partition("@")
+    if not model or (_ and not head):
+        raise ValueError(f"potential name {name!r}: expected <model> or <model>@<head>")
+    return model, head or None
+
+
 def reference_potential(cfg: dict, level: str, name: str = REFERENCE) -> Potential:
     """The reference potential at one level of theory (``reference.levels.<level>``)."""
     p = level_params(cfg["reference"], level)
@@ -74,17 +86,19 @@ def reference_potential(cfg: dict, level: str, name: str = REFERENCE) -> Potenti
 
 
 def load_potential(cfg: dict, name: str, model_path=None) -> Potential:
-    """The trained model at ``model_path`` or, for ``name == "reference"``, the reference
-    potential at the training level of theory."""
-    if name == REFERENCE:
-        return reference_potential(cfg, cfg["reference"]["training_level"])
+    """The trained model at ``model_path`` (at the head ``name`` names, ``<model>@<head>``) or, for
+    ``reference`` / ``reference@<level>``, the reference potential at the training level of theory
+    or at ``level``."""
+    model, head = split_name(name)
+    if model == REFERENCE:
+        return reference_potential(cfg, head or cfg["reference"]["training_level"], name)
     if model_path is None:
         raise ValueError(f"model {name!r} needs a model file")
     # a file made with other hyperparameters than the configuration's is an error, not a silent swap
-    settings, params, _ = load_model(model_path, expected=model_settings(cfg))
+    settings, params, _, index = load_head(model_path, head, expected=model_settings(cfg))
     dt = config_dtype(cfg)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dt), params)
-    u = energy_fn(settings)
+    u = energy_fn(settings, index)
 
     def make(numbers):
         spc = jnp.asarray(species_index(numbers, settings.species))

@@ -4,6 +4,10 @@
     pot = Potential.load("results/pretrained/model.npz")
     energy, forces, virial = pot(positions, box, numbers)
     atoms.calc = pot.calculator()
+
+A model with several heads (one per level of theory) is used at one of them, named explicitly:
+``Potential.load("results/multifidelity/model.npz", head="ref_hard")``; an unknown head is an
+error naming the heads the file has.
 """
 
 from __future__ import annotations
@@ -19,16 +23,16 @@ from ..quantity import energy_forces_virial
 from .dimenet import species_index
 from .graph import build_graph, neighbor_table
 from .energy import energy_fn
-from .file import load_model
+from .file import load_head
 from .settings import ModelSettings
 
 class Potential:
     """A loaded model with a host-side neighbour search; compiled once per capacity bucket."""
 
-    def __init__(self, settings: ModelSettings, params, head: int | str = 0):
+    def __init__(self, settings: ModelSettings, params, head: int | str | None = None):
         self.settings = settings
         self.params = params
-        self.head = settings.heads.index(head) if isinstance(head, str) else int(head)
+        self.head = settings.head_index(head)  # None: the only head of a single-head model
         energy = energy_fn(settings, self.head)
         self.dtype = jax.tree_util.tree_leaves(params)[0].dtype
 
@@ -41,9 +45,11 @@ class Potential:
         self._efv = jax.jit(efv, static_argnames="capacity")
 
     @staticmethod
-    def load(path, head: int | str = 0) -> "Potential":
-        settings, params, _ = load_model(path)
-        return Potential(settings, params, head)
+    def load(path, head: int | str | None = None) -> "Potential":
+        """The model file at ``path`` at ``head`` (a name of its heads; ``None`` for a file with
+        one head)."""
+        settings, params, _, index = load_head(path, head)
+        return Potential(settings, params, index)
 
     def __call__(self, positions, box, numbers):
         """(energy eV, forces eV/Å, virial eV) of one periodic configuration."""

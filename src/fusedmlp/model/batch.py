@@ -44,9 +44,23 @@ class GraphData:
     virial_mask: np.ndarray
     n_atoms: np.ndarray
     capacity: int  # K, the largest neighbour count of any atom in the dataset
+    head: np.ndarray  # (B,) the model head of each configuration's level of theory
 
     def __len__(self):
         return len(self.n_atoms)
+
+
+def head_indices(fidelity, settings: ModelSettings) -> np.ndarray:
+    """The head of each configuration: its level of theory's (``Dataset.fidelity``) for a model
+    with several heads, the only head otherwise (a single-head model is trained on one level)."""
+    fidelity = np.asarray(fidelity)
+    if len(settings.heads) == 1:
+        return np.zeros(len(fidelity), np.int32)
+    unknown = sorted(set(fidelity.tolist()) - set(settings.heads))
+    if unknown:
+        raise ValueError(f"dataset: configurations at levels {unknown} have no head in the model "
+                         f"(its heads: {list(settings.heads)})")
+    return np.array([settings.heads.index(f) for f in fidelity], np.int32)
 
 
 def prepare(ds: Dataset, settings: ModelSettings, progress: Callable[[str], None] | None = None) -> GraphData:
@@ -55,6 +69,7 @@ def prepare(ds: Dataset, settings: ModelSettings, progress: Callable[[str], None
         spc_all = species_index(ds.species, settings.species)
     except ValueError as exc:
         raise ValueError(f"dataset: {exc}") from None
+    heads = head_indices(ds.fidelity, settings)
     b, n_pad = len(ds), int(ds.n_atoms.max())
     tables = []
     for i in range(b):
@@ -80,7 +95,7 @@ def prepare(ds: Dataset, settings: ModelSettings, progress: Callable[[str], None
         out["neighbor_mask"][i, :n, :m] = msk
     return GraphData(box=ds.box.copy(), energy=ds.energy.copy(), virial=ds.virial.copy(),
                      energy_mask=ds.energy_mask.copy(), forces_mask=ds.forces_mask.copy(),
-                     virial_mask=ds.virial_mask.copy(), n_atoms=ds.n_atoms.copy(), capacity=k, **out)
+                     virial_mask=ds.virial_mask.copy(), n_atoms=ds.n_atoms.copy(), capacity=k, head=heads, **out)
 
 
 def take(data: GraphData, idx, dtype) -> dict:
@@ -92,26 +107,30 @@ def take(data: GraphData, idx, dtype) -> dict:
                 shifts=jnp.asarray(data.shifts[idx], dtype), neighbor_mask=f(data.neighbor_mask), energy=jnp.asarray(data.energy[idx], dtype),
                 forces=jnp.asarray(data.forces[idx], dtype), virial=jnp.asarray(data.virial[idx], dtype),
                 energy_mask=f(data.energy_mask), forces_mask=f(data.forces_mask),
-                virial_mask=f(data.virial_mask), n_atoms=jnp.asarray(data.n_atoms[idx], dtype))
+                virial_mask=f(data.virial_mask), n_atoms=jnp.asarray(data.n_atoms[idx], dtype),
+                head=f(data.head))
 
 
 # --- predictions ------------------------------------------------------------------------------------------
 
-def batch_predictor(settings: ModelSettings, capacity: int, head: int = 0):
-    """``predict(params, batch) -> (U, F, W, overflow)`` for a padded batch."""
-    energy = energy_fn(settings, head)
+def batch_predictor(settings: ModelSettings, capacity: int, head: int | str | None = None):
+    """``predict(params, batch) -> (U, F, W, overflow)`` for a padded batch: every configuration
+    at ``head`` or, with ``head=None``, each at its own (``batch["head"]``, from its level)."""
+    fixed = None if head is None else settings.head_index(head)
+    energy = energy_fn(settings, fixed)
     cutoff = settings.dimenet.cutoff
 
-    def one(params, pos, box, spc, amask, nbr, shf, nmask):
+    def one(params, pos, box, spc, amask, nbr, shf, nmask, h):
         graph = build_graph(pos, box, nbr, shf, nmask, cutoff, capacity)
-        efv = energy_forces_virial(lambda p, b: energy(params, p, b, spc, graph, amask))
+        efv = energy_forces_virial(lambda p, b: energy(params, p, b, spc, graph, amask, head=h))
         u, f, w = efv(pos, box)
         return u, f, w, graph.overflow
 
     def predict(params, batch):
-        return jax.vmap(one, in_axes=(None,) + (0,) * 7)(
+        heads = batch["head"] if fixed is None else jnp.full(batch["box"].shape[0], fixed, jnp.int32)
+        return jax.vmap(one, in_axes=(None,) + (0,) * 8)(
             params, batch["positions"], batch["box"], batch["species"], batch["atom_mask"],
-            batch["neighbors"], batch["shifts"], batch["neighbor_mask"])
+            batch["neighbors"], batch["shifts"], batch["neighbor_mask"], heads)
 
     return predict
 

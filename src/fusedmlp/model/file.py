@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import io as fio
 from .params import flatten, parameter_shapes, unflatten
-from .settings import ModelSettings
+from .settings import ModelSettings, UnknownHead
 
 FORMAT_VERSION = 2
 
@@ -59,7 +59,8 @@ def _v1_path(name: str) -> tuple:
 
 
 def load_model(path, expected: ModelSettings | None = None):
-    """(settings, params, metadata) from a model file, checked against ``expected`` settings."""
+    """(settings, params, metadata) from a model file, checked against ``expected`` settings
+    (the architecture and species; the heads are the file's own, chosen by ``model_head``)."""
     path = Path(path)
     if not path.is_file():
         raise fio.InputError(path, None, "model file does not exist")
@@ -80,7 +81,7 @@ def load_model(path, expected: ModelSettings | None = None):
     settings = ModelSettings.from_dict(header["settings"])
     if expected is not None:
         a, b = settings.hyperparameters(), expected.hyperparameters()
-        diff = {k: (a[k], b[k]) for k in b if a.get(k) != b[k]}
+        diff = {k: (a[k], b[k]) for k in b if k not in ("heads", "n_heads", "head_form") and a.get(k) != b[k]}
         if diff:
             raise fio.InputError(path, "settings", "the model file was made with a different model "
                                                    f"configuration (file, expected): {diff}")
@@ -94,3 +95,19 @@ def load_model(path, expected: ModelSettings | None = None):
         raise fio.InputError(path, "params", f"parameters do not fit the settings (missing "
                                              f"{missing[:5]}, wrong shape {wrong[:5]})")
     return settings, params, header.get("metadata", {})
+
+
+def model_head(path, settings: ModelSettings, head: int | str | None = None) -> int:
+    """Index of ``head`` among the heads of the model file at ``path`` (``None``: the only head
+    of a single-head file). An unknown head, or none named for a file with several, is an error
+    naming the file and its heads, never a silent choice."""
+    try:
+        return settings.head_index(head)
+    except UnknownHead as exc:
+        raise fio.InputError(path, "heads", str(exc)) from None
+
+
+def load_head(path, head: int | str | None = None, expected: ModelSettings | None = None):
+    """(settings, params, metadata, head index) of a model file at one of its heads."""
+    settings, params, metadata = load_model(path, expected)
+    return settings, params, metadata, model_head(path, settings, head)

@@ -39,6 +39,22 @@ def fit_energy_scale(counts: np.ndarray, energies: np.ndarray, force_rms: float)
     return float(force_rms) if force_rms > 0 else 1.0, mu
 
 
+def fit_head_shifts(counts: np.ndarray, energies: np.ndarray, head: np.ndarray,
+                    names: tuple[str, ...]) -> np.ndarray:
+    """(H, S) per-species reference energies μ_h(Z), each head's fitted by least squares on that
+    head's own energies only (levels of theory differ by large constant offsets; lanl/hippynn's
+    multi-fidelity example fits one E0 per head the same way). ``head`` (B,) is the head index of
+    each energy, ``counts`` (B, S) the atoms of each species."""
+    counts, energies, head = np.asarray(counts, float), np.asarray(energies, float), np.asarray(head)
+    shifts = np.zeros((len(names), counts.shape[1]))
+    for h, name in enumerate(names):
+        sel = head == h
+        if not sel.any():
+            raise ValueError(f"head {name!r} has no training energies to fit its reference energies on")
+        shifts[h], *_ = np.linalg.lstsq(counts[sel], energies[sel], rcond=None)
+    return shifts
+
+
 def _example_inputs(settings: ModelSettings, dtype) -> tuple:
     """A simple cubic cell of two atoms: enough to create every parameter."""
     pos = np.array([[0.0, 0.0, 0.0], [1.2, 1.3, 1.1]], dtype)
