@@ -119,9 +119,10 @@ PROPERTIES = ("elastic_hcp", "lattice_temperature", "lattice_pressure", "phonons
 
 
 def test_editing_a_training_setting_reruns_that_training_and_everything_downstream(finished_campaign):
-    downstream = {**{f"evaluate_{p}": 3 for p in PROPERTIES}, "dft_errors": 3, "compare": 1, "figures": 1, "all": 1}
+    # the pre-trained model, the two top-down models and the IBI correction trained on top of it
+    downstream = {**{f"evaluate_{p}": 4 for p in PROPERTIES}, "dft_errors": 4, "compare": 1, "figures": 1, "all": 1}
     assert dry_run_with(finished_campaign, {"pretrain": {"epochs": 16}}) == {
-        "pretrain": 1, "train_top_down": 2, **downstream}
+        "pretrain": 1, "train_top_down": 2, "train_ibi": 1, **downstream}
     # a DiffTRe setting: the two top-down models, not the pre-trained one
     jobs = dry_run_with(finished_campaign, {"difftre": {"lr_start": 3e-3}})
     assert jobs == {"train_top_down": 2, **{f"evaluate_{p}": 2 for p in PROPERTIES}, "dft_errors": 2,

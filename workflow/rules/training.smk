@@ -81,8 +81,7 @@ rule ibi_target:
     params:
         settings=lambda wc: settings(
             *MODEL_KEYS, "ibi", "reference.potential", "reference.element",
-            f"reference.levels.{ibi_reference_target(wc.ibi)}", "evaluation.md", "evaluation.liquid",
-            "evaluation.diffusion"),
+            f"reference.levels.{ibi_reference_target(wc.ibi)}", "evaluation.md", "evaluation.liquid"),
     threads: config["compute"]["threads"]
     priority: CRITICAL_PATH
     resources:
