@@ -136,23 +136,28 @@ def test_editing_a_training_setting_reruns_that_training_and_everything_downstre
 
 def test_editing_an_evaluation_setting_reruns_only_that_evaluation_and_the_products(finished_campaign):
     assert dry_run_with(finished_campaign, {"evaluation": {"diffusion": {"max_lag_ps": 0.3}}}) == {
-        "evaluate_diffusion": 3, "compare": 1, "figures": 1, "all": 1}
+        "evaluate_diffusion": 4, "compare": 1, "figures": 1, "all": 1}
+    # the IBI model, trained toward ref_hard's liquid (prepared as evaluation.liquid and run with
+    # evaluation.md), is trained again, and everything measured of it
+    ibi_model = {**{f"evaluate_{p}": 1 for p in PROPERTIES}, "ibi_target": 1, "train_ibi": 1, "dft_errors": 1}
     # the liquid's settings also melt the diffusion runs' liquid
     assert dry_run_with(finished_campaign, {"evaluation": {"liquid": {"melt_ps": 0.5}}}) == {
-        "evaluate_liquid": 3, "evaluate_diffusion": 3, "compare": 1, "figures": 1, "all": 1}
+        **ibi_model, "evaluate_liquid": 4, "evaluate_diffusion": 4, "compare": 1, "figures": 1, "all": 1}
     assert dry_run_with(finished_campaign, {"evaluation": {"md": {"friction_per_ps": 5.0}}}) == {
-        **{f"evaluate_{p}": 3 for p in PROPERTIES}, "compare": 1, "figures": 1, "all": 1}
+        **ibi_model, **{f"evaluate_{p}": 4 for p in PROPERTIES}, "compare": 1, "figures": 1, "all": 1}
 
 
 def test_editing_nothing_a_job_reads_reruns_nothing(finished_campaign):
     assert dry_run_with(finished_campaign, {}) == {}
     # the campaign's name and the compute resources are read by no job
     assert dry_run_with(finished_campaign, {"campaign": "renamed", "compute": {"threads": 2}}) == {}
-    # the harder reference level labels its own dataset, which only the multi-fidelity model trains on
+    # the harder reference level labels its own dataset, which only the multi-fidelity model trains
+    # on, and is the IBI model's target
+    ibi_model = {**{f"evaluate_{p}": 1 for p in PROPERTIES}, "ibi_target": 1, "train_ibi": 1}
     assert dry_run_with(finished_campaign, {"reference": {"levels": {
         "ref": {}, "ref_hard": {"alpha_scale": 1.06, "A_scale": 0.9523809523809523, "length_scale": 0.995}}}}) == {
-        "label_reference": 1, "multifidelity_dataset": 1, "split": 2, "dataset_summary": 2, "train_multifidelity": 1,
-        "dft_errors": 2, "multifidelity_elastic": 1, "all": 1}
+        **ibi_model, "label_reference": 1, "multifidelity_dataset": 1, "split": 2, "dataset_summary": 2,
+        "train_multifidelity": 1, "dft_errors": 3, "multifidelity_elastic": 1, "compare": 1, "figures": 1, "all": 1}
     # the comparison's settings are not the default model's
     assert dry_run_with(finished_campaign, {"multifidelity": {"comparison": {"sizes": [5, 40]}}}) == {}
 
