@@ -162,7 +162,8 @@ class BatchedQuantities:
         parts = []
         for idx, padded in self._batches(len(fr.positions)):
             if with_born and fr.directional:
-                q = self._q_directional(params, *self._take(fr, padded), jnp.asarray(fr.fixed["born_vectors"][padded]))
+                q = self._q_directional(params, *self._take(fr, padded),
+                                        jnp.asarray(fr.fixed["born_vectors"][padded]))
             else:
                 q = self._q[with_born](params, *self._take(fr, padded))
             parts.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[:len(idx)], q))

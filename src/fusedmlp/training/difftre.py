@@ -11,10 +11,13 @@ that depend on θ themselves (Born stress and stiffness).
 The gradient is computed in two passes so memory stays bounded by one batch of frames: the
 per-frame quantities q_i(θ) (energy, Born terms) are evaluated in batches; the loss, a function of
 all q_i through the weighted averages, gives the cotangents ∂L/∂q_i; and ∂L/∂θ = Σ_i (∂q_i/∂θ)ᵀ
-∂L/∂q_i is accumulated batch by batch with vector–Jacobian products. When all frames fit in one
-batch, one compiled program computes the loss and its gradient directly (the forward pass of the
-second pass is then not repeated); the state point enters it as arguments (``StateSpec``), so
-state points with the same atoms and targets share it.
+∂L/∂q_i is accumulated batch by batch with vector–Jacobian products. With the Born stiffness
+sampled along strain directions (``StatePoint.born_directions``, ``observables.born_directions``)
+q_i holds the directional stiffnesses and the product is a reverse pass over forward passes
+(``reweighting.directional_gradient``). With the full tensor, when all frames fit in one batch,
+one compiled program computes the loss and its gradient directly (the forward pass of the second
+pass is then not repeated); the state point enters it as arguments (``StateSpec``), so state
+points with the same atoms and targets share it.
 
 Observables and targets are configuration: a state point names targets (``C11`` … ``C66`` of the
 stress-fluctuation tensor, reduced by the crystal's symmetry, adiabatic or isothermal as the state
@@ -98,12 +101,12 @@ class StatePoint(_Targets):
         targets = {k: np.asarray(v[1] if k == "rdf" else v, dtype) for k, v in self.targets.items()}
         return StateSpec(np.asarray(self.temperature, dtype), np.asarray(abs(np.linalg.det(self.box)), dtype),
                          targets, {k: np.asarray(v, dtype) for k, v in self.weights.items()},
-                         self.symmetry, len(self.positions), self.elastic_constants, self.born_directions)
+                         self.symmetry, len(self.positions), self.elastic_constants)
 
 
 @functools.partial(jax.tree_util.register_dataclass,
                    data_fields=["temperature", "volume", "targets", "weights"],
-                   meta_fields=["symmetry", "n_atoms", "elastic_constants", "born_directions"])
+                   meta_fields=["symmetry", "n_atoms", "elastic_constants"])
 @dataclasses.dataclass(frozen=True)
 class StateSpec(_Targets):
     """What the loss needs of a state point, as arrays (traced in compiled programs): the
@@ -116,7 +119,6 @@ class StateSpec(_Targets):
     symmetry: str
     n_atoms: int
     elastic_constants: str = "adiabatic"
-    born_directions: int = 0
 
 
 def _spec(sp) -> StateSpec:
