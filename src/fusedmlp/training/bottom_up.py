@@ -39,15 +39,8 @@ def pretrain(cfg: dict, dataset_path, split_path, model_path, log_csv, checkpoin
     data = prepare(ds, settings, progress=log.info)
     train = split["train"]
     # mean number of neighbours within the cutoff: the aggregation normalisation of the network
-    nbrs = data.neighbor_mask[train].sum(-1)[data.atom_mask[train]]
-    settings = dataclasses.replace(settings, dimenet=dataclasses.replace(
-        settings.dimenet, aggregation_scale=round(float(nbrs.mean()), 2)))
+    settings, r_min = data_derived(settings, data, train)
     if settings.repulsion is not None:
-        # the prior acts only below the shortest distance of the training data (rounded down)
-        r_min = shortest_distance(data.positions[train], data.box[train], data.neighbors[train],
-                                  data.shifts[train], data.neighbor_mask[train])
-        settings = dataclasses.replace(settings, repulsion=dataclasses.replace(
-            settings.repulsion, r_inner=math.floor(100 * r_min) / 100))
         log.info("short-range repulsion below %.2f Å (shortest training distance %.3f Å), "
                  "%.1f eV at half that", settings.repulsion.r_inner, r_min, settings.repulsion.energy)
     sub = ds.subset(train)
@@ -79,6 +72,22 @@ def pretrain(cfg: dict, dataset_path, split_path, model_path, log_csv, checkpoin
     log.info("best epoch %d of %d; wrote %s (%.1f min)", result.best_epoch, len(result.rows),
              model_path, (time.time() - t0) / 60)
     return result
+
+
+def data_derived(settings, data, train):
+    """``settings`` with what the training configurations ``train`` decide: the mean number of
+    neighbours within the cutoff (the network's aggregation normalisation) and, with a repulsion
+    prior, its reach (the shortest training distance, rounded down: the prior acts only below the
+    data). Returns (settings, shortest distance or None)."""
+    nbrs = data.neighbor_mask[train].sum(-1)[data.atom_mask[train]]
+    settings = dataclasses.replace(settings, dimenet=dataclasses.replace(
+        settings.dimenet, aggregation_scale=round(float(nbrs.mean()), 2)))
+    if settings.repulsion is None:
+        return settings, None
+    r_min = shortest_distance(data.positions[train], data.box[train], data.neighbors[train],
+                              data.shifts[train], data.neighbor_mask[train])
+    return dataclasses.replace(settings, repulsion=dataclasses.replace(
+        settings.repulsion, r_inner=math.floor(100 * r_min) / 100)), r_min
 
 
 def fit_dft(settings, params, data, split: dict, ts, checkpoint_path, log_csv=None, dtype=jnp.float32,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -32,8 +31,8 @@ from ..model.batch import prepare
 from ..model.dimenet import species_index
 from ..model.file import save_model
 from ..model.params import EnergyScale, fit_head_shifts, init_params
-from ..model.repulsion import shortest_distance
 from ..model.settings import dtype, model_settings
+from .bottom_up import data_derived
 from .multifidelity import LevelSettings, MultiFidelitySettings, fit_multifidelity, training_sets, used_labels
 
 log = logging.getLogger(__name__)
@@ -102,14 +101,7 @@ def train_multifidelity(cfg: dict, dataset_path, split_path, model_path, log_csv
     used = used_labels(data, level_of, mfs)
     train = training_sets(level_of, used, split["train"], mfs)
     structures = np.unique(np.concatenate(list(train.values())))  # the configurations it trains on
-    nbrs = data.neighbor_mask[structures].sum(-1)[data.atom_mask[structures]]
-    settings = dataclasses.replace(settings, dimenet=dataclasses.replace(
-        settings.dimenet, aggregation_scale=round(float(nbrs.mean()), 2)))
-    if settings.repulsion is not None:
-        r_min = shortest_distance(data.positions[structures], data.box[structures], data.neighbors[structures],
-                                  data.shifts[structures], data.neighbor_mask[structures])
-        settings = dataclasses.replace(settings, repulsion=dataclasses.replace(
-            settings.repulsion, r_inner=math.floor(100 * r_min) / 100))
+    settings, _ = data_derived(settings, data, structures)
     # per-head reference energies, each fitted on that head's own training energies
     with_e = np.concatenate([v[used["energy"][v]] for v in train.values()])
     counts = np.stack([np.bincount(species_index(ds.species[ds.atoms_slice(i)], settings.species),
