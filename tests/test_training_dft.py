@@ -97,3 +97,20 @@ def test_validation_loss_is_the_training_loss_on_those_configurations(setup):
     lw = np.mean(((w - data.virial[idx]) / n[:, None, None])[data.virial_mask[idx]] ** 2)
     want = TS.energy_weight * le + TS.forces_weight * lf + TS.virial_weight * lw
     assert trainer.evaluate(params, idx)["loss"] == pytest.approx(want, rel=1e-10)
+
+
+def test_energy_offset_splits_the_rmse(setup):
+    """RMSE² = offset² + RMSE² about the mean error; a uniform shift per atom is all offset."""
+    from fusedmlp.model.batch import error_metrics
+    data = setup[2]
+    idx = np.arange(len(data))
+    n = data.n_atoms[idx]
+    f = [data.forces[i, :n[k]] for k, i in enumerate(idx)]
+    shifted = error_metrics(data, idx, data.energy[idx] + 0.02 * n, f, data.virial[idx])
+    assert shifted["energy_offset"] == pytest.approx(0.02, rel=1e-6)
+    assert shifted["energy_rmse_no_offset"] == pytest.approx(0.0, abs=1e-9)
+    noise = np.random.default_rng(0).normal(0.0, 0.01, len(idx)) + 0.005
+    m = error_metrics(data, idx, data.energy[idx] + noise * n, f, data.virial[idx])
+    assert m["energy_offset"] == pytest.approx(np.mean(noise))
+    assert m["energy_rmse"] ** 2 == pytest.approx(m["energy_offset"] ** 2 + m["energy_rmse_no_offset"] ** 2)
+    assert m["forces_rmse"] == 0.0

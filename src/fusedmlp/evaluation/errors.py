@@ -55,6 +55,8 @@ def dft_errors(cfg: dict, model_path, dataset_path, split_path, table_csv, table
     rows = [{"model": model_name, "dataset": str(dataset_path), "split": subset,
              "configurations": len(idx),
              "energy_rmse_meV_atom": 1e3 * m["energy_rmse"], "energy_mae_meV_atom": 1e3 * m["energy_mae"],
+             "energy_offset_meV_atom": 1e3 * m["energy_offset"],
+             "energy_rmse_no_offset_meV_atom": 1e3 * m["energy_rmse_no_offset"],
              "forces_rmse_meV_A": 1e3 * m["forces_rmse"], "forces_mae_meV_A": 1e3 * m["forces_mae"],
              "virial_rmse_meV_atom": 1e3 * m["virial_rmse"], "virial_mae_meV_atom": 1e3 * m["virial_mae"],
              "reference_forces_rms_meV_A": 1e3 * float(np.sqrt(np.mean(np.concatenate(

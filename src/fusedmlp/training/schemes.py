@@ -34,6 +34,16 @@ def exp_trainer_settings(cfg: dict) -> ExpTrainerSettings:
     return ExpTrainerSettings(**{f.name: d[f.name] for f in dataclasses.fields(ExpTrainerSettings)})
 
 
+def fused_dft_settings(cfg: dict, epochs: int):
+    """The DFT trainer inside a top-down scheme: the pre-training's loss, with the weights the
+    ``fused`` section overrides (where experiment measures the stress, a scheme may trust the
+    DFT virials less than pre-training did), at the ``fused`` learning rates."""
+    f = cfg["fused"]
+    weights = {k: f[k] for k in ("energy_weight", "forces_weight", "virial_weight") if f.get(k) is not None}
+    return dataclasses.replace(dft_trainer_settings(cfg), lr_start=f["dft_lr_start"], lr_end=f["dft_lr_end"],
+                               epochs=epochs, **weights)
+
+
 def state_point_record(sp: StatePoint) -> dict:
     """What of a state point decides its updates (a checkpoint's key)."""
     return dict(name=sp.name, box=np.asarray(sp.box).tolist(), targets=sp.targets, weights=sp.weights,
@@ -85,8 +95,7 @@ def train_scheme(cfg: dict, scheme: str, model_in, dataset_path, split_path, mod
     ds = D.load(dataset_path, allowed_species=cfg["species"])
     split = load_split(split_path, len(ds))
     data = prepare(ds, settings, progress=log.info)
-    dts = dataclasses.replace(dft_trainer_settings(cfg), lr_start=f["dft_lr_start"], lr_end=f["dft_lr_end"],
-                              epochs=ts.epochs)
+    dts = fused_dft_settings(cfg, ts.epochs)
     trainer = dft_trainer(settings, data, split["train"], dts, dtype(cfg))
     inputs = {"start_model_sha256": D.file_sha256(model_in), "dataset_sha256": D.file_sha256(dataset_path),
               "split_sha256": D.file_sha256(split_path), "dft_trainer": dataclasses.asdict(dts),
