@@ -149,3 +149,14 @@ def test_evaluation_temperatures_all_must_lie_in_the_lattice_table(tmp_path):
     with pytest.raises(ConfigError) as err:
         validate_config({**cfg, "evaluation": {"elastic_hcp": {"temperatures": "all"}}})
     assert "evaluation.elastic_hcp.temperatures: 523, 573" in str(err.value) and "4-500 K" in str(err.value)
+
+
+def test_fused_dft_loss_takes_the_pretraining_weights_unless_overridden():
+    from fusedmlp.training.schemes import fused_dft_settings
+    cfg = validate_config({"pretrain": {"energy_weight": 7.0, "virial_weight": 2.0},
+                           "fused": {"virial_weight": 0.25, "dft_lr_start": 2e-4, "dft_lr_end": 1e-4}})
+    s = fused_dft_settings(cfg, epochs=3)
+    assert (s.energy_weight, s.forces_weight, s.virial_weight) == (7.0, 1.0, 0.25)
+    assert (s.lr_start, s.lr_end, s.epochs) == (2e-4, 1e-4, 3)
+    paper = fused_dft_settings(load_config(ROOT / "config" / "paper.yaml"), epochs=1)
+    assert paper.virial_weight == pytest.approx(3.724e-2) and paper.forces_weight == pytest.approx(9309.0)

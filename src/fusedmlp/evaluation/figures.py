@@ -60,6 +60,7 @@ def moduli(models: pd.DataFrame, el: pd.DataFrame, path) -> None:
             ax.set_xlabel("temperature (K)")
             ax.set_ylabel(f"{title} ({unit})" if unit else title)
         axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        fig.suptitle("moduli of the adiabatic hcp elastic constants (stress fluctuation, NVT at the experimental lattice)")
         save(fig, path)
 
 
