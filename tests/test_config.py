@@ -149,3 +149,10 @@ def test_evaluation_temperatures_all_must_lie_in_the_lattice_table(tmp_path):
     with pytest.raises(ConfigError) as err:
         validate_config({**cfg, "evaluation": {"elastic_hcp": {"temperatures": "all"}}})
     assert "evaluation.elastic_hcp.temperatures: 523, 573" in str(err.value) and "4-500 K" in str(err.value)
+
+
+def test_correction_ridge_needs_correction_heads():
+    """A ridge on correction columns that independent heads lack would be a silent no-op."""
+    with pytest.raises(ConfigError, match="multifidelity.correction_l2"):
+        validate_config({"multifidelity": {"head_form": "independent", "correction_l2": 1.0}})
+    assert validate_config({"multifidelity": {"head_form": "correction", "correction_l2": 1.0}})
