@@ -160,3 +160,10 @@ def test_fused_dft_loss_takes_the_pretraining_weights_unless_overridden():
     assert (s.lr_start, s.lr_end, s.epochs) == (2e-4, 1e-4, 3)
     paper = fused_dft_settings(load_config(ROOT / "config" / "paper.yaml"), epochs=1)
     assert paper.virial_weight == pytest.approx(3.724e-2) and paper.forces_weight == pytest.approx(9309.0)
+
+
+def test_correction_ridge_needs_correction_heads():
+    """A ridge on correction columns that independent heads lack would be a silent no-op."""
+    with pytest.raises(ConfigError, match="multifidelity.correction_l2"):
+        validate_config({"multifidelity": {"head_form": "independent", "correction_l2": 1.0}})
+    assert validate_config({"multifidelity": {"head_form": "correction", "correction_l2": 1.0}})

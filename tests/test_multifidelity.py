@@ -18,7 +18,7 @@ from fusedmlp.model.api import Potential
 from fusedmlp.model.batch import batch_predictor, prepare, take
 from fusedmlp.model.energy import energy_fn
 from fusedmlp.model.file import load_head, save_model
-from fusedmlp.model.params import EnergyScale, fit_head_shifts, init_params
+from fusedmlp.model.params import EnergyScale, correction_norm2, fit_head_shifts, init_params
 from fusedmlp.model.settings import ModelSettings, UnknownHead
 from fusedmlp.reference import ReferenceCalculator, scaled, zhou2004
 from fusedmlp.structures import crystal
@@ -251,6 +251,37 @@ def test_a_level_without_forces_contributes_exactly_zero_force_gradient(levels, 
         for a, b in zip(grad, ref[1]):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert weight_1(garbage)[0] > ref[0] + 1.0
+
+
+def test_correction_ridge_adds_lambda_sum_of_squares_on_the_correction_columns_only(levels):
+    """correction_l2 = λ adds λ Σ d² to the training loss, d the correction head's output columns:
+    the loss rises by exactly that (computed here from the raw parameters), its gradient by 2λd on
+    those columns and by nothing anywhere else (the backbone, the first head's columns)."""
+    s = ModelSettings.create(["Ti"], heads=HEADS, head_form="correction", **TINY)
+    p = random_params(s)
+    lv, lam, batch = level_of(levels), 0.7, np.array([0, 1, 8, 9])
+    data = prepare(levels, s)
+
+    def loss_and_grad(mfs):
+        tr = multifidelity_trainer(s, data, lv, training_sets(lv, used_labels(data, lv, mfs), np.arange(16), mfs),
+                                   mfs, jnp.float64)
+        b, slices = tr.loss_batch(batch)
+        return jax.value_and_grad(lambda net: tr.loss({**p, "net": net}, b, slices)[0])(p["net"])
+
+    (v0, g0), (v1, g1) = loss_and_grad(MFS), loss_and_grad(dataclasses.replace(MFS, correction_l2=lam))
+    d = {k: np.asarray(v["w"])[:, 1] for k, v in p["net"].items() if k.endswith("lin_out")}
+    assert len(d) == TINY["n_blocks"] + 1
+    np.testing.assert_allclose(v1 - v0, lam * sum(np.sum(x ** 2) for x in d.values()), rtol=1e-10)
+    for module, params in g1.items():
+        for name, g in params.items():
+            expected = np.asarray(g0[module][name])
+            if module in d:
+                expected = expected.copy()
+                expected[:, 1] += 2 * lam * d[module]
+            np.testing.assert_allclose(np.asarray(g), expected, rtol=1e-9, atol=1e-12)
+    # an independent-heads model has no correction columns: the same λ changes nothing
+    ind = ModelSettings.create(["Ti"], heads=HEADS, **TINY)
+    assert correction_norm2(ind, p["net"]) == 0.0
 
 
 def test_batches_take_each_levels_batch_size_from_its_training_subset(levels, model):

@@ -86,6 +86,9 @@ def _check_multifidelity(cfg: dict, fail) -> None:
     if m["lr_end"] > m["lr_start"]:
         fail("multifidelity.lr_end", f"{m['lr_end']:g} is above multifidelity.lr_start = {m['lr_start']:g}: "
                                      "the learning rate decays from start to end (swapped?)")
+    if m["correction_l2"] > 0 and m["head_form"] != "correction":
+        fail("multifidelity.correction_l2", f"{m['correction_l2']:g} needs head_form: correction (the "
+             f"independent heads have no correction columns to keep small)")
     if m["high"] not in m["levels"]:
         fail("multifidelity.high", f"{m['high']!r} is not one of multifidelity.levels {list(m['levels'])}")
     if m["levels"][m["high"]]["train_size"] is None:

@@ -207,7 +207,7 @@ MF_LEVELS = list(_mf["levels"])
 MF_HIGH = _mf["high"]
 # what a multi-fidelity training reads (the comparison's sizes and seeds are not among them)
 MF_TRAINING_KEYS = tuple(f"multifidelity.{k}" for k in (
-    "levels", "head_form", "high", "epochs", "steps_per_epoch", "lr_start", "lr_end", "energy_per_atom",
+    "levels", "head_form", "correction_l2", "high", "epochs", "steps_per_epoch", "lr_start", "lr_end", "energy_per_atom",
     "virial_per_atom", "patience", "seed"))
 MF_VARIANTS = ["high_energies", "high_energies_forces", "multifidelity"]
 

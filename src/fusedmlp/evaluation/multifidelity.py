@@ -189,6 +189,8 @@ def learning_curve(runs: pd.DataFrame, path, level: str, n_test: int) -> None:
                             color=colors["high_energies_forces"])
             ax.set_xscale("log")
             ax.set_yscale("log")
+            # head room: (b)'s label sits above its line, which may be the highest thing drawn
+            ax.margins(y=0.15)
             sizes = sorted(runs["size"].unique())
             ax.xaxis.set_major_locator(mticker.FixedLocator(sizes))
             ax.xaxis.set_major_formatter(mticker.FormatStrFormatter("%d"))
@@ -196,7 +198,7 @@ def learning_curve(runs: pd.DataFrame, path, level: str, n_test: int) -> None:
             # readable numbers on a log axis that may span less than a decade
             ax.yaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
             ax.yaxis.set_minor_formatter(mticker.FormatStrFormatter("%g"))
-            ax.tick_params(axis="y", which="minor", labelsize=8)
+            ax.tick_params(axis="y", which="both", labelsize=8)  # one size: major and minor labels mix on a short log axis
             ax.set_xlabel(f"high-level ({level}) training energies")
             ax.set_ylabel(f"test {what}")
             ax.grid(True, which="both", alpha=0.25)

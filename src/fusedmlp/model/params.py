@@ -55,6 +55,15 @@ def fit_head_shifts(counts: np.ndarray, energies: np.ndarray, head: np.ndarray,
     return shifts
 
 
+def correction_norm2(settings: ModelSettings, net):
+    """Σ of the squared output-layer weights of the correction heads (``head_form: correction``,
+    the heads after the first): the size of the learned difference between levels; 0 for any
+    other model."""
+    if settings.head_form != "correction" or len(settings.heads) < 2:
+        return 0.0
+    return sum(jnp.sum(jnp.square(layer["w"][:, 1:])) for name, layer in net.items() if name.endswith("/lin_out"))
+
+
 def _example_inputs(settings: ModelSettings, dtype) -> tuple:
     """A simple cubic cell of two atoms: enough to create every parameter."""
     pos = np.array([[0.0, 0.0, 0.0], [1.2, 1.3, 1.1]], dtype)

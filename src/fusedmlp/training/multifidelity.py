@@ -2,6 +2,7 @@
 al., Mach. Learn.: Sci. Technol. 6, 035066, 2025).
 
     L = Σ_levels l [ w_U^l ⟨(U_l − U_ref)²⟩_l + w_F^l ⟨|F_l − F_ref|²⟩_l + w_W^l ⟨(W_l − W_ref)²⟩_l ]
+        + λ Σ d²   (``correction_l2``; d: the correction heads' output columns, ``head_form: correction``)
 
 Each level's terms are the bottom-up trainer's (``dft.loss_terms``) over that level's
 configurations, each predicted at its own head (forces and virials are derivatives of that head's
@@ -30,7 +31,7 @@ import optax
 
 from ..compilation import Program
 from ..model.batch import GraphData, batch_predictor, error_metrics, indexed_predictor, take
-from ..model.params import trainable, with_trainable
+from ..model.params import correction_norm2, trainable, with_trainable
 from ..model.settings import ModelSettings
 from . import loop
 from .dft import DFTTrainerSettings, loss_terms
@@ -66,6 +67,9 @@ class MultiFidelitySettings:
     virial_per_atom: bool = True
     patience: int = 50
     seed: int = 0  # batch order and the choice of each level's training subset
+    # ridge on the correction heads' output columns (head_form "correction"): the prior that the
+    # levels differ little, so that a few energies cannot buy their fit with large spurious forces
+    correction_l2: float = 0.0
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -157,7 +161,8 @@ def multifidelity_trainer(settings: ModelSettings, data: GraphData, level_of: np
         return b
 
     def total_loss(params, batch, slices):
-        """Σ over levels of the level's bottom-up loss on its part of the batch (static slices)."""
+        """Σ over levels of the level's bottom-up loss on its part of the batch (static slices),
+        plus the ridge on the correction columns."""
         pred = predict(params, batch)
         total, parts = 0.0, []
         for (lo, hi), ts in zip(slices, level_loss):
@@ -168,6 +173,8 @@ def multifidelity_trainer(settings: ModelSettings, data: GraphData, level_of: np
             value, terms = loss_terms(tuple(x[lo:hi] for x in pred), part, jnp.ones(hi - lo, dtype), ts)
             total = total + value
             parts.append(terms)
+        if mfs.correction_l2 > 0:  # training only: the validation loss (``evaluate``) is the data's
+            total = total + mfs.correction_l2 * correction_norm2(settings, params["net"])
         return total, (parts, pred[3])
 
     train_slices = tuple((int(bounds[k]), int(bounds[k + 1])) for k in range(len(sizes)))

@@ -62,6 +62,7 @@ def multifidelity_settings(cfg: dict, variant: str = "multifidelity", size: int 
     return MultiFidelitySettings(levels=tuple(levels), epochs=m["epochs"], steps_per_epoch=m["steps_per_epoch"],
                                  lr_start=m["lr_start"], lr_end=m["lr_end"], energy_per_atom=m["energy_per_atom"],
                                  virial_per_atom=m["virial_per_atom"], patience=m["patience"],
+                                 correction_l2=m["correction_l2"] if len(levels) > 1 else 0.0,
                                  seed=m["seed"] if seed is None else int(seed))
 
 
