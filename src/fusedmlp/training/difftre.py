@@ -21,7 +21,9 @@ points with the same atoms and targets share it.
 
 Observables and targets are configuration: a state point names targets (``C11`` … ``C66`` of the
 stress-fluctuation tensor, reduced by the crystal's symmetry, adiabatic or isothermal as the state
-point's ``elastic_constants`` says; ``pressure``; or an ``rdf`` table);
+point's ``elastic_constants`` says; ``pressure``; the normal pressures ``pressure_a`` (in the xy
+plane, the mean of P_xx and P_yy) and ``pressure_c`` (P_zz), whose zero at the experimental lattice
+fixes a and c and not only the volume; or an ``rdf`` table);
 each target has a weight, and the state point's loss is Σ_k weight_k (pred_k − target_k)².
 """
 
@@ -43,6 +45,9 @@ from ..observables.reweighting import (BatchedQuantities, Frames, directional_gr
                                        frame_quantities, reweighting_weights)
 from ..observables.stress import ELASTIC_KINDS, frame_pressure, stress_fluctuation
 
+# P, and the normal pressures in the xy plane (a axes of a hexagonal cell) and along z (its c axis)
+PRESSURE_TARGETS = ("pressure", "pressure_a", "pressure_c")
+
 
 class _Targets:
     """What a state point's ``targets`` ask of the frames (shared by StatePoint and StateSpec)."""
@@ -54,7 +59,7 @@ class _Targets:
     @property
     def needs_born(self) -> bool:
         """Whether the targets need the Born stress (pressure) or stiffness (elastic constants)."""
-        return bool(self.elastic_targets) or "pressure" in self.targets
+        return bool(self.elastic_targets) or any(k in self.targets for k in PRESSURE_TARGETS)
 
 
 @dataclasses.dataclass
@@ -84,7 +89,7 @@ class StatePoint(_Targets):
         if self.symmetry not in SYMMETRY_CONSTANTS:
             raise ValueError(f"state point {self.name}: symmetry {self.symmetry!r}, expected one of "
                              f"{tuple(SYMMETRY_CONSTANTS)}")
-        allowed = set(SYMMETRY_CONSTANTS[self.symmetry]) | {"pressure", "rdf"}
+        allowed = set(SYMMETRY_CONSTANTS[self.symmetry]) | set(PRESSURE_TARGETS) | {"rdf"}
         unknown = set(self.targets) - allowed
         if unknown:
             raise ValueError(f"state point {self.name}: unknown targets {sorted(unknown)} for "
@@ -136,6 +141,8 @@ def predictions(q: dict, fixed: dict, weights, sp: StatePoint | StateSpec) -> di
         kin = jnp.broadcast_to(jnp.mean(fixed["kinetic"], axis=0), fixed["kinetic"].shape)
         p = frame_pressure(q["born_stress"], kin, volume, weights)
         out["pressure"] = units.ev_per_a3_to_gpa(jnp.mean(p[:3]))
+        out["pressure_a"] = units.ev_per_a3_to_gpa(jnp.mean(p[:2]))
+        out["pressure_c"] = units.ev_per_a3_to_gpa(p[2])
     if sp.elastic_targets:
         if "born_directional" in q:  # sampled along strain directions: their weighted means
             born = born_directions(sp.symmetry, sp.elastic_targets).mean_stiffness(

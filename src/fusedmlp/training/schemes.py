@@ -23,7 +23,7 @@ from ..model.file import load_model, save_model
 from ..model.settings import ModelSettings, dtype, model_settings
 from ..structures import crystal
 from .dft import dft_trainer
-from .difftre import StatePoint
+from .difftre import PRESSURE_TARGETS, StatePoint
 from .settings import dft_trainer_settings
 from .top_down import ExpTrainerSettings, SchemeSettings, fit_top_down
 
@@ -64,7 +64,7 @@ def state_points(cfg: dict, settings: ModelSettings) -> list[StatePoint]:
         atoms = crystal(symbol, d["structure"], a, c / a, d["supercell"])
         targets, weights = {}, {}
         for name in d["targets"]:
-            if name == "pressure":
+            if name in PRESSURE_TARGETS:
                 targets[name], weights[name] = 0.0, d["pressure_weight"]
             else:
                 targets[name] = experiment.at_temperature(el, el_path, f"{name}_GPa", t, "difftre.temperatures")

@@ -41,6 +41,7 @@ from .steps import dft_batch_step, dft_epoch_step, dft_state
 
 log = logging.getLogger(__name__)
 
+_SHORT = {"pressure": "P", "pressure_a": "Pa", "pressure_c": "Pc"}  # progress lines' names
 STEPS = ("exp", "dft")  # the update steps a top-down scheme composes (config `schemes.<name>.steps`)
 
 
@@ -243,7 +244,7 @@ class ExpTrainer:
                            f"{sp.name}_trajectory_updates": int(walker.served)})
             report.update({f"{sp.name}_{n}": v for n, v in rep["pred"].items() if np.ndim(v) == 0})
             progress(f"epoch {epoch + 1} {sp.name}: " + "  ".join(
-                f"{n} {v:.1f}" if n != "pressure" else f"P {v:+.3f}"
+                f"{n} {v:.1f}" if n.startswith("C") else f"{_SHORT.get(n, n)} {v:+.3f}"
                 for n, v in rep["pred"].items() if np.ndim(v) == 0)
                 + f" GPa  loss {rep['loss']:.4g}  ESS {rep['ess']:.3f}"
                 + ("" if int(walker.served) == 1 else f"  (trajectory reused, update {int(walker.served)})"))
