@@ -8,7 +8,7 @@ import pytest
 from fusedmlp import elastic, units
 from fusedmlp.md.ensembles import Barostat, Thermostat
 from fusedmlp.md.neighbors import NeighborGraph, frame_graphs
-from fusedmlp.md.simulate import MDSettings, Simulator, run
+from fusedmlp.md.simulate import MDSettings, Simulator, lattice_site_momenta, run
 from fusedmlp.observables.stress import born_terms, frame_pressure, kinetic_tensor, stress_fluctuation, volume
 from fusedmlp.observables.averages import block_estimate
 from fusedmlp.quantity import energy_forces_virial, lagrangian_strained
@@ -126,6 +126,27 @@ def test_nve_conserves_energy(eam):
     assert abs(drift) < 1e-3
     assert total.std() < 1e-4 * np.abs(ke / len(at)).mean() + 2e-5
     assert traj.temperatures.mean() > 200  # it really moved
+
+
+def test_lattice_site_momenta_start_a_crystal_at_its_temperature(eam):
+    """Equipartition: a crystal at its lattice sites given ``lattice_site_momenta`` for T runs at T
+    in NVE (to the anharmonicity at 100 K and the finite sample), where Maxwell–Boltzmann momenta at
+    T leave it near T/2. No centre-of-mass drift."""
+    at = crystal("Ti", "hcp", A0, COVERA0, (3, 3, 2))
+    masses = np.full(len(at), TI)
+    s = MDSettings(thermostat=Thermostat("none", temperature=100.0), timestep_fs=1.0, steps=600,
+                   record_every=10, chunk=600, seed=3)
+    mean_t = {}
+    for start, momenta in (("lattice", lattice_site_momenta(masses, 100.0, seed=3)), ("maxwell", None)):
+        traj = simulate(eam, at, s, **({} if momenta is None else {"momenta": momenta}))
+        mean_t[start] = traj.temperatures[10:].mean()  # after the first 0.1 ps (a vibration period)
+        if momenta is not None:
+            np.testing.assert_allclose(np.sum(momenta, 0), 0.0, atol=1e-10)
+            # the kinetic energy it starts with: twice that of 100 K for 3N − 3 degrees of freedom
+            t0 = np.sum(momenta**2 / units.mass_to_internal(masses)[:, None]) / ((3 * len(at) - 3) * units.KB)
+            assert 140.0 < t0 < 260.0, t0
+    assert abs(mean_t["lattice"] - 100.0) < 12.0, mean_t
+    assert abs(mean_t["maxwell"] - 50.0) < 12.0, mean_t
 
 
 def test_run_resumes_from_checkpoint(eam, tmp_path):

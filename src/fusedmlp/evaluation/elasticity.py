@@ -23,7 +23,7 @@ from ase import Atoms
 from .. import elastic, units
 from ..md.neighbors import frame_graphs
 from ..md.settings import Dynamics
-from ..md.simulate import Trajectory
+from ..md.simulate import Trajectory, lattice_site_momenta
 from ..observables.averages import block_slices, standard_error
 from ..observables.reweighting import BatchedQuantities, Frames
 from ..observables.stress import frame_pressure, kinetic_tensor, stress_fluctuation
@@ -94,9 +94,12 @@ class ElasticSettings:
 
 
 def elastic_at(pot: Potential, atoms: Atoms, temperature: float, rs: Dynamics, es: ElasticSettings,
-               symmetry: str, seed: int = 0, progress: Callable[[str], None] = log.info) -> dict:
-    """Stress-fluctuation constants of ``atoms`` (its box fixed) at ``temperature``."""
-    traj = measure(pot, atoms, temperature, rs, es.sampling, seed=seed, progress=progress)
+               symmetry: str, seed: int = 0, progress: Callable[[str], None] = log.info,
+               at_lattice_sites: bool = False) -> dict:
+    """Stress-fluctuation constants of ``atoms`` (its box fixed) at ``temperature``;
+    ``at_lattice_sites`` as in ``sampling.measure``."""
+    traj = measure(pot, atoms, temperature, rs, es.sampling, seed=seed, progress=progress,
+                   at_lattice_sites=at_lattice_sites)
     q = born_frames(pot, atoms, traj, es.batch_frames)
     row = {"T_K": float(temperature), "n_atoms": len(atoms), "frames": len(traj.positions),
            "T_mean_K": float(np.mean(traj.temperatures))}
@@ -111,7 +114,7 @@ def hcp_elastic_vs_temperature(pot: Potential, symbol: str, lattice: Callable[[f
     def at(k, t):
         a, c = lattice(float(t))
         row = elastic_at(pot, crystal(symbol, "hcp", a, c / a, supercell), t, rs, es, "hexagonal", seed=k,
-                         progress=progress)
+                         progress=progress, at_lattice_sites=True)
         row.update(a_A=a, c_A=c)
         progress(f"{pot.name} hcp {t:g} K: "
                  + "  ".join(f"{n} {row[n]:.1f}" for n in elastic.HEXAGONAL_CONSTANTS)
@@ -137,7 +140,7 @@ def cubic_elastic(pot: Potential, symbol: str, cs: CubicElasticSettings, rs: Dyn
     """Cubic C11, C12, C44 at ``cs.temperature`` in the mean box of a zero-pressure NPT run."""
     atoms = crystal(symbol, cs.structure, cs.a0, supercell=cs.supercell)
     npt = simulate(pot, atoms, cs.temperature, rs, cs.npt_ps, cs.elastic.sampling.record_every_fs,
-                   pressure_gpa=0.0, coupling="isotropic", progress=progress)
+                   momenta=lattice_site_momenta(atoms.get_masses(), cs.temperature, rs.seed), pressure_gpa=0.0, coupling="isotropic", progress=progress)
     half = len(npt.boxes) // 2
     box = np.mean(npt.boxes[half:], axis=0)  # second half: the cell has relaxed
     lattice_a = float(np.cbrt(abs(np.linalg.det(box)) / np.prod(cs.supercell)))

@@ -42,7 +42,7 @@ def hcp_npt(pot: Potential, symbol: str, a0: float, covera0: float, supercell, t
             progress: Callable[[str], None] = log.info) -> dict:
     atoms = crystal(symbol, "hcp", a0, covera0, supercell)
     traj = measure(pot, atoms, temperature, rs, sampling, pressure_gpa=pressure_gpa, coupling="hexagonal",
-                   seed=seed, progress=progress)
+                   seed=seed, progress=progress, at_lattice_sites=True)
     a, c = hcp_lattice(traj.boxes, supercell)
     row = {"T_K": float(temperature), "P_GPa": float(pressure_gpa), "n_atoms": len(atoms),
            "frames": len(a), "T_mean_K": float(np.mean(traj.temperatures))}

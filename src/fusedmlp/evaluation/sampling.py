@@ -19,7 +19,7 @@ from ase.data import atomic_masses
 from .. import units
 from ..md.neighbors import NeighborGraph
 from ..md.settings import Dynamics
-from ..md.simulate import Simulator, Trajectory
+from ..md.simulate import Simulator, Trajectory, lattice_site_momenta
 from .potentials import Potential
 
 log = logging.getLogger(__name__)
@@ -80,10 +80,14 @@ def final_atoms(atoms: Atoms, traj: Trajectory, box=None) -> Atoms:
 
 def measure(pot: Potential, atoms: Atoms, temperature: float, rs: Dynamics, sampling: Sampling,
             pressure_gpa: float | None = None, coupling: str = "hexagonal", seed: int = 0,
-            progress: Callable[[str], None] = log.info) -> Trajectory:
-    """Equilibrate for ``sampling.equilibration_ps``, then record ``sampling.production_ps``."""
+            progress: Callable[[str], None] = log.info, at_lattice_sites: bool = False) -> Trajectory:
+    """Equilibrate for ``sampling.equilibration_ps``, then record ``sampling.production_ps``.
+    ``at_lattice_sites``: ``atoms`` is a crystal at its sites, which starts with the momenta of
+    ``md.simulate.lattice_site_momenta`` (else Maxwell–Boltzmann at ``temperature``)."""
+    momenta = (lattice_site_momenta(atoms.get_masses(), temperature, rs.seed + 2 * seed) if at_lattice_sites
+               else None)
     eq = simulate(pot, atoms, temperature, rs, sampling.equilibration_ps, 0.0, pressure_gpa, coupling,
-                  seed=2 * seed, progress=progress)
+                  momenta=momenta, seed=2 * seed, progress=progress)
     return simulate(pot, final_atoms(atoms, eq), temperature, rs, sampling.production_ps,
                     sampling.record_every_fs, pressure_gpa, coupling, momenta=eq.final["momenta"],
                     seed=2 * seed + 1, progress=progress, capacity=eq.stats["capacity"])

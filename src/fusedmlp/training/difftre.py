@@ -68,7 +68,7 @@ class StatePoint(_Targets):
 
     name: str
     temperature: float  # K
-    positions: np.ndarray  # (N, 3) starting positions, Å
+    positions: np.ndarray  # (N, 3) the lattice sites the first trajectory starts from, Å
     box: np.ndarray  # (3, 3) fixed box (rows = lattice vectors)
     species: np.ndarray  # (N,) model species indices
     masses: np.ndarray  # (N,) u

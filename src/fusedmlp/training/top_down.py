@@ -30,7 +30,7 @@ import optax
 from .. import units
 from ..md.neighbors import NeighborGraph, frame_graphs
 from ..md.settings import Dynamics
-from ..md.simulate import MDSettings, Simulator
+from ..md.simulate import MDSettings, Simulator, lattice_site_momenta
 from ..model.energy import energy_fn
 from ..model.params import trainable, with_trainable
 from ..model.settings import ModelSettings
@@ -192,8 +192,10 @@ class ExpTrainer:
         shared = [walkers[j] for j, other in enumerate(self.sims) if other is sim]
         capacity = max(int(v.graph_capacity) for v in shared)
         frame_capacity = max(int(v.frame_capacity) for v in shared)
-        traj = sim.run(w.positions, sp.box, params=params, momenta=w.momenta if bool(w.started) else None,
-                       seed=int(np.random.default_rng([self.ts.seed, epoch, k]).integers(2**31)),
+        seed = int(np.random.default_rng([self.ts.seed, epoch, k]).integers(2**31))
+        # the first trajectory starts at the lattice sites; later ones continue the last
+        momenta = w.momenta if bool(w.started) else lattice_site_momenta(sp.masses, sp.temperature, seed)
+        traj = sim.run(w.positions, sp.box, params=params, momenta=momenta, seed=seed,
                        progress=self.progress, temperature=sp.temperature, capacity=capacity)
         skip = min(self.ts.skip_frames, len(traj.positions) - 2)
         pos, mom_f = traj.positions[skip:], traj.momenta[skip:]
