@@ -145,10 +145,12 @@ def top_down_curve(rows, state_points, path, title: str = "") -> None:
                     if n in sp.targets:
                         axes[1].plot(df["epoch"].iloc[-1] + 0.4, sp.targets[n], marker="<",
                                      color=colours[n], ms=7)
-            for n, colour, short in (("pressure", "k", "P"), ("pressure_a", "C0", "P_a"), ("pressure_c", "C3", "P_c")):
-                # P always; its normal parts (basal plane, c axis) when they are targets
+            # P always; its normal parts (basal plane, c axis) when they are targets
+            for n, colour, short in (("pressure", "k", "P"), ("pressure_a", "C0", "P_a"),
+                                     ("pressure_c", "C3", "P_c")):
                 if f"{sp.name}_{n}" in df and (n == "pressure" or n in sp.targets):
-                    axes[2].plot(df["epoch"], df[f"{sp.name}_{n}"], ls=ls, color=colour, label=f"{short} {sp.name}")
+                    axes[2].plot(df["epoch"], df[f"{sp.name}_{n}"], ls=ls, color=colour,
+                                 label=f"{short} {sp.name}")
             if f"{sp.name}_ess" in df:
                 axes[3].plot(df["epoch"], df[f"{sp.name}_ess"], ls=ls, label=sp.name)
         axes[1].set_xlabel("epoch")

@@ -140,7 +140,8 @@ def cubic_elastic(pot: Potential, symbol: str, cs: CubicElasticSettings, rs: Dyn
     """Cubic C11, C12, C44 at ``cs.temperature`` in the mean box of a zero-pressure NPT run."""
     atoms = crystal(symbol, cs.structure, cs.a0, supercell=cs.supercell)
     npt = simulate(pot, atoms, cs.temperature, rs, cs.npt_ps, cs.elastic.sampling.record_every_fs,
-                   momenta=lattice_site_momenta(atoms.get_masses(), cs.temperature, rs.seed), pressure_gpa=0.0, coupling="isotropic", progress=progress)
+                   momenta=lattice_site_momenta(atoms.get_masses(), cs.temperature, rs.seed), pressure_gpa=0.0,
+                   coupling="isotropic", progress=progress)
     half = len(npt.boxes) // 2
     box = np.mean(npt.boxes[half:], axis=0)  # second half: the cell has relaxed
     lattice_a = float(np.cbrt(abs(np.linalg.det(box)) / np.prod(cs.supercell)))
