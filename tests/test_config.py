@@ -167,3 +167,22 @@ def test_correction_ridge_needs_correction_heads():
     with pytest.raises(ConfigError, match="multifidelity.correction_l2"):
         validate_config({"multifidelity": {"head_form": "independent", "correction_l2": 1.0}})
     assert validate_config({"multifidelity": {"head_form": "correction", "correction_l2": 1.0}})
+
+
+def test_comparison_trains_for_its_own_length_and_the_demo_model_for_the_sections():
+    """multifidelity.comparison.epochs / steps_per_epoch reach every variant of the comparison
+    (all three the same), not the default multi-fidelity model; null takes the section's."""
+    from fusedmlp.training.multifidelity_job import VARIANTS, multifidelity_settings
+    cfg = validate_config({"multifidelity": {"epochs": 5, "steps_per_epoch": 7,
+                                             "comparison": {"epochs": 3, "steps_per_epoch": 11}}})
+    for variant in VARIANTS:
+        s = multifidelity_settings(cfg, variant, size=10, seed=1, comparison=True)
+        assert (s.epochs, s.steps_per_epoch) == (3, 11), variant
+    demo = multifidelity_settings(cfg)
+    assert (demo.epochs, demo.steps_per_epoch) == (5, 7)
+    cfg = validate_config({"multifidelity": {"epochs": 5, "steps_per_epoch": 7,
+                                             "comparison": {"epochs": None, "steps_per_epoch": 11}}})
+    s = multifidelity_settings(cfg, "high_energies", size=10, seed=1, comparison=True)
+    assert (s.epochs, s.steps_per_epoch) == (5, 11)
+    with pytest.raises(ConfigError, match="multifidelity.comparison.steps_per_epoch"):
+        validate_config({"multifidelity": {"comparison": {"steps_per_epoch": 0}}})

@@ -81,13 +81,14 @@ def test_reference_potential_evaluated_on_request():
     assert jobs["train_top_down"] == 2 and jobs["reference_configurations"] == 1
 
 
-def touched_campaign(folder):
-    """A finished campaign in ``folder``: every output present and recorded by Snakemake as made
-    by the current code and settings (``--touch`` only touches existing files, in execution order).
-    Returns the snakemake arguments that address it."""
+def touched_campaign(folder, *targets):
+    """A finished campaign in ``folder`` (the default targets, or ``targets``): every output present
+    and recorded by Snakemake as made by the current code and settings (``--touch`` only touches
+    existing files, in execution order). Returns the snakemake arguments that address it."""
     cfg = folder / "experiment.yaml"
     cfg.write_text(yaml.safe_dump({"experiment": EXPERIMENT}))
-    args = ("-s", str(ROOT / "Snakefile"), "-d", str(folder), "--configfile", str(cfg))
+    # the targets first: `--configfile` takes every file name after it
+    args = (*targets, "-s", str(ROOT / "Snakefile"), "-d", str(folder), "--configfile", str(cfg))
     plan = smk(*args, "-n", "--forceall").stdout
     outputs = [f.strip() for line in re.findall(r"^    output: (.*)$", plan, re.M) for f in line.split(",")]
     assert len(outputs) > 80
@@ -160,6 +161,20 @@ def test_editing_nothing_a_job_reads_reruns_nothing(finished_campaign):
         "train_multifidelity": 1, "dft_errors": 3, "multifidelity_elastic": 1, "compare": 1, "figures": 1, "all": 1}
     # the comparison's settings are not the default model's
     assert dry_run_with(finished_campaign, {"multifidelity": {"comparison": {"sizes": [5, 40]}}}) == {}
+    assert dry_run_with(finished_campaign, {"multifidelity": {"comparison": {"steps_per_epoch": 30}}}) == {}
+
+
+def test_the_comparisons_training_length_reruns_its_models_and_not_the_default_one(tmp_path):
+    """multifidelity.comparison.steps_per_epoch (demo: set) is read by the comparison's 15 models
+    only; multifidelity.steps_per_epoch then by the default model only; multifidelity.epochs
+    (comparison.epochs null: the section's) by both."""
+    campaign = (tmp_path, touched_campaign(tmp_path, "all", "multifidelity_comparison"))
+    comparison = {"train_multifidelity_variant": 9 + 2 * 3, "multifidelity_comparison": 1}
+    # the default model, its test errors at both heads and its 0 K elastic constants
+    default_model = {"train_multifidelity": 1, "dft_errors": 2, "multifidelity_elastic": 1, "all": 1}
+    assert dry_run_with(campaign, {"multifidelity": {"comparison": {"steps_per_epoch": 30}}}) == comparison
+    assert dry_run_with(campaign, {"multifidelity": {"steps_per_epoch": 30}}) == default_model
+    assert dry_run_with(campaign, {"multifidelity": {"epochs": 6}}) == {**comparison, **default_model}
 
 
 def test_a_deleted_evaluation_output_rebuilds_only_that_job_and_its_dependents(tmp_path):

@@ -212,6 +212,15 @@ MF_TRAINING_KEYS = tuple(f"multifidelity.{k}" for k in (
 MF_VARIANTS = ["high_energies", "high_energies_forces", "multifidelity"]
 
 
+def mf_comparison_keys():
+    """What a model of the comparison reads: the multi-fidelity training's keys, except the
+    training length the comparison sets itself (`multifidelity.comparison.epochs`,
+    `steps_per_epoch`; null: the section's), and (b)'s force weight."""
+    own = {k for k in ("epochs", "steps_per_epoch") if _mf["comparison"][k] is not None}
+    return (*(k for k in MF_TRAINING_KEYS if k.split(".")[-1] not in own),
+            *(f"multifidelity.comparison.{k}" for k in ("epochs", "steps_per_epoch", "forces_weight")))
+
+
 def mf_reference_keys():
     """The reference potential at every level of the multi-fidelity model (0 K elastic constants)."""
     return ("reference.potential", "reference.element", *(f"reference.levels.{lvl}" for lvl in MF_LEVELS))

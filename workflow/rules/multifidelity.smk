@@ -39,6 +39,7 @@ if MF_ENABLED:
             variant="multifidelity",
             size=None,
             seed=None,
+            comparison=False,
         threads: config["compute"]["threads"]
         resources:
             **compute("gpu"),
@@ -84,11 +85,12 @@ if MF_ENABLED:
             size=r"\d+",
             seed=r"-?\d+",
         params:
-            settings=settings(*MODEL_KEYS, *MF_TRAINING_KEYS, "multifidelity.comparison.forces_weight"),
+            settings=settings(*MODEL_KEYS, *mf_comparison_keys()),
             checkpoint="results/checkpoints/multifidelity_comparison/{variant}_n{size}_seed{seed}.npz",
             variant=lambda wc: wc.variant,
             size=lambda wc: int(wc.size),
             seed=lambda wc: int(wc.seed),
+            comparison=True,  # trained for the comparison's own length
         threads: config["compute"]["threads"]
         resources:
             **compute("gpu"),

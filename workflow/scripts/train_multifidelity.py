@@ -7,4 +7,4 @@ logs.setup(snakemake.log[0])
 p = snakemake.params
 train_multifidelity(p.settings, snakemake.input.dataset, snakemake.input.split, snakemake.output.model,
                     snakemake.output.log_csv, p.checkpoint, figure_path=snakemake.output.get("figure"),
-                    variant=p.variant, size=p.size, seed=p.seed)
+                    variant=p.variant, size=p.size, seed=p.seed, comparison=p.comparison)

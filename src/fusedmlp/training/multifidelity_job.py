@@ -42,13 +42,26 @@ VARIANTS = {"multifidelity": "(c) multi-fidelity: low-level E+F, high-level E",
             "high_energies_forces": "(b) single fidelity: high-level E+F"}
 
 
+def training_length(cfg: dict, comparison: bool = False) -> tuple[int, int]:
+    """(epochs, steps per epoch): ``multifidelity.epochs`` and ``steps_per_epoch``, or for a model
+    of the comparison ``multifidelity.comparison``'s own where they are set (null: the section's).
+    Only the keys this reads need be in ``cfg`` (the rules pass the section's only where the
+    comparison's are null)."""
+    m = cfg["multifidelity"]
+    own = m["comparison"] if comparison else {}
+    return tuple(m[k] if own.get(k) is None else own[k] for k in ("epochs", "steps_per_epoch"))
+
+
 def multifidelity_settings(cfg: dict, variant: str = "multifidelity", size: int | None = None,
-                           seed: int | None = None) -> MultiFidelitySettings:
+                           seed: int | None = None, comparison: bool = False) -> MultiFidelitySettings:
     """The trainer's settings for one variant from ``multifidelity`` of the configuration; ``size``
-    (high-level training structures) and ``seed`` override the configured ones."""
+    (high-level training structures) and ``seed`` override the configured ones; ``comparison``: a
+    model of the seed paper's comparison, trained for the comparison's own length (every variant
+    the same number of steps)."""
     m = cfg["multifidelity"]
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
+    epochs, steps_per_epoch = training_length(cfg, comparison)
     levels = [LevelSettings(name=name, **lv) for name, lv in m["levels"].items()]
     high = next(lv for lv in levels if lv.name == m["high"])
     if size is not None:
@@ -59,7 +72,7 @@ def multifidelity_settings(cfg: dict, variant: str = "multifidelity", size: int 
         levels = [dataclasses.replace(high, forces_weight=m["comparison"]["forces_weight"], virial_weight=0.0)]
     else:
         levels = [high if lv.name == high.name else lv for lv in levels]
-    return MultiFidelitySettings(levels=tuple(levels), epochs=m["epochs"], steps_per_epoch=m["steps_per_epoch"],
+    return MultiFidelitySettings(levels=tuple(levels), epochs=epochs, steps_per_epoch=steps_per_epoch,
                                  lr_start=m["lr_start"], lr_end=m["lr_end"], energy_per_atom=m["energy_per_atom"],
                                  virial_per_atom=m["virial_per_atom"], patience=m["patience"],
                                  correction_l2=m["correction_l2"] if len(levels) > 1 else 0.0,
@@ -74,9 +87,9 @@ def _force_rms(ds: D.Dataset, idx) -> float:
 
 def train_multifidelity(cfg: dict, dataset_path, split_path, model_path, log_csv, checkpoint_path,
                         figure_path=None, variant: str = "multifidelity", size: int | None = None,
-                        seed: int | None = None, max_epochs_this_run=None):
+                        seed: int | None = None, comparison: bool = False, max_epochs_this_run=None):
     t0 = time.time()
-    mfs = multifidelity_settings(cfg, variant, size, seed)
+    mfs = multifidelity_settings(cfg, variant, size, seed, comparison)
     model_seed = cfg["model"]["seed"] if seed is None else int(seed)
     full = D.load(dataset_path, allowed_species=cfg["species"])
     split = load_split(split_path, len(full))
