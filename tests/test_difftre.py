@@ -200,6 +200,27 @@ def test_reweighted_averages_match_numpy(rattled):
     assert loss == pytest.approx(expected, rel=1e-10)
 
 
+def test_rdf_bins_without_a_target_stay_out_of_the_loss_and_its_gradient(rattled):
+    """An RDF target with NaN bins (outside a measured table): the loss is the mean square over
+    the other bins, and its gradient is finite and equals the derivative of that loss
+    (a central finite difference)."""
+    sp, fr, rw = rattled
+    rdf_only = dataclasses.replace(sp, targets={"rdf": sp.targets["rdf"]}, weights={"rdf": 1.0})
+    r, g = rdf_only.targets["rdf"]
+    theta = {"D": D0 * 1.02, "alpha": ALPHA0 * 0.99, "c": 0.05}
+    _, pred, _, _ = rw.evaluate(theta, fr, rdf_only, gradient=False)
+    g_nan = np.where(np.arange(len(g)) < len(g) // 3, np.nan, g)
+    holed = dataclasses.replace(rdf_only, targets={"rdf": (r, g_nan)})
+    loss, _, _, grad = rw.evaluate(theta, fr, holed)
+    use = np.isfinite(g_nan)
+    assert loss == pytest.approx(np.mean((np.asarray(pred["rdf"])[use] - g[use]) ** 2), rel=1e-10)
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree_util.tree_leaves(grad))
+    h = 1e-5 * theta["D"]
+    up, down = ({**theta, "D": theta["D"] + d} for d in (h, -h))
+    fd = (rw.evaluate(up, fr, holed, gradient=False)[0] - rw.evaluate(down, fr, holed, gradient=False)[0]) / (2 * h)
+    assert float(grad["D"]) == pytest.approx(fd, rel=1e-5)
+
+
 def test_batched_gradient_equals_one_pass_grad(rattled):
     """The two-pass, batched (7 frames a batch, remainder 2) gradient equals jax.grad of the same
     loss computed over all frames at once, at a θ where the weights matter."""

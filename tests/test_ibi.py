@@ -44,6 +44,27 @@ def test_one_undamped_step_inverts_a_dilute_gas_exactly():
     assert info["valid_from_A"] > 2.0
 
 
+def test_close_contacts_the_target_never_has_get_a_repulsive_update():
+    """A model with a hole at short range (a spurious peak of g at 1.7 Å, where the target's g is
+    zero): where its g exceeds the floor and the target's does not, the step is kT ln(g/floor)
+    (repulsive), not the core's carried constant that exerts no force."""
+    g_t = np.exp(-morse(R) / KT)
+    g_t[R < 2.2] = 0.0
+    bump = 0.4 * np.exp(-0.5 * ((R - 1.7) / 0.05) ** 2)
+    s = UpdateSettings(alpha=1.0, smoothing_passes=0, max_update_kT=100.0, g_floor=0.05)
+    du, info = ibi_update(R, g_t + bump, g_t, KT, PC, s)
+    clean, _ = ibi_update(R, g_t, g_t, KT, PC, s)
+    grid = PC.grid
+    at = np.argmin(np.abs(grid - 1.7))
+    assert info["intrusion_bins"] >= 2
+    bins = (R > 1.5) & (R < 1.9) & (bump > 0.05)
+    want = np.interp(grid[at], R[bins], KT * np.log((g_t + bump)[bins] / 0.05))  # linear between bins
+    assert du[at] == pytest.approx(want, rel=1e-9)
+    # the step falls from the bump toward the valid region: a force that pushes the pair apart
+    assert du[at] - du[np.argmin(np.abs(grid - 2.0))] > 0.5 * KT
+    np.testing.assert_allclose(clean, 0.0, atol=1e-15)
+
+
 def test_safeguards_damping_ramp_cap_and_smoothing():
     """α scales the step, α0(1 − r/r_c) tapers it to zero at the cutoff, the cap bounds it per
     iteration, and triangular smoothing keeps linear trends and damps bin-to-bin noise."""
@@ -199,3 +220,36 @@ def test_a_killed_ibi_run_resumes_to_the_uninterrupted_result(tmp_path):
                                   np.asarray(whole.best_params["pair"]["u"]))
     np.testing.assert_array_equal(np.asarray(resumed.states["ibi"].rdf), np.asarray(whole.states["ibi"].rdf))
     assert [r["rdf_rmse"] for r in resumed.rows] == [r["rdf_rmse"] for r in whole.rows]
+
+
+def test_rdf_noise_is_the_error_between_independent_samples_of_one_system():
+    """Two independent samples of an ideal gas (uniform frames: g = 1, frames independent) differ
+    by sampling noise alone: the mean square of ``rdf_error`` between them equals the square of
+    ``rdf_noise`` from their block errors (statistical, 40 pairs of samples)."""
+    from fusedmlp.observables.averages import block_errors
+    from fusedmlp.observables.structure import rdf_frames
+    from fusedmlp.training.ibi import rdf_noise
+
+    rng = np.random.default_rng(3)
+    box = np.eye(3) * 8.0
+    err2, noise2 = [], []
+    for _ in range(40):
+        r, ga = rdf_frames(rng.uniform(0, 8.0, (20, 30, 3)), box, 3.9, 20)
+        _, gb = rdf_frames(rng.uniform(0, 8.0, (20, 30, 3)), box, 3.9, 20)
+        err2.append(rdf_error(r, ga.mean(0), gb.mean(0), (1.0, 3.9)) ** 2)
+        noise2.append(rdf_noise(r, block_errors(ga, 5), gb.mean(0), block_errors(gb, 5), (1.0, 3.9)) ** 2)
+    assert np.mean(err2) == pytest.approx(np.mean(noise2), rel=0.2)
+    # too few frames for the blocks: no error bar rather than a wrong one
+    assert np.isnan(block_errors(np.ones((9, 4)), 5)).all()
+
+
+def test_a_simulated_target_carries_its_standard_error(tmp_path):
+    path = tmp_path / "g.csv"
+    path.write_text("r_A,g,g_err\n2.0,0.5,0.1\n3.0,2.0,0.3\n")
+    t = load_rdf_target(path)
+    np.testing.assert_allclose(t.error_on([2.0, 2.5, 3.0]), [0.1, 0.2, 0.3])
+    path.write_text("r_A,g,g_err\n2.0,0.5,-0.1\n3.0,2.0,0.3\n")
+    with pytest.raises(InputError, match="g_err"):
+        load_rdf_target(path)
+    path.write_text("r_A,g\n2.0,0.5\n3.0,2.0\n")
+    np.testing.assert_array_equal(load_rdf_target(path).error_on([2.0, 2.5]), [0.0, 0.0])

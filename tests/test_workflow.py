@@ -53,13 +53,17 @@ def test_default_dry_run_lists_the_dag():
 
 
 def test_ibi_experiment_overlay_adds_a_table_target_model():
-    """config/ibi_experiment.yaml adds `ibi_exp` (the measured g(r) as target: no target job) to
-    the demo's known-answer IBI model, and both join every evaluation."""
+    """config/ibi_experiment.yaml adds `ibi_exp` (the measured g(r) as target: no target job) and
+    `difftre_exp` (DiffTRe of the network on the same g(r)) to the demo's known-answer IBI model;
+    all join every evaluation and the side-by-side table."""
     res = smk("-n", "--forceall", "--configfile", "config/ibi_experiment.yaml")
     jobs = dry_run_jobs(res)
-    assert jobs["train_ibi"] == 2 and jobs["ibi_target"] == 1 and jobs["dft_errors"] == 7
-    assert all(jobs[f"evaluate_{p}"] == 5 for p in ("liquid", "diffusion", "elastic_hcp", "phonons"))
-    assert "results/ibi_exp/model.npz" in res.stdout and "results/ibi/target_rdf.csv" in res.stdout
+    assert jobs["train_ibi"] == 2 and jobs["train_rdf_difftre"] == 1 and jobs["ibi_target"] == 1
+    assert jobs["dft_errors"] == 8
+    assert all(jobs[f"evaluate_{p}"] == 6 for p in ("liquid", "diffusion", "elastic_hcp", "phonons"))
+    for path in ("results/ibi_exp/model.npz", "results/difftre_exp/model.npz", "results/ibi/target_rdf.csv",
+                 "results/comparison/rdf_fits.md"):
+        assert path in res.stdout
 
 
 def test_multifidelity_comparison_is_one_named_target_and_heads_are_evaluation_names():

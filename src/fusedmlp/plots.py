@@ -113,6 +113,38 @@ def parity(panels, path, title: str = "") -> None:
         save(fig, path)
 
 
+def rdf_difftre_curve(rows, state_point: str, path, title: str = "") -> None:
+    """DiffTRe on g(r): the RDF error (root of the loss, reweighted from each epoch's frames,
+    before the update and at the epoch's end) and the frames' effective sample size under the
+    updated parameters, per epoch."""
+    import pandas as pd
+
+    df = pd.DataFrame(list(rows))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"wspace": 0.3})
+        ax = axes[0]
+        ax.plot(df["epoch"], np.sqrt(df[f"{state_point}_loss"]), "o-", label="before the update")
+        if f"{state_point}_loss_end" in df:
+            ax.plot(df["epoch"], np.sqrt(df[f"{state_point}_loss_end"]), "s--", ms=4, label="at the epoch's end")
+        ax.set_ylim(0, None)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("RDF error (RMS of g, reweighted)")
+        ax.legend(fontsize=8)
+        ax = axes[1]
+        ax.plot(df["epoch"], df[f"{state_point}_ess"], "o-")
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("effective sample size after the update")
+        if "best_epoch" in df:
+            best = int(df["best_epoch"].iloc[-1])
+            for ax in axes:
+                ax.axvline(best, color="0.4", ls="--", lw=0.9)
+            axes[0].text(best, 1.0, " selected", transform=axes[0].get_xaxis_transform(), fontsize=8,
+                         va="top", color="0.3")
+        fig.suptitle(title)
+        save(fig, path)
+
+
 def top_down_curve(rows, state_points, path, title: str = "") -> None:
     """DiffTRe training: losses, predicted elastic constants and pressure per state point with
     their experimental targets, and the effective sample size, per epoch."""
@@ -231,6 +263,9 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
         it = df["epoch"].to_numpy()
         ax.plot(it, df["rdf_rmse"], "o-", color="C0", label="RDF error (RMS of g)")
         ax.plot([best_iteration + 1], [df["rdf_rmse"].iloc[best_iteration]], "*", ms=14, color="C0", label="kept")
+        if "rdf_noise" in df:  # older logs lack it
+            ax.plot(it, df["rdf_noise"], ":", color="C0", lw=1.5, label="its sampling noise")
+            ax.plot(it, df["rdf_excess"], "^-", color="C2", ms=4, lw=1.0, label="beyond noise √(error² − noise²)")
         ax.set_ylim(0, 1.1 * float(df["rdf_rmse"].max()))
         ax.set_xlabel("iteration")
         ax.set_ylabel("RDF error")

@@ -58,7 +58,7 @@ MULTIFIDELITY = "multifidelity"
 MF_ENABLED = config["multifidelity"]["enabled"] and config["data"]["source"] == "reference"
 HEAD_MODELS = [f"{MULTIFIDELITY}@{lvl}" for lvl in config["multifidelity"]["levels"]] if MF_ENABLED else []
 COMPARISON_TABLES = ["elastic_hcp", "moduli", "lattice_temperature", "lattice_pressure", "phonons",
-                     "liquid", "diffusion", "elastic_bcc", "test_errors"]
+                     "liquid", "diffusion", "elastic_bcc", "test_errors"] + (["rdf_fits"] if IBI_MODELS else [])
 FIGURES = ["elastic_constants", "moduli", "lattice_temperature", "lattice_pressure", "phonons",
            "liquid_structure", "diffusion"]
 
@@ -102,20 +102,39 @@ def ibi_reference_target(model):
     return target if target in config["reference"]["levels"] else None
 
 
-def ibi_inputs(wildcards):
-    """The target of an IBI model: a reference level's g(r) and state measured by `ibi_target`, or
+def ibi_target_table(model):
+    """The g(r) table IBI model ``model`` fits: a reference level's, measured by `ibi_target`, or
     the configured table."""
+    return f"results/{model}/target_rdf.csv" if ibi_reference_target(model) else config["ibi"]["models"][model]["target"]
+
+
+def ibi_inputs(wildcards):
+    """The target of an IBI model (``ibi_target_table``) and, for a reference level, its state."""
     if ibi_reference_target(wildcards.ibi):
-        return {"target": f"results/{wildcards.ibi}/target_rdf.csv",
-                "target_state": f"results/{wildcards.ibi}/target_state.csv"}
-    return {"target": config["ibi"]["models"][wildcards.ibi]["target"]}
+        return {"target": ibi_target_table(wildcards.ibi), "target_state": f"results/{wildcards.ibi}/target_state.csv"}
+    return {"target": ibi_target_table(wildcards.ibi)}
+
+
+# ibi keys that only the pair-correction update reads, and those only DiffTRe on g(r) reads
+IBI_UPDATE_KEYS = ("correction", "alpha", "alpha_ramp", "g_floor", "smoothing_passes", "max_update_kT",
+                   "pressure_correction", "iterations", "tolerance")
+RDF_DIFFTRE_KEYS = ("difftre",)
+
+
+def ibi_method(model):
+    """How ``model`` of ``ibi.models`` is fitted to its g(r): "ibi" or "difftre"."""
+    return config["ibi"]["models"][model].get("method", "ibi")
 
 
 def ibi_settings(wildcards):
-    """params of an IBI job: the shared ibi keys and its own entry (editing another IBI model's
-    entry does not rerun it)."""
-    shared = [f"ibi.{k}" for k in config["ibi"] if k != "models"]
-    return settings(*MODEL_KEYS, *shared, f"ibi.models.{wildcards.ibi}")
+    """params of an IBI or DiffTRe-on-g(r) job: the ibi keys its method reads and its own entry
+    (editing another model's entry, or the other method's keys, does not rerun it)."""
+    name = wildcards.ibi
+    skip = RDF_DIFFTRE_KEYS if ibi_method(name) == "ibi" else IBI_UPDATE_KEYS
+    shared = [f"ibi.{k}" for k in config["ibi"] if k != "models" and k not in skip]
+    if ibi_method(name) == "difftre":
+        shared += [f"difftre.{k}" for k in ("b1", "b2", "patience", "reuse_ess", "selection_window")]
+    return settings(*MODEL_KEYS, *shared, f"ibi.models.{name}")
 
 
 def model_file(wildcards):

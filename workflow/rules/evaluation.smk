@@ -60,6 +60,7 @@ rule compare:
     input:
         unpack(lambda wc: evaluation_tables()),
         **{f"test_errors__{m}": f"results/{m}/test_errors.csv" for m in MODELS},
+        **{f"ibi_target__{m}": ibi_target_table(m) for m in IBI_MODELS},
         elastic=config["experiment"]["elastic_constants"],
         lattice=config["experiment"]["lattice_constants"],
         diffusion=config["experiment"]["diffusion"],
@@ -71,7 +72,7 @@ rule compare:
     log:
         "results/logs/compare.log",
     params:
-        settings=settings("experiment", "evaluation.references"),
+        settings=settings("experiment", "evaluation.references", "ibi.models"),
     resources:
         **compute("light"),
     conda:

@@ -108,7 +108,7 @@ rule train_ibi:
     log:
         "results/logs/train_ibi_{ibi}.log",
     wildcard_constraints:
-        ibi="|".join(IBI_MODELS) or "^$",
+        ibi="|".join(m for m in IBI_MODELS if ibi_method(m) == "ibi") or "^$",
     params:
         settings=ibi_settings,
         checkpoint="results/checkpoints/{ibi}/ibi.npz",
@@ -120,3 +120,31 @@ rule train_ibi:
         CONDA_ENV
     script:
         "../scripts/train_ibi.py"
+
+
+# The same g(r) target as DiffTRe on the whole network (ibi.models.<name>.method: difftre): the
+# side-by-side alternative to IBI, at the IBI's state point with its trajectories.
+rule train_rdf_difftre:
+    input:
+        unpack(ibi_inputs),
+        model="results/pretrained/model.npz",
+    output:
+        model="results/{ibi}/model.npz",
+        log_csv="results/{ibi}/training_log.csv",
+        figure=report("results/{ibi}/training_curve.png", category="Training",
+                      caption="../report/rdf_difftre_curve.rst"),
+    log:
+        "results/logs/train_rdf_difftre_{ibi}.log",
+    wildcard_constraints:
+        ibi="|".join(m for m in IBI_MODELS if ibi_method(m) == "difftre") or "^$",
+    params:
+        settings=ibi_settings,
+        checkpoint="results/checkpoints/{ibi}/rdf_difftre.npz",
+    threads: config["compute"]["threads"]
+    priority: CRITICAL_PATH
+    resources:
+        **compute("gpu"),
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/train_rdf_difftre.py"

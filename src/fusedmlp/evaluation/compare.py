@@ -159,6 +159,43 @@ def diffusion(models: pd.DataFrame, exp: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def rdf_fits(fits: dict, start: str, rdf_paths: dict, diff: pd.DataFrame, el: pd.DataFrame,
+             errors: pd.DataFrame) -> pd.DataFrame:
+    """Models fitted to a g(r) (``fits``: ``{model: (method, target table)}``, IBI's pair correction
+    or DiffTRe of the whole network), each beside the model ``start`` they began from, as the
+    evaluation rules measured them: the RMS difference of the liquid's g(r) (``evaluation.liquid``)
+    to the model's target over the target's points, the Green–Kubo diffusion coefficient, the RMS
+    deviation of the five hcp constants from experiment over temperature (``el``: the
+    ``elastic_hcp`` comparison), and the reference-test errors."""
+    def rdf_err(model, target):
+        ref = experiment.load_table(target, ("r_A", "g"))
+        cur = pd.read_csv(rdf_paths[model])
+        return float(np.sqrt(np.nanmean((interpolate(cur, "r_A", "g", ref["r_A"]) - ref["g"]) ** 2)))
+
+    def first(df, model, column):
+        rows = df[df["model"] == model]
+        return float(rows[column].iloc[0]) if len(rows) else float("nan")
+
+    def cij_rms(model):
+        g = el[el["model"] == model]
+        dev = np.stack([g[c] - g[f"{c}_exp"] for c in elastic.HEXAGONAL_CONSTANTS])
+        return float(np.sqrt(np.nanmean(dev**2))) if dev.size else float("nan")
+
+    rows = []
+    for model, (method, target) in fits.items():
+        row = {"model": model, "method": method, "target": str(target), "start": start}
+        for key, m in (("start", start), ("model", model)):
+            sfx = "_start" if key == "start" else ""
+            row[f"rdf_rms_to_target{sfx}"] = rdf_err(m, target)
+            row[f"D_gk_m2_s{sfx}"] = first(diff, m, "D_gk_m2_s")
+            row[f"Cij_rms_dev_GPa{sfx}"] = cij_rms(m)
+            row[f"forces_rmse_meV_A{sfx}"] = first(errors, m, "forces_rmse_meV_A")
+            row[f"energy_rmse_no_offset_meV_atom{sfx}"] = first(errors, m, "energy_rmse_no_offset_meV_atom")
+        row["T_liquid_K"] = first(diff, model, "T_K")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def per_model(inputs: dict, prop: str, name: str) -> dict[str, str]:
     """``{model: path}`` of one output ``name`` of property ``prop`` from rule inputs keyed
     ``<prop>__<model>__<name>``."""
@@ -197,6 +234,11 @@ def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
         "test_errors": (read_models({k.split("__")[1]: v for k, v in inputs.items()
                                      if k.startswith("test_errors__")}), "Errors on the reference test split"),
     }
+    if "rdf_fits" in outputs:
+        fits = {m: (e.get("method", "ibi"), inputs[f"ibi_target__{m}"]) for m, e in cfg["ibi"]["models"].items()}
+        tables["rdf_fits"] = (rdf_fits(fits, "pretrained", models("liquid", "rdf"), tables["diffusion"][0], cmp_el,
+                                       tables["test_errors"][0]),
+                              "Fitted to a g(r): IBI (pair correction) and DiffTRe (whole network) beside their start")
     for name, md_path in outputs.items():
         df, title = tables[name]
         write_table(df, csv_path=Path(md_path).with_suffix(".csv"), markdown_path=md_path, title=title)

@@ -203,7 +203,7 @@ def ibi_reference_target(cfg, name, rdf, state) -> dict:
     header = (f"# g(r) of the reference potential at level {level} (reference.levels.{level}) in its liquid at "
               f"{temperature:g} K and zero pressure ({summary['n_atoms']} atoms, {summary['frames']} frames, density "
               f"{summary['mass_density_g_cm3']:.4f} g/cm3): the known-answer target of IBI model {name}.\n"
-              "# Units: r in Angstrom, g dimensionless.\n")
+              "# Units: r in Angstrom, g dimensionless; g_err the standard error of g from blocks of frames.\n")
     with atomic_path(rdf) as tmp:
         Path(tmp).write_text(header + pd.DataFrame(res["rdf"]).to_csv(index=False))
     write_table([summary], csv_path=state)

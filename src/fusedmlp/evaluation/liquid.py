@@ -18,7 +18,8 @@ from .. import units
 from ..md.neighbors import plane_spacings
 from ..md.settings import Dynamics
 from ..md.simulate import Trajectory
-from ..observables.structure import adf, coordination_number, number_density, rdf
+from ..observables.averages import block_errors
+from ..observables.structure import adf, coordination_number, number_density, rdf_frames
 from ..observables.transport import DiffusionSettings, self_diffusion
 from ..structures import crystal
 from .potentials import Potential
@@ -70,6 +71,7 @@ class StructureSettings:
     adf_cutoff: float = 4.0  # Å: triplets within this distance (the paper's)
     adf_bins: int = 90
     coordination_cutoff: float | None = None  # Å; None: the first minimum of g(r) after its peak
+    n_blocks: int = 5  # consecutive blocks of frames for the standard error of g(r)
 
 
 def first_minimum(r, g) -> float:
@@ -90,7 +92,8 @@ def liquid_structure(pot: Potential, symbol: str, temperature: float, ls: Liquid
     half = 0.5 * float(plane_spacings(box).min())
     r_max = min(ss.rdf_r_max, half * (1 - 1e-6))
     n_bins = max(10, int(round(ss.rdf_bins * r_max / ss.rdf_r_max)))
-    r, g = rdf(traj.positions, box, r_max, n_bins)
+    r, g_frames = rdf_frames(traj.positions, box, r_max, n_bins)
+    g, g_err = g_frames.mean(axis=0), block_errors(g_frames, ss.n_blocks)
     theta, p = adf(traj.positions, box, ss.adf_cutoff, ss.adf_bins)
     rho = float(number_density(traj.positions, box))
     r_cn = ss.coordination_cutoff or first_minimum(r, np.asarray(g))
@@ -104,7 +107,7 @@ def liquid_structure(pot: Potential, symbol: str, temperature: float, ls: Liquid
     progress(f"{pot.name} liquid {temperature:g} K: density {summary['mass_density_g_cm3']:.3f} g/cm³, "
              f"g(r) peak {summary['rdf_peak_g']:.2f} at {summary['rdf_peak_r_A']:.2f} Å, "
              f"coordination {summary['coordination_number']:.1f}")
-    return {"summary": summary, "rdf": {"r_A": r, "g": np.asarray(g)},
+    return {"summary": summary, "rdf": {"r_A": r, "g": g, "g_err": g_err},
             "adf": {"theta_deg": theta, "p_per_deg": np.asarray(p)}}
 
 

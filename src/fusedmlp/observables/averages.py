@@ -56,6 +56,17 @@ def standard_error(block_values) -> float:
     return float(values.std(ddof=1) / np.sqrt(len(values)))
 
 
+def block_errors(per_frame, n_blocks: int) -> np.ndarray:
+    """Standard error of the frame mean of every component of ``per_frame`` (F, ...), from
+    ``n_blocks`` contiguous blocks (as ``block_estimate``, elementwise); NaN where there are fewer
+    than two frames per block."""
+    per_frame = np.asarray(per_frame, float)
+    if per_frame.shape[0] < 2 * int(n_blocks):
+        return np.full(per_frame.shape[1:], np.nan)
+    means = np.stack([per_frame[s].mean(axis=0) for s in block_slices(per_frame.shape[0], n_blocks)])
+    return means.std(axis=0, ddof=1) / np.sqrt(len(means))
+
+
 def block_estimate(fn: Callable[[np.ndarray], float], series, n_blocks: int):
     """Mean and standard error of ``fn`` over ``n_blocks`` contiguous blocks of ``series``.
 

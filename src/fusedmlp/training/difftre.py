@@ -68,7 +68,7 @@ class StatePoint(_Targets):
 
     name: str
     temperature: float  # K
-    positions: np.ndarray  # (N, 3) the lattice sites the first trajectory starts from, Å
+    positions: np.ndarray  # (N, 3) where the first trajectory starts (a crystal's lattice sites), Å
     box: np.ndarray  # (3, 3) fixed box (rows = lattice vectors)
     species: np.ndarray  # (N,) model species indices
     masses: np.ndarray  # (N,) u
@@ -79,6 +79,9 @@ class StatePoint(_Targets):
     # strain directions per frame along which the Born stiffness is sampled
     # (``observables.born_directions``); 0: the full 6×6 tensor of every frame
     born_directions: int = 0
+    # momenta of the first trajectory (a melted liquid's); None: a crystal at its lattice sites
+    # (``md.simulate.lattice_site_momenta``)
+    momenta: np.ndarray | None = None
 
     def __post_init__(self):
         if self.born_directions < 0:
@@ -162,7 +165,11 @@ def state_loss(pred: dict, sp: StatePoint | StateSpec):
     sp = _spec(sp)
     for name, target in sp.targets.items():
         if name == "rdf":
-            total = total + sp.weights[name] * jnp.mean((pred["rdf"] - target) ** 2)
+            # bins without a target (NaN: outside a measured table or the range used) stay out,
+            # masked before the difference so that no NaN reaches the gradient
+            use = jnp.isfinite(target)
+            diff = jnp.where(use, pred["rdf"] - jnp.where(use, target, 0.0), 0.0)
+            total = total + sp.weights[name] * jnp.sum(diff**2) / jnp.maximum(jnp.sum(use), 1)
         else:
             total = total + sp.weights[name] * (pred[name] - target) ** 2
     return total

@@ -13,9 +13,14 @@ of VOTCA-CSG (``update_ibi_pot.pl``, ``postupd_smooth.sh``, ``pressure_cor_simpl
 used implementation, whose users' most common failure is an unphysical potential after one update
 from a poor start (``ibi_update``, in this order):
 
-1. the update only where both g's exceed a floor (ln of a vanishing g is noise or infinite);
-2. where they do not, the nearest valid value carried over: inward from the first peak into the
-   g ≈ 0 core (a constant shift there, no force), outward to the cutoff, linearly across gaps;
+1. the update only where both g's exceed a floor (ln of a vanishing g is noise or infinite),
+   and where the model's g exceeds it while the target's does not (the model goes where the
+   target never does: close contacts in a hole of the network at short range) the update that
+   would bring g down to the floor, k_BT ln(g/floor) > 0 (not in VOTCA, whose base potentials are
+   repulsive pair potentials: here the core would otherwise carry a constant, no force, and the
+   close contacts would stay);
+2. elsewhere the nearest such value carried over: inward from the first peak into the g ≈ 0
+   core (a constant shift there, no force), outward to the cutoff, linearly across gaps;
 3. triangular smoothing of the update ([1 2 1]/4 passes; of the update, not of g or v);
 4. the update shifted to zero at the correction's cutoff;
 5. damping α, constant or α0 (1 − r/r_c) (msibi's, which leaves the tail alone);
@@ -53,6 +58,7 @@ from ..model.dimenet import species_index
 from ..model.energy import energy_fn
 from ..model.pair_correction import PairCorrectionSettings, pair_correction
 from ..model.settings import ModelSettings
+from ..observables.averages import block_errors
 from ..observables.structure import rdf_frames
 from ..quantity import energy_forces_virial
 from ..structures import crystal
@@ -66,11 +72,14 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class RDFTarget:
-    """A target g(r) on its own (possibly irregular) grid: r (Å), g, and where it came from."""
+    """A target g(r) on its own (possibly irregular) grid: r (Å), g, its standard error where
+    the table gives one (a simulated target's ``g_err``; zero for a measurement without), and where
+    it came from."""
 
     r: np.ndarray
     g: np.ndarray
     source: str
+    g_err: np.ndarray | None = None
 
     def on(self, r) -> np.ndarray:
         """g_target at ``r`` (linear interpolation, no smoothing: a digitized curve is used as
@@ -79,18 +88,30 @@ class RDFTarget:
         out = np.interp(r, self.r, self.g)
         return np.where((r >= self.r[0]) & (r <= self.r[-1]), out, np.nan)
 
+    def error_on(self, r) -> np.ndarray:
+        """Standard error of g_target at ``r`` (0 without a ``g_err`` column)."""
+        if self.g_err is None:
+            return np.zeros(np.shape(r))
+        return np.interp(np.asarray(r, float), self.r, self.g_err)
+
 
 def load_rdf_target(path) -> RDFTarget:
-    """A ``r_A, g`` table (``#`` comment header naming the source); r strictly increasing, g ≥ 0."""
+    """A ``r_A, g`` table (``#`` comment header naming the source), with an optional standard
+    error column ``g_err``; r strictly increasing, g ≥ 0."""
     df = experiment.load_table(path, ("r_A", "g"))
     r, g = df["r_A"].to_numpy(), df["g"].to_numpy()
+    g_err = None
+    if "g_err" in df.columns:
+        g_err = experiment.load_table(path, ("r_A", "g", "g_err"))["g_err"].to_numpy()
+        if np.any(g_err < 0):
+            raise InputError(path, "g_err", "standard errors must not be negative")
     if len(r) < 2 or np.any(np.diff(r) <= 0):
         i = int(np.nonzero(np.diff(r) <= 0)[0][0]) if len(r) >= 2 else 0
         raise InputError(path, "r_A", f"distances must be strictly increasing (row {i + 1}: {r[i]:g} Å, "
                                       f"then {r[min(i + 1, len(r) - 1)]:g} Å) with at least two rows")
     if np.any(g < 0) or np.any(r < 0):
         raise InputError(path, "g", "g(r) and r must not be negative")
-    return RDFTarget(r, g, str(path))
+    return RDFTarget(r, g, str(path), g_err)
 
 
 # --- the update ----------------------------------------------------------------------------------
@@ -146,11 +167,14 @@ def ibi_update(r, g, g_target, kT: float, correction: PairCorrectionSettings, s:
     rc = correction.cutoff
     inside = r < rc
     r_in, g_in, gt_in = r[inside], g[inside], gt[inside]
-    valid = np.isfinite(gt_in) & (g_in > s.g_floor) & (gt_in > s.g_floor)
-    if valid.sum() < 2:
+    has = np.isfinite(gt_in) & (g_in > s.g_floor)
+    both = has & (gt_in > s.g_floor)
+    if both.sum() < 2:
         raise ValueError(f"IBI: fewer than two bins below the cutoff {rc:g} Å where both g's exceed "
                          f"{s.g_floor:g}; the target and the model share no structure to invert")
-    raw = kT * np.log(g_in[valid] / gt_in[valid])
+    intrusion = has & ~both  # the model's g where the target's is below the floor
+    valid = both | intrusion
+    raw = kT * np.log(g_in[valid] / np.where(intrusion, s.g_floor, gt_in)[valid])
     # the nearest valid value into the core and to the cutoff, linear across gaps
     du = np.interp(r_in, r_in[valid], raw)
     du = smooth_triangular(du, s.smoothing_passes)
@@ -167,17 +191,31 @@ def ibi_update(r, g, g_target, kT: float, correction: PairCorrectionSettings, s:
     step[grid >= rc] = 0.0
     capped = float(np.mean(np.abs(alpha * on_grid) > s.max_update_kT * kT))
     return step, {"update_max_meV": 1e3 * float(np.max(np.abs(step))), "update_capped_fraction": capped,
-                  "valid_from_A": float(r_in[valid][0]), "pressure_ramp_meV": 1e3 * ramp}
+                  "valid_from_A": float(r_in[valid][0]), "intrusion_bins": int(intrusion.sum()),
+                  "pressure_ramp_meV": 1e3 * ramp}
 
 
 def rdf_error(r, g, g_target, r_range: tuple[float, float]) -> float:
     """RMS of g − g_target over the bins within ``r_range`` (Å) that have a target."""
+    use = _bins_used(r, g_target, r_range)
+    return float(np.sqrt(np.mean((np.asarray(g, float)[use] - np.asarray(g_target, float)[use]) ** 2)))
+
+
+def rdf_noise(r, g_err, g_target, g_target_err, r_range: tuple[float, float]) -> float:
+    """The RDF error that sampling noise alone gives (same bins as ``rdf_error``): the RMS over
+    bins of the combined standard error √(σ_g² + σ_target²). When g and the target agree, the
+    expected square of ``rdf_error`` is this squared; below it, an error says nothing more."""
+    use = _bins_used(r, g_target, r_range)
+    var = np.asarray(g_err, float) ** 2 + np.asarray(g_target_err, float) ** 2
+    return float(np.sqrt(np.mean(var[use])))
+
+
+def _bins_used(r, g_target, r_range):
     r = np.asarray(r, float)
-    gt = np.asarray(g_target, float)
-    use = (r >= r_range[0]) & (r <= r_range[1]) & np.isfinite(gt)
+    use = (r >= r_range[0]) & (r <= r_range[1]) & np.isfinite(np.asarray(g_target, float))
     if not use.any():
         raise ValueError(f"IBI: no RDF bin with a target within {r_range} Å")
-    return float(np.sqrt(np.mean((np.asarray(g, float)[use] - gt[use]) ** 2)))
+    return use
 
 
 # --- the state point and its sampling --------------------------------------------------------------
@@ -200,6 +238,7 @@ class IBISettings:
     r_range: tuple = (0.0, 6.0)  # Å: bins that enter the update and the error (within the target's range)
     iterations: int = 8
     tolerance: float = 0.0  # stop once the RDF error (RMS of g) is at or below this
+    n_blocks: int = 5  # consecutive blocks of an iteration's frames for the standard error of g
     seed: int = 0
     update: UpdateSettings = UpdateSettings()
 
@@ -208,6 +247,13 @@ class IBISettings:
         return Dynamics(timestep_fs=self.timestep_fs, thermostat_kind="langevin",
                         friction_per_ps=self.friction_per_ps, seed=self.seed)
 
+    def rdf_bins(self, box) -> tuple[float, int, np.ndarray]:
+        """(r_max, number of bins, bin centres) of g(r) in ``box``: to ``rdf_r_max`` or half the box."""
+        half = 0.5 * float(plane_spacings(box).min())
+        r_max = min(self.rdf_r_max, half * (1 - 1e-6))
+        n_bins = max(10, int(round(r_max / self.rdf_bin_A)))
+        return r_max, n_bins, (np.arange(n_bins) + 0.5) * (r_max / n_bins)
+
     def liquid_box(self, symbol: str):
         """bcc positions and box (Å) scaled to the target density."""
         n_cells = int(np.prod(self.supercell))
@@ -215,6 +261,38 @@ class IBISettings:
         atoms = crystal(symbol, "bcc", a, supercell=self.supercell)
         assert len(atoms) == 2 * n_cells
         return np.asarray(atoms.positions), np.asarray(atoms.cell[:]), atoms.numbers
+
+
+def target_on_bins(target: RDFTarget, r_bins, r_range) -> tuple[np.ndarray, tuple[float, float]]:
+    """g_target on the bins, NaN outside the table and ``r_range`` (no target there), and the
+    range actually used (Å)."""
+    lo, hi = max(r_range[0], target.r[0]), min(r_range[1], target.r[-1], float(r_bins[-1]))
+    if not lo < hi:
+        raise ValueError(f"the range used, {tuple(r_range)} Å, does not overlap the target's "
+                         f"{target.r[0]:g}-{target.r[-1]:g} Å ({target.source}) below {r_bins[-1]:.2f} Å")
+    g = target.on(r_bins)
+    g[(r_bins < lo) | (r_bins > hi)] = np.nan
+    return g, (lo, hi)
+
+
+def melt_liquid(energy: Callable, graph_cutoff: float, species: tuple, s: IBISettings, symbol: str, params,
+                progress: Callable[[str], None] = log.info):
+    """The liquid at the state point of ``s``: its bcc crystal at the target density melted in NVT
+    at max(melt_temperature, T) with ``energy(params, positions, box, species_idx, graph)``
+    (as the IBI's first iteration does). Returns (positions, momenta, box, atomic numbers)."""
+    positions, box, numbers = s.liquid_box(symbol)
+    masses = np.full(len(numbers), atomic_masses[atomic_numbers[symbol]])
+    spc = jnp.asarray(species_index(numbers, species))
+    dyn, t = s.dynamics, max(s.melt_temperature, s.temperature)
+    n = max(dyn.steps(s.melt_ps) // 50, 1) * 50  # whole chunks
+    md = dyn.md(t, steps=n, record_every=0, chunk=50)
+    sim = Simulator(lambda p, r, b, g: energy(p, r, b, spc, g), masses, md, NeighborGraph(graph_cutoff, skin=1.0))
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    traj = sim.run(jnp.asarray(positions, dtype), box, params=params, progress=progress,
+                   seed=int(np.random.default_rng([s.seed, 0, 0]).integers(2**31)), temperature=t)
+    progress(f"melted the {len(numbers)}-atom bcc crystal at {t:g} K for {s.melt_ps:g} ps in its "
+             f"{box[0, 0]:.3f} Å box ({s.density_per_a3:.5f} atoms/Å³)")
+    return np.asarray(traj.final["positions"]), np.asarray(traj.final["momenta"]), box, numbers
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -251,21 +329,13 @@ class IBITrainer:
         self.target, self.s, self.progress = target, s, progress
         self.correction, self.graph_cutoff = correction, graph_cutoff
         self.positions0, self.box, numbers = s.liquid_box(symbol)
-        half = 0.5 * float(plane_spacings(self.box).min())
-        self.r_max = min(s.rdf_r_max, half * (1 - 1e-6))
-        self.n_bins = max(10, int(round(self.r_max / s.rdf_bin_A)))
-        self.r_bins = (np.arange(self.n_bins) + 0.5) * (self.r_max / self.n_bins)
+        self.r_max, self.n_bins, self.r_bins = s.rdf_bins(self.box)
         if self.r_max < correction.cutoff:
             raise ValueError(f"IBI: the RDF reaches {self.r_max:.2f} Å (half the {len(numbers)}-atom box), "
                              f"less than the correction's cutoff {correction.cutoff:g} Å: "
                              "use a larger supercell (ibi.supercell) or a shorter correction")
-        lo, hi = max(s.r_range[0], target.r[0]), min(s.r_range[1], target.r[-1], self.r_max)
-        if not lo < hi:
-            raise ValueError(f"IBI: the range used, {s.r_range} Å, does not overlap the target's "
-                             f"{target.r[0]:g}-{target.r[-1]:g} Å ({target.source}) below {self.r_max:.2f} Å")
-        self.g_target = target.on(self.r_bins)
-        self.g_target[(self.r_bins < lo) | (self.r_bins > hi)] = np.nan  # outside the range used
-        self.r_range = (lo, hi)
+        self.g_target, self.r_range = target_on_bins(target, self.r_bins, s.r_range)
+        self.g_target_err = target.error_on(self.r_bins)
         self.kT = units.kT(s.temperature)
         self.masses = np.full(len(numbers), atomic_masses[atomic_numbers[symbol]])
         spc = jnp.asarray(species_index(numbers, species))
@@ -305,7 +375,8 @@ class IBITrainer:
                                    graph_capacity=np.asarray(traj.stats["capacity"]))
 
     def sample(self, params, state: IBIState, epoch: int):
-        """One NVT trajectory: (g on the bins, pressure GPa, mean T, new state, frames kept)."""
+        """One NVT trajectory: (g on the bins and its standard error, pressure GPa, mean T, new
+        state, frames kept, MD steps/s)."""
         traj = self.sim.run(state.positions, self.box, params=params, momenta=state.momenta,
                             progress=self.progress, seed=self._seed(epoch + 1, 1), temperature=self.s.temperature,
                             capacity=int(state.graph_capacity))
@@ -327,7 +398,8 @@ class IBITrainer:
                                   frame_capacity=np.asarray(graphs.neighbors.shape[-1]))
         steps_per_s = traj.stats["steps"] / traj.stats["wall_s"]
         pressure = float(units.ev_per_a3_to_gpa(np.mean(p)))
-        return np.mean(g, axis=0), pressure, float(np.mean(traj.temperatures)), new, len(pos), steps_per_s
+        return (np.mean(g, axis=0), block_errors(g, self.s.n_blocks), pressure, float(np.mean(traj.temperatures)),
+                new, len(pos), steps_per_s)
 
     def step(self) -> loop.Step:
         """One IBI iteration: sample with the current correction, measure, update the table."""
@@ -336,8 +408,9 @@ class IBITrainer:
         def apply(params, state: IBIState, epoch: int):
             if not bool(state.started):
                 state = self.melt(params, state)
-            g, p, t_mean, state, n_frames, rate = self.sample(params, state, epoch)
+            g, g_err, p, t_mean, state, n_frames, rate = self.sample(params, state, epoch)
             err = rdf_error(self.r_bins, g, self.g_target, self.r_range)
+            noise = rdf_noise(self.r_bins, g_err, self.g_target, self.g_target_err, self.r_range)
             du, info = ibi_update(self.r_bins, g, self.g_target, self.kT, self.correction, s.update, p)
             u_now = np.asarray(params["pair"]["u"], float)
             rdf_hist, tables = np.array(state.rdf), np.array(state.tables)
@@ -345,13 +418,15 @@ class IBITrainer:
             state = dataclasses.replace(state, rdf=rdf_hist, tables=tables)
             new = {**params, "pair": {"u": jnp.asarray(u_now + du, params["pair"]["u"].dtype)}}
             peak = int(np.argmax(g))
-            report = dict(rdf_rmse=err, pressure_gpa=p, T_mean_K=t_mean,
+            # the part of the error that noise does not explain (E[err²] = systematic² + noise²)
+            excess = float(np.sqrt(max(err**2 - noise**2, 0.0))) if np.isfinite(noise) else float("nan")
+            report = dict(rdf_rmse=err, rdf_noise=noise, rdf_excess=excess, pressure_gpa=p, T_mean_K=t_mean,
                           density_g_cm3=s.density_per_a3 * float(np.mean(self.masses)) * units.AMU_PER_A3_TO_G_CM3,
                           rdf_peak_g=float(g[peak]), rdf_peak_r_A=float(self.r_bins[peak]),
                           correction_min_meV=1e3 * float(np.min(u_now - u_now[-1])),
                           correction_max_meV=1e3 * float(np.max(u_now - u_now[-1])),
                           frames=n_frames, md_steps_per_s=rate, **info)
-            self.progress(f"iteration {epoch + 1}: RDF error {err:.4f}  P {p:+.3f} GPa  T {t_mean:.0f} K  "
+            self.progress(f"iteration {epoch + 1}: RDF error {err:.4f} (noise {noise:.4f})  P {p:+.3f} GPa  T {t_mean:.0f} K  "
                           f"peak g {report['rdf_peak_g']:.2f} at {report['rdf_peak_r_A']:.2f} Å  "
                           f"max |Δv| {info['update_max_meV']:.1f} meV")
             return new, state, report
@@ -391,7 +466,7 @@ def fit_ibi(trainer: IBITrainer, params, checkpoint_path, log_csv=None, inputs: 
     # no patience: IBI's error is noisy and not monotone, it runs its iterations or to tolerance
     return loop.fit(params, {"ibi": trainer.init(dtype)}, lambda epoch: [step], selection(),
                     loop.LoopSettings(s.iterations, s.iterations + 1), checkpoint_path, record, log_csv=log_csv,
-                    describe=lambda row: f"RDF error {row['rdf_rmse']:.4f}  P {row['pressure_gpa']:+.3f} GPa",
+                    describe=lambda row: f"RDF error {row['rdf_rmse']:.4f} (noise {row['rdf_noise']:.4f})  P {row['pressure_gpa']:+.3f} GPa",
                     progress=progress, max_epochs_this_run=max_epochs_this_run,
                     converged=lambda row: row["rdf_rmse"] <= s.tolerance)
 

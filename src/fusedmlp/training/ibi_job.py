@@ -51,21 +51,30 @@ def correction_settings(cfg: dict) -> PairCorrectionSettings:
     return PairCorrectionSettings(r_min=float(c["r_min"]), cutoff=float(c["cutoff"]), n_points=n)
 
 
-def ibi_settings(cfg: dict, name: str, density_per_a3: float) -> IBISettings:
+def state_point_settings(cfg: dict, name: str, density_per_a3: float) -> IBISettings:
+    """The state point, its liquid, trajectories and g(r) bins of model ``name`` (what IBI and
+    DiffTRe on g(r) share; the IBI update keeps its defaults here, see ``ibi_settings``)."""
     i = cfg["ibi"]
     t, _ = state_point(cfg, name)
-    p = i["pressure_correction"]
-    upd = UpdateSettings(alpha=i["alpha"], alpha_ramp=i["alpha_ramp"], g_floor=i["g_floor"],
-                         smoothing_passes=i["smoothing_passes"], max_update_kT=i["max_update_kT"],
-                         pressure_correction=p["enabled"], target_pressure_gpa=p["target_gpa"],
-                         pressure_scale_per_gpa=p["scale_per_gpa"], pressure_max_kT=p["max_kT"])
     smp = i["sampling"]
     return IBISettings(temperature=t, density_per_a3=density_per_a3, supercell=tuple(i["supercell"]),
                        melt_temperature=i["melt_temperature"], melt_ps=i["melt_ps"], timestep_fs=i["timestep_fs"],
                        friction_per_ps=i["friction_per_ps"], equilibration_ps=smp["equilibration_ps"],
                        production_ps=smp["production_ps"], record_every_fs=smp["record_every_fs"],
                        rdf_r_max=i["rdf_r_max"], rdf_bin_A=i["rdf_bin_A"], r_range=tuple(i["r_range"]),
-                       iterations=i["iterations"], tolerance=i["tolerance"], seed=i["seed"], update=upd)
+                       seed=i["seed"])
+
+
+def ibi_settings(cfg: dict, name: str, density_per_a3: float) -> IBISettings:
+    """``state_point_settings`` with the IBI update, its iterations and tolerance."""
+    i = cfg["ibi"]
+    p = i["pressure_correction"]
+    upd = UpdateSettings(alpha=i["alpha"], alpha_ramp=i["alpha_ramp"], g_floor=i["g_floor"],
+                         smoothing_passes=i["smoothing_passes"], max_update_kT=i["max_update_kT"],
+                         pressure_correction=p["enabled"], target_pressure_gpa=p["target_gpa"],
+                         pressure_scale_per_gpa=p["scale_per_gpa"], pressure_max_kT=p["max_kT"])
+    return dataclasses.replace(state_point_settings(cfg, name, density_per_a3), iterations=i["iterations"],
+                               tolerance=i["tolerance"], update=upd)
 
 
 def density_per_a3(cfg: dict, name: str, target_state) -> float:

@@ -193,8 +193,14 @@ class ExpTrainer:
         capacity = max(int(v.graph_capacity) for v in shared)
         frame_capacity = max(int(v.frame_capacity) for v in shared)
         seed = int(np.random.default_rng([self.ts.seed, epoch, k]).integers(2**31))
-        # the first trajectory starts at the lattice sites; later ones continue the last
-        momenta = w.momenta if bool(w.started) else lattice_site_momenta(sp.masses, sp.temperature, seed)
+        # the first trajectory starts at the lattice sites (or a given liquid's momenta); later
+        # ones continue the last
+        if bool(w.started):
+            momenta = w.momenta
+        elif sp.momenta is not None:
+            momenta = jnp.asarray(sp.momenta, w.positions.dtype)
+        else:
+            momenta = lattice_site_momenta(sp.masses, sp.temperature, seed)
         traj = sim.run(w.positions, sp.box, params=params, momenta=momenta, seed=seed,
                        progress=self.progress, temperature=sp.temperature, capacity=capacity)
         skip = min(self.ts.skip_frames, len(traj.positions) - 2)
@@ -245,10 +251,10 @@ class ExpTrainer:
             report.update({f"{sp.name}_loss": rep["loss"], f"{sp.name}_ess": rep["ess"],
                            f"{sp.name}_trajectory_updates": int(walker.served)})
             report.update({f"{sp.name}_{n}": v for n, v in rep["pred"].items() if np.ndim(v) == 0})
+            scalars = {n: v for n, v in rep["pred"].items() if np.ndim(v) == 0}
             progress(f"epoch {epoch + 1} {sp.name}: " + "  ".join(
-                f"{n} {v:.1f}" if n.startswith("C") else f"{_SHORT.get(n, n)} {v:+.3f}"
-                for n, v in rep["pred"].items() if np.ndim(v) == 0)
-                + f" GPa  loss {rep['loss']:.4g}  ESS {rep['ess']:.3f}"
+                f"{n} {v:.1f}" if n.startswith("C") else f"{_SHORT.get(n, n)} {v:+.3f}" for n, v in scalars.items())
+                + (" GPa  " if scalars else "") + f"loss {rep['loss']:.4g}  ESS {rep['ess']:.3f}"
                 + ("" if int(walker.served) == 1 else f"  (trajectory reused, update {int(walker.served)})"))
             walkers = state.walkers[:k] + (walker,) + state.walkers[k + 1:]
             return params, ExpState(opt_state, walkers), report
