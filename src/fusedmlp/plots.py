@@ -228,8 +228,10 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
         ax.plot(r[has], g_target[has], "o", color="crimson", ms=2.5, label="target", zorder=5)
         ax.set_xlabel("r (Å)")
         ax.set_ylabel("g(r)")
-        # from just below the first pairs (the core, g = 0, carries no information)
-        start = r[has & (np.nan_to_num(g_target) > 0.05)][0] - 0.4 if (has & (np.nan_to_num(g_target) > 0.05)).any() else 0
+        # from just below the first pairs of the target or of any iteration (close contacts the
+        # target never has must show); the core, g = 0, carries no information
+        paired = (has & (np.nan_to_num(g_target) > 0.05)) | np.any(np.asarray(g_iter) > 0.02, axis=0)
+        start = r[paired][0] - 0.4 if paired.any() else 0
         ax.set_xlim(max(0.0, start), r[-1])
         ax.legend(fontsize=8, loc="upper left")
         ax.set_title("radial distribution function")
@@ -264,19 +266,22 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
         ax.plot(it, df["rdf_rmse"], "o-", color="C0", label="RDF error (RMS of g)")
         ax.plot([best_iteration + 1], [df["rdf_rmse"].iloc[best_iteration]], "*", ms=14, color="C0", label="kept")
         if "rdf_noise" in df:  # older logs lack it
-            ax.plot(it, df["rdf_noise"], ":", color="C0", lw=1.5, label="its sampling noise")
-            ax.plot(it, df["rdf_excess"], "^-", color="C2", ms=4, lw=1.0, label="beyond noise √(error² − noise²)")
-        ax.set_ylim(0, 1.1 * float(df["rdf_rmse"].max()))
+            ax.plot(it, df["rdf_noise"], ":", color="C0", lw=1.5, label="sampling noise")
+            ax.plot(it, df["rdf_excess"], "^-", color="C2", ms=4, lw=1.0, label="beyond noise")
+        ax.set_ylim(0, 1.6 * float(df["rdf_rmse"].max()))  # the legend above the curves
         ax.set_xlabel("iteration")
         ax.set_ylabel("RDF error")
         ax.set_xticks(it)
         ax2 = ax.twinx()
         ax2.plot(it, df["pressure_gpa"], "s--", color="C3", ms=4, label="pressure")
         ax2.set_ylabel("pressure (GPa)", color="C3")
+        lo, hi = float(df["pressure_gpa"].min()), float(df["pressure_gpa"].max())
+        span = max(hi - lo, 0.1)
+        ax2.set_ylim(lo - 0.05 * span, hi + 0.7 * span)
         ax2.grid(False)
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=8)
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", ncol=2, framealpha=0.85)
         ax.set_title("convergence")
         fig.suptitle(title)
         save(fig, path)
