@@ -165,7 +165,7 @@ def test_compare_and_figures_from_synthetic_models(cfg, tmp_path):
                                                    "band0_thz": [0.0, 3.0], "band1_thz": [5.0, 6.0]})),
                 ("phonons", "dos", pd.DataFrame({"frequency_thz": [0.0, 3.0, 6.0], "dos_per_thz": [0.0, 0.5, 0.1]})),
                 ("liquid", "summary", pd.DataFrame({"model": [model], "T_K": [1970.0], "coordination_number": [13.0]})),
-                ("liquid", "rdf", pd.DataFrame({"r_A": [2.0, 3.0, 4.0], "g": [0.0, 2.5, 0.8]})),
+                ("liquid", "rdf", pd.DataFrame({"r_A": [2.0, 3.0, 4.0], "g": [0.0, 2.5 * scale, 0.8 * scale]})),
                 ("liquid", "adf", pd.DataFrame({"theta_deg": [60.0, 120.0], "p_per_deg": [0.01, 0.005]})),
                 ("diffusion", "table", pd.DataFrame({"model": model, "T_K": [2000.0, 2100.0],
                                                      "D_gk_m2_s": [5.3e-9 * scale, 6e-9], "D_gk_err_m2_s": 2e-10,
@@ -176,13 +176,28 @@ def test_compare_and_figures_from_synthetic_models(cfg, tmp_path):
             table.to_csv(p, index=False)
             paths[f"{prop}__{model}__{name}"] = str(p)
         err = tmp_path / f"errors_{model}.csv"
-        pd.DataFrame({"model": [model], "energy_rmse_meV_atom": [6.0]}).to_csv(err, index=False)
+        pd.DataFrame({"model": [model], "energy_rmse_meV_atom": [6.0], "energy_rmse_no_offset_meV_atom": [5.0 * scale],
+                      "forces_rmse_meV_A": [80.0 * scale]}).to_csv(err, index=False)
         paths[f"test_errors__{model}"] = str(err)
         inputs.update(paths)
     md = {name: str(tmp_path / "cmp" / f"{name}.md") for name in
           ("elastic_hcp", "moduli", "lattice_temperature", "lattice_pressure", "phonons", "liquid", "diffusion",
-           "elastic_bcc", "test_errors")}
-    compare.write_all(inputs, cfg, md)
+           "elastic_bcc", "test_errors", "rdf_fits")}
+    # `fused` stands in for a model fitted to a g(r) (ibi.models), beside `pretrained`, its start
+    target = tmp_path / "target_rdf.csv"
+    target.write_text("# a measured g(r)\nr_A,g\n2.0,0.0\n3.0,2.0\n4.0,1.0\n")
+    inputs["ibi_target__fused"] = str(target)
+    fit_cfg = {**cfg, "ibi": {**cfg["ibi"], "models": {"fused": {"target": str(target), "method": "difftre"}}}}
+    compare.write_all(inputs, fit_cfg, md)
+    fits = pd.read_csv(tmp_path / "cmp" / "rdf_fits.csv").iloc[0]
+    assert fits["model"] == "fused" and fits["method"] == "difftre" and fits["start"] == "pretrained"
+    assert fits["rdf_rms_to_target"] == pytest.approx(np.sqrt((0.5**2 + 0.2**2) / 3))
+    assert fits["rdf_rms_to_target_start"] == pytest.approx(np.sqrt((0.75**2 + 0.12**2) / 3))
+    c_exp = el[el["T_K"].isin([23.0, 323.0, 623.0])][[f"{k}_GPa" for k in elastic.HEXAGONAL_CONSTANTS]].to_numpy()
+    assert fits["Cij_rms_dev_GPa_start"] == pytest.approx(np.sqrt(np.mean((0.1 * c_exp) ** 2)))
+    assert fits["Cij_rms_dev_GPa"] == pytest.approx(0.0, abs=1e-9)
+    assert fits["D_gk_m2_s_start"] == pytest.approx(5.3e-9 * 1.1) and fits["T_liquid_K"] == 2000.0
+    assert (fits["forces_rmse_meV_A"], fits["forces_rmse_meV_A_start"]) == pytest.approx((80.0, 88.0))
     summary = pd.read_csv(tmp_path / "cmp" / "moduli.csv").set_index("model")
     for name in ("B_V", "G_V", "C11", "C44"):
         assert summary.loc["pretrained", f"{name}_mean_abs_rel_err_pct"] == pytest.approx(10.0, abs=1e-6)

@@ -105,7 +105,9 @@ def ibi_reference_target(model):
 def ibi_target_table(model):
     """The g(r) table IBI model ``model`` fits: a reference level's, measured by `ibi_target`, or
     the configured table."""
-    return f"results/{model}/target_rdf.csv" if ibi_reference_target(model) else config["ibi"]["models"][model]["target"]
+    if ibi_reference_target(model):
+        return f"results/{model}/target_rdf.csv"
+    return config["ibi"]["models"][model]["target"]
 
 
 def ibi_inputs(wildcards):

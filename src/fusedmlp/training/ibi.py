@@ -426,7 +426,8 @@ class IBITrainer:
                           correction_min_meV=1e3 * float(np.min(u_now - u_now[-1])),
                           correction_max_meV=1e3 * float(np.max(u_now - u_now[-1])),
                           frames=n_frames, md_steps_per_s=rate, **info)
-            self.progress(f"iteration {epoch + 1}: RDF error {err:.4f} (noise {noise:.4f})  P {p:+.3f} GPa  T {t_mean:.0f} K  "
+            self.progress(f"iteration {epoch + 1}: RDF error {err:.4f} (noise {noise:.4f})  P {p:+.3f} GPa  "
+                          f"T {t_mean:.0f} K  "
                           f"peak g {report['rdf_peak_g']:.2f} at {report['rdf_peak_r_A']:.2f} Å  "
                           f"max |Δv| {info['update_max_meV']:.1f} meV")
             return new, state, report
@@ -466,7 +467,8 @@ def fit_ibi(trainer: IBITrainer, params, checkpoint_path, log_csv=None, inputs: 
     # no patience: IBI's error is noisy and not monotone, it runs its iterations or to tolerance
     return loop.fit(params, {"ibi": trainer.init(dtype)}, lambda epoch: [step], selection(),
                     loop.LoopSettings(s.iterations, s.iterations + 1), checkpoint_path, record, log_csv=log_csv,
-                    describe=lambda row: f"RDF error {row['rdf_rmse']:.4f} (noise {row['rdf_noise']:.4f})  P {row['pressure_gpa']:+.3f} GPa",
+                    describe=lambda row: (f"RDF error {row['rdf_rmse']:.4f} (noise {row['rdf_noise']:.4f})  "
+                                          f"P {row['pressure_gpa']:+.3f} GPa"),
                     progress=progress, max_epochs_this_run=max_epochs_this_run,
                     converged=lambda row: row["rdf_rmse"] <= s.tolerance)
 

@@ -32,9 +32,9 @@ from .top_down import ExpTrainerSettings, SchemeSettings, fit_top_down
 log = logging.getLogger(__name__)
 
 
-def rdf_trainer_settings(cfg: dict, name: str, s) -> ExpTrainerSettings:
-    """The DiffTRe settings of model ``name``: epochs and rates from ``ibi.difftre``, the
-    trajectories of the IBI (``ibi.sampling``, time step, friction, seed), the optimiser's moments,
+def rdf_trainer_settings(cfg: dict, s) -> ExpTrainerSettings:
+    """The DiffTRe settings at the state point ``s``: epochs and rates from ``ibi.difftre``, the
+    IBI's trajectories (``ibi.sampling``, time step, friction, seed), the optimiser's moments,
     trajectory reuse and selection from ``difftre``."""
     d, r = cfg["difftre"], cfg["ibi"]["difftre"]
     ts = ExpTrainerSettings(epochs=r["epochs"], lr_start=r["lr_start"], lr_end=r["lr_end"], b1=d["b1"], b2=d["b2"],
@@ -61,7 +61,7 @@ def train_rdf_difftre(cfg: dict, name: str, model_in, target_rdf, target_state, 
                     species=species_index(numbers, settings.species),
                     masses=np.full(len(numbers), atomic_masses[atomic_numbers[symbol]]),
                     targets={"rdf": (r_bins, g_target)}, weights={"rdf": 1.0}, momenta=momenta)
-    ts = rdf_trainer_settings(cfg, name, s)
+    ts = rdf_trainer_settings(cfg, s)
     log.info("DiffTRe on g(r) %s: target %s, %g K, %.5f atoms/Å³, %d atoms, %d bins to %.2f Å (range used "
              "%.2f-%.2f Å), %d frames per trajectory", name, target.source, s.temperature, s.density_per_a3,
              len(numbers), len(r_bins), r_bins[-1] + 0.5 * (r_bins[1] - r_bins[0]), *r_range, ts.frames_kept)
