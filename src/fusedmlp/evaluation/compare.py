@@ -184,8 +184,7 @@ def rdf_fits(fits: dict, start: str, rdf_paths: dict, diff: pd.DataFrame, el: pd
     rows = []
     for model, (method, target) in fits.items():
         row = {"model": model, "method": method, "target": str(target), "start": start}
-        for key, m in (("start", start), ("model", model)):
-            sfx = "_start" if key == "start" else ""
+        for sfx, m in (("_start", start), ("", model)):
             row[f"rdf_rms_to_target{sfx}"] = rdf_err(m, target)
             row[f"D_gk_m2_s{sfx}"] = first(diff, m, "D_gk_m2_s")
             row[f"Cij_rms_dev_GPa{sfx}"] = cij_rms(m)
