@@ -113,6 +113,18 @@ def parity(panels, path, title: str = "") -> None:
         save(fig, path)
 
 
+def _mark_selected(axes, df) -> None:
+    """A dashed line on every panel at the epoch whose end parameters a top-down run kept
+    (``best_epoch`` of its log), labelled on the first."""
+    if "best_epoch" not in df:
+        return
+    best = int(df["best_epoch"].iloc[-1])
+    for ax in axes:
+        ax.axvline(best, color="0.4", ls="--", lw=0.9)
+    axes[0].text(best, 1.0, " selected", transform=axes[0].get_xaxis_transform(), fontsize=8, va="top",
+                 color="0.3")
+
+
 def rdf_difftre_curve(rows, state_point: str, path, title: str = "") -> None:
     """DiffTRe on g(r): the RDF error (root of the loss, reweighted from each epoch's frames,
     before the update and at the epoch's end) and the frames' effective sample size under the
@@ -135,12 +147,7 @@ def rdf_difftre_curve(rows, state_point: str, path, title: str = "") -> None:
         ax.set_ylim(0, 1.05)
         ax.set_xlabel("epoch")
         ax.set_ylabel("effective sample size after the update")
-        if "best_epoch" in df:
-            best = int(df["best_epoch"].iloc[-1])
-            for ax in axes:
-                ax.axvline(best, color="0.4", ls="--", lw=0.9)
-            axes[0].text(best, 1.0, " selected", transform=axes[0].get_xaxis_transform(), fontsize=8,
-                         va="top", color="0.3")
+        _mark_selected(axes, df)
         fig.suptitle(title)
         save(fig, path)
 
@@ -197,13 +204,7 @@ def top_down_curve(rows, state_points, path, title: str = "") -> None:
         axes[3].set_ylabel("effective sample size after the update")
         axes[3].set_ylim(0, 1.05)
         axes[3].legend(fontsize=8)
-        if "best_epoch" in df:
-            # the selected parameters are those at the end of epoch best_epoch
-            best = int(df["best_epoch"].iloc[-1])
-            for ax in axes:
-                ax.axvline(best, color="0.4", ls="--", lw=0.9)
-            axes[0].text(best, 1.0, " selected", transform=axes[0].get_xaxis_transform(), fontsize=8,
-                         va="top", color="0.3")
+        _mark_selected(axes, df)
         fig.suptitle(title)
         save(fig, path)
 

@@ -167,8 +167,7 @@ def rdf_fits(fits: dict, start: str, rdf_paths: dict, diff: pd.DataFrame, el: pd
     to the model's target over the target's points, the Green–Kubo diffusion coefficient, the RMS
     deviation of the five hcp constants from experiment over temperature (``el``: the
     ``elastic_hcp`` comparison), and the reference-test errors."""
-    def rdf_err(model, target):
-        ref = experiment.load_table(target, ("r_A", "g"))
+    def rdf_err(model, ref):
         cur = pd.read_csv(rdf_paths[model])
         return float(np.sqrt(np.nanmean((interpolate(cur, "r_A", "g", ref["r_A"]) - ref["g"]) ** 2)))
 
@@ -184,8 +183,9 @@ def rdf_fits(fits: dict, start: str, rdf_paths: dict, diff: pd.DataFrame, el: pd
     rows = []
     for model, (method, target) in fits.items():
         row = {"model": model, "method": method, "target": str(target), "start": start}
+        ref = experiment.load_table(target, ("r_A", "g"))
         for sfx, m in (("_start", start), ("", model)):
-            row[f"rdf_rms_to_target{sfx}"] = rdf_err(m, target)
+            row[f"rdf_rms_to_target{sfx}"] = rdf_err(m, ref)
             row[f"D_gk_m2_s{sfx}"] = first(diff, m, "D_gk_m2_s")
             row[f"Cij_rms_dev_GPa{sfx}"] = cij_rms(m)
             row[f"forces_rmse_meV_A{sfx}"] = first(errors, m, "forces_rmse_meV_A")
