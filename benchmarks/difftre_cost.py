@@ -7,12 +7,14 @@ next to the thermal noise of the same frames.
 
     python benchmarks/difftre_cost.py                 # both models, both estimators; noise
     python benchmarks/difftre_cost.py --quick         # demo model only
-    python benchmarks/difftre_cost.py --models paper --directions 1 --frames 700   # memory at 700 frames
+    python benchmarks/difftre_cost.py --models paper --directions 1 --frames 700 --single   # memory at 700 frames
 
 Every cost is also given in units of one energy+forces+virial evaluation of the same cell, batched
 as the frames are, measured in the same process. Trace+compile time of a program is its first
-call minus a steady call. Each (model, estimator) runs in its own process, so peak memory (max RSS)
-is per job. Random output weights stand in for a trained model (``model_throughput``): the cost does
+call minus a steady call (``--single``: one call each, no compile time, for memory runs). Frames are
+batched as the model's configuration says (``difftre.batch_frames`` of ``config/config.yaml`` for the
+demo model, ``config/paper.yaml`` for the paper model) unless ``--batch`` is given. Each (model,
+estimator) runs in its own process, so peak memory (max RSS) is per job. Random output weights stand in for a trained model (``model_throughput``): the cost does
 not depend on the values.
 
 The noise: NVT frames of the 36-atom cell at 323 K with the reference EAM (a physical thermal
@@ -43,7 +45,15 @@ def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
-def one(model: str, directions: int, n_frames: int, batch: int, params_path: str) -> dict:
+def config_batch(model: str) -> int:
+    """``difftre.batch_frames`` of the model's configuration (the demo's or the paper's)."""
+    import yaml
+
+    path = Path(__file__).parents[1] / "config" / ("config.yaml" if model == "demo" else "paper.yaml")
+    return int(yaml.safe_load(path.read_text())["difftre"]["batch_frames"])
+
+
+def one(model: str, directions: int, n_frames: int, batch: int, params_path: str, single: bool = False) -> dict:
     """Cost of one update on ``n_frames`` rattled frames with ``directions`` per frame (0: full)."""
     import dataclasses
 
@@ -97,6 +107,8 @@ def one(model: str, directions: int, n_frames: int, batch: int, params_path: str
         t = time.time()
         f()
         first = time.time() - t
+        if single:
+            return float("nan"), first / n_frames
         t = time.time()
         f()
         steady = time.time() - t
@@ -200,7 +212,10 @@ def main():
                     help="strain directions per frame (0: the full Born tensor, the former estimator)")
     ap.add_argument("--frames", type=int, nargs="*", default=None,
                     help="frames per update (default: 20 for the demo model, 8 for the paper model)")
-    ap.add_argument("--batch", type=int, default=None, help="frames per batch (default: as --frames, at most 20)")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="frames per batch (default: the model's configuration, at most --frames)")
+    ap.add_argument("--single", action="store_true",
+                    help="one call per program (memory runs): cost includes compile, no compile time")
     ap.add_argument("--noise-frames", type=int, default=800, help="EAM frames for the noise (0: skip)")
     ap.add_argument("--quick", action="store_true", help="demo model only, no noise")
     ap.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
@@ -209,7 +224,7 @@ def main():
     args = ap.parse_args()
     if args.one:
         model, d, f, b = args.one
-        print(json.dumps(one(model, int(d), int(f), int(b), args.params)))
+        print(json.dumps(one(model, int(d), int(f), int(b), args.params, args.single)))
         return
     if args.noise:
         print(json.dumps(noise([20, 40, 80, 200], args.noise_frames)))
@@ -225,9 +240,10 @@ def main():
             params_path = str(Path(tmp) / f"{model}.npz")
             make_params(model == "demo", params_path)
             for f in args.frames or [20 if model == "demo" else 8]:
-                b = args.batch or min(f, 20)
+                b = min(args.batch or config_batch(model), f)
                 for d in args.directions:
-                    r = _subprocess(["--one", model, str(d), str(f), str(b), "--params", params_path])
+                    r = _subprocess(["--one", model, str(d), str(f), str(b), "--params", params_path]
+                                    + ["--single"] * args.single)
                     if r is None:
                         continue
                     rows.append(r)

@@ -149,14 +149,15 @@ def test_compare_and_figures_from_synthetic_models(cfg, tmp_path):
             c = {k: scale * r[f"{k}_GPa"] for k in elastic.HEXAGONAL_CONSTANTS}
             m = elastic.moduli(elastic.hexagonal_matrix(*c.values()))
             rows.append({"model": model, "T_K": r["T_K"], **c, **{f"{k}_T": v - 1.0 for k, v in c.items()},
-                         "pressure_GPa": 0.1,
+                         **{f"{k}_err": 1.0 for k in c}, "pressure_GPa": 0.1,
                          "B_V": m["K_V"], "G_V": m["G_V"], "nu_V": m["nu_V"]})
         paths = {}
         for prop, name, table in (
                 ("elastic_hcp", "table", pd.DataFrame(rows)),
-                ("lattice_temperature", "table", pd.DataFrame({"model": model, "T_K": [300.0], "a_A": [2.95],
-                                                               "a_A_err": 0.001, "c_A": [4.68], "c_A_err": 0.002,
-                                                               "covera": [4.68 / 2.95]})),
+                ("lattice_temperature", "table", pd.DataFrame({"model": model, "T_K": [300.0, 323.0],
+                                                               "a_A": [2.95, 2.96], "a_A_err": 0.001,
+                                                               "c_A": [4.68, 4.70], "c_A_err": 0.002,
+                                                               "covera": [4.68 / 2.95, 4.70 / 2.96]})),
                 ("lattice_pressure", "table", pd.DataFrame({"model": model, "T_K": 300.0, "P_GPa": [0.0, 5.0],
                                                             "a_A": [2.95, 2.91], "c_A": [4.68, 4.62]})),
                 ("phonons", "summary", pd.DataFrame({"model": model, "label": ["Γ", "M"], "band0_THz": [0.0, 3.0],
@@ -181,8 +182,8 @@ def test_compare_and_figures_from_synthetic_models(cfg, tmp_path):
         paths[f"test_errors__{model}"] = str(err)
         inputs.update(paths)
     md = {name: str(tmp_path / "cmp" / f"{name}.md") for name in
-          ("elastic_hcp", "moduli", "lattice_temperature", "lattice_pressure", "phonons", "liquid", "diffusion",
-           "elastic_bcc", "test_errors", "rdf_fits")}
+          ("elastic_hcp", "moduli", "targets", "lattice_temperature", "lattice_pressure", "phonons", "liquid",
+           "diffusion", "elastic_bcc", "test_errors", "rdf_fits")}
     # `fused` stands in for a model fitted to a g(r) (ibi.models), beside `pretrained`, its start
     target = tmp_path / "target_rdf.csv"
     target.write_text("# a measured g(r)\nr_A,g\n2.0,0.0\n3.0,2.0\n4.0,1.0\n")
@@ -198,6 +199,21 @@ def test_compare_and_figures_from_synthetic_models(cfg, tmp_path):
     assert fits["Cij_rms_dev_GPa"] == pytest.approx(0.0, abs=1e-9)
     assert fits["D_gk_m2_s_start"] == pytest.approx(5.3e-9 * 1.1) and fits["T_liquid_K"] == 2000.0
     assert (fits["forces_rmse_meV_A"], fits["forces_rmse_meV_A_start"]) == pytest.approx((80.0, 88.0))
+    # the training temperatures (difftre.temperatures: 323, 623 K) only, beside the pre-trained model
+    tg = pd.read_csv(tmp_path / "cmp" / "targets.csv").set_index(["model", "T_K"])
+    assert sorted(tg.index) == [(m, t) for m in ("fused", "pretrained") for t in (323.0, 623.0)]
+    c323 = el[el["T_K"] == 323.0][[f"{k}_GPa" for k in elastic.HEXAGONAL_CONSTANTS]].to_numpy()
+    rms = np.sqrt(np.mean((0.1 * c323) ** 2))
+    assert tg.loc[("pretrained", 323.0), "Cij_rms_dev_GPa"] == pytest.approx(rms)
+    # equal block errors σ on the five constants give σ/√5 on their RMS deviation
+    assert tg.loc[("pretrained", 323.0), "Cij_rms_dev_err_GPa"] == pytest.approx(1 / np.sqrt(5))
+    assert tg.loc[("fused", 323.0), "Cij_rms_dev_vs_pretrained"] == pytest.approx(0.0, abs=1e-9)
+    a323 = float(np.interp(323.0, lat["T_K"], lat["a_A"]))
+    assert tg.loc[("fused", 323.0), "a_rel_err_pct"] == pytest.approx(100 * (2.96 - a323) / a323)
+    assert tg.loc[("fused", 323.0), "a_rel_err_err_pct"] == pytest.approx(100 * 0.001 / a323)
+    assert np.isnan(tg.loc[("fused", 623.0), "c_rel_err_pct"])  # no lattice run at 623 K
+    assert tg.loc[("fused", 623.0), "forces_rmse_vs_pretrained"] == pytest.approx(1 / 1.1)
+    assert tg.loc[("fused", 623.0), "energy_rmse_vs_pretrained"] == pytest.approx(1.0)
     summary = pd.read_csv(tmp_path / "cmp" / "moduli.csv").set_index("model")
     for name in ("B_V", "G_V", "C11", "C44"):
         assert summary.loc["pretrained", f"{name}_mean_abs_rel_err_pct"] == pytest.approx(10.0, abs=1e-6)

@@ -74,7 +74,7 @@ def test_trajectory_reuse_and_selection_of_end_parameters(setup, tmp_path):
     import dataclasses
 
     settings, params, sps, ts, dft = setup
-    ts = dataclasses.replace(ts, reuse_ess=0.01)
+    ts = dataclasses.replace(ts, reuse_ess=0.01, selection_window=2)
     res = fit_top_down(settings, params, sps, ts, SchemeSettings(("exp",), dft_selection_weight=0.0),
                        tmp_path / "r.npz", dft=dft, progress=lambda m: None)
     first, second = res.rows
@@ -83,6 +83,10 @@ def test_trajectory_reuse_and_selection_of_end_parameters(setup, tmp_path):
     assert 0.01 <= second["323K_ess_before"] <= 1.0
     # the score is the end-of-epoch loss relative to the first epoch's loss during it
     assert second["exp_loss_rel"] == pytest.approx(second["exp_loss_end"] / first["exp_loss"])
+    # without a DFT term the score is its logarithm (a fraction of the EXP loss is worth the same
+    # wherever training is), averaged over the selection window
+    assert second["score"] == pytest.approx(np.log(second["exp_loss_rel"]))
+    assert second["score_mean"] == pytest.approx(np.mean([first["score"], second["score"]]))
     best = min((r["score_mean"], r["epoch"]) for r in res.rows)[1]
     assert res.best_epoch == best
     # a fresh trajectory for every update at reuse_ess = 1 (the default)

@@ -75,6 +75,8 @@ def validate_config(config: dict, source: str = "config") -> dict:
     if errors:
         raise ConfigError(f"{source}: invalid configuration\n  "
                           + "\n  ".join(_describe(e) for e in errors))
+    if cfg["ibi"]["models"] is None:  # an overlay's way to drop the IBI models
+        cfg["ibi"]["models"] = {}
     _check_consistency(cfg, source)
     return cfg
 

@@ -57,7 +57,7 @@ EVAL_MODELS = MODELS + ([REFERENCE] if config["evaluation"]["include_reference"]
 MULTIFIDELITY = "multifidelity"
 MF_ENABLED = config["multifidelity"]["enabled"] and config["data"]["source"] == "reference"
 HEAD_MODELS = [f"{MULTIFIDELITY}@{lvl}" for lvl in config["multifidelity"]["levels"]] if MF_ENABLED else []
-COMPARISON_TABLES = ["elastic_hcp", "moduli", "lattice_temperature", "lattice_pressure", "phonons",
+COMPARISON_TABLES = ["elastic_hcp", "moduli", "targets", "lattice_temperature", "lattice_pressure", "phonons",
                      "liquid", "diffusion", "elastic_bcc", "test_errors"] + (["rdf_fits"] if IBI_MODELS else [])
 FIGURES = ["elastic_constants", "moduli", "lattice_temperature", "lattice_pressure", "phonons",
            "liquid_structure", "diffusion"]

@@ -72,7 +72,7 @@ rule compare:
     log:
         "results/logs/compare.log",
     params:
-        settings=settings("experiment", "evaluation.references", "ibi.models"),
+        settings=settings("experiment", "evaluation.references", "ibi.models", "difftre.temperatures"),
     resources:
         **compute("light"),
     conda:

@@ -195,6 +195,49 @@ def rdf_fits(fits: dict, start: str, rdf_paths: dict, diff: pd.DataFrame, el: pd
     return pd.DataFrame(rows)
 
 
+def training_targets(el_models: pd.DataFrame, el: pd.DataFrame, lat: pd.DataFrame, errors: pd.DataFrame,
+                     temperatures, start: str = "pretrained") -> pd.DataFrame:
+    """What top-down training is judged by, per model at the training temperatures, as the
+    evaluation rules measured it, beside the model ``start`` the schemes began from: the RMS
+    deviation of the five hcp C_ij from experiment (standard error from the block errors) and its
+    ratio to ``start``'s; the pressure at the experimental lattice; the zero-pressure lattice
+    constants' deviations from experiment (``lat``: the ``lattice_temperature`` comparison; NaN
+    where it has no run at that temperature); and the reference-test errors with their ratios to
+    ``start``'s (the energy also without its mean offset)."""
+    names = elastic.HEXAGONAL_CONSTANTS
+    rows = []
+    for _, r in el_models.iterrows():
+        t = float(r["T_K"])
+        if not np.any(np.isclose(t, temperatures)):
+            continue
+        dev = np.array([r[c] - float(interpolate(el, "T_K", f"{c}_GPa", t)) for c in names])
+        err = np.array([r[f"{c}_err"] if f"{c}_err" in r else np.nan for c in names], float)
+        rms = float(np.sqrt(np.mean(dev**2)))
+        row = {"model": r["model"], "T_K": t, "Cij_rms_dev_GPa": rms,
+               # δ√(Σd²/n) = √Σ(d δd)² / (n · rms), the block errors taken as independent
+               "Cij_rms_dev_err_GPa": float(np.sqrt(np.sum((dev * err) ** 2)) / (len(names) * rms)) if rms else np.nan,
+               "pressure_GPa": r["pressure_GPa"], "pressure_err_GPa": r.get("pressure_GPa_err", np.nan)}
+        at = lat[(lat["model"] == r["model"]) & np.isclose(lat["T_K"], t)]
+        for x in ("a", "c"):
+            have = len(at) > 0
+            row[f"{x}_rel_err_pct"] = float(at[f"{x}_A_rel_err_pct"].iloc[0]) if have else np.nan
+            row[f"{x}_rel_err_err_pct"] = (float(100.0 * at[f"{x}_A_err"].iloc[0] / at[f"{x}_A_exp"].iloc[0])
+                                           if have else np.nan)
+        e = errors[errors["model"] == r["model"]]
+        for col in ("forces_rmse_meV_A", "energy_rmse_meV_atom", "energy_rmse_no_offset_meV_atom",
+                    "energy_offset_meV_atom"):
+            row[col] = float(e[col].iloc[0]) if len(e) and col in e else np.nan
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    base = out[out["model"] == start].set_index("T_K")
+    for col in ("Cij_rms_dev_GPa", "forces_rmse_meV_A", "energy_rmse_meV_atom"):
+        ref = out["T_K"].map(base[col]) if len(base) else np.nan
+        out[f"{col.split('_meV')[0].removesuffix('_GPa')}_vs_{start}"] = out[col] / ref
+    return out
+
+
 def per_model(inputs: dict, prop: str, name: str) -> dict[str, str]:
     """``{model: path}`` of one output ``name`` of property ``prop`` from rule inputs keyed
     ``<prop>__<model>__<name>``."""
@@ -233,6 +276,11 @@ def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
         "test_errors": (read_models({k.split("__")[1]: v for k, v in inputs.items()
                                      if k.startswith("test_errors__")}), "Errors on the reference test split"),
     }
+    tables["targets"] = (training_targets(read_models(models("elastic_hcp", "table")), el,
+                                          tables["lattice_temperature"][0], tables["test_errors"][0],
+                                          cfg["difftre"]["temperatures"]),
+                         "Top-down targets at the training temperatures and the cost on the reference test, "
+                         "beside the pre-trained model")
     if "rdf_fits" in outputs:
         fits = {m: (e.get("method", "ibi"), inputs[f"ibi_target__{m}"]) for m, e in cfg["ibi"]["models"].items()}
         tables["rdf_fits"] = (rdf_fits(fits, "pretrained", models("liquid", "rdf"), tables["diffusion"][0], cmp_el,

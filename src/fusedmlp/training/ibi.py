@@ -275,23 +275,31 @@ def target_on_bins(target: RDFTarget, r_bins, r_range) -> tuple[np.ndarray, tupl
     return g, (lo, hi)
 
 
+def melt(sim: Simulator, positions, box, params, s: IBISettings, steps: int,
+         progress: Callable[[str], None] = log.info):
+    """The trajectory (no frames) that melts ``positions``, the bcc crystal at the target density,
+    in NVT at max(melt_temperature, T) for ``steps`` steps of ``sim`` in the same box."""
+    t = max(s.melt_temperature, s.temperature)
+    traj = sim.run(positions, box, params=params, progress=progress, temperature=t, steps=steps, record_every=0,
+                   seed=int(np.random.default_rng([s.seed, 0, 0]).integers(2**31)))
+    progress(f"melted the {len(positions)}-atom bcc crystal at {t:g} K for {s.melt_ps:g} ps in its "
+             f"{box[0, 0]:.3f} Å box ({s.density_per_a3:.5f} atoms/Å³)")
+    return traj
+
+
 def melt_liquid(energy: Callable, graph_cutoff: float, species: tuple, s: IBISettings, symbol: str, params,
                 progress: Callable[[str], None] = log.info):
-    """The liquid at the state point of ``s``: its bcc crystal at the target density melted in NVT
-    at max(melt_temperature, T) with ``energy(params, positions, box, species_idx, graph)``
-    (as the IBI's first iteration does). Returns (positions, momenta, box, atomic numbers)."""
+    """The liquid at the state point of ``s`` melted as the IBI's first iteration does (``melt``),
+    on a simulator of its own for ``energy(params, positions, box, species_idx, graph)``.
+    Returns (positions, momenta, box, atomic numbers)."""
     positions, box, numbers = s.liquid_box(symbol)
     masses = np.full(len(numbers), atomic_masses[atomic_numbers[symbol]])
     spc = jnp.asarray(species_index(numbers, species))
-    dyn, t = s.dynamics, max(s.melt_temperature, s.temperature)
-    n = max(dyn.steps(s.melt_ps) // 50, 1) * 50  # whole chunks
-    md = dyn.md(t, steps=n, record_every=0, chunk=50)
+    n = max(s.dynamics.steps(s.melt_ps) // 50, 1) * 50  # whole chunks
+    md = s.dynamics.md(max(s.melt_temperature, s.temperature), steps=n, record_every=0, chunk=50)
     sim = Simulator(lambda p, r, b, g: energy(p, r, b, spc, g), masses, md, NeighborGraph(graph_cutoff, skin=1.0))
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
-    traj = sim.run(jnp.asarray(positions, dtype), box, params=params, progress=progress,
-                   seed=int(np.random.default_rng([s.seed, 0, 0]).integers(2**31)), temperature=t)
-    progress(f"melted the {len(numbers)}-atom bcc crystal at {t:g} K for {s.melt_ps:g} ps in its "
-             f"{box[0, 0]:.3f} Å box ({s.density_per_a3:.5f} atoms/Å³)")
+    traj = melt(sim, jnp.asarray(positions, dtype), box, params, s, n, progress)
     return np.asarray(traj.final["positions"]), np.asarray(traj.final["momenta"]), box, numbers
 
 
@@ -363,12 +371,8 @@ class IBITrainer:
         return int(np.random.default_rng([self.s.seed, epoch, part]).integers(2**31))
 
     def melt(self, params, state: IBIState) -> IBIState:
-        """The crystal at the target density melted at max(melt_temperature, T) (same box)."""
-        t = max(self.s.melt_temperature, self.s.temperature)
-        traj = self.sim.run(state.positions, self.box, params=params, progress=self.progress, seed=self._seed(0, 0),
-                            temperature=t, steps=self.melt_steps, record_every=0)
-        self.progress(f"melted the {len(self.masses)}-atom bcc crystal at {t:g} K for {self.s.melt_ps:g} ps "
-                      f"in its {self.box[0, 0]:.3f} Å box ({self.s.density_per_a3:.5f} atoms/Å³)")
+        """The crystal at the target density melted (``melt``) on this trainer's simulator."""
+        traj = melt(self.sim, state.positions, self.box, params, self.s, self.melt_steps, self.progress)
         dt = state.positions.dtype
         return dataclasses.replace(state, positions=jnp.asarray(traj.final["positions"], dt),
                                    momenta=jnp.asarray(traj.final["momenta"], dt), started=np.asarray(True),

@@ -11,7 +11,7 @@ their own optimizer states.
 
 Model selection (``exp_selection``): the parameters an epoch ends with are scored by their EXP
 loss, reweighted to them from every state point's latest frames, and their DFT validation loss,
-each relative to the start; the best are kept, and training stops after ``patience`` epochs
+each relative to the start, as a weighted sum of logarithms; the best are kept, and training stops after ``patience`` epochs
 without improvement.
 """
 
@@ -299,9 +299,13 @@ def exp_selection(state_points, dft_trainer, val_idx, params0, weight: float, wi
     """Score the parameters an epoch ends with by quantities measured with them: the EXP loss
     reweighted to them (``score_step``) and their DFT validation loss, each relative to the
     start (the first epoch's EXP loss, measured before each update, and the start model's
-    validation loss), so the two are dimensionless and ``weight`` is the worth of a relative
-    change of one against the other. A single epoch's EXP loss carries the noise of its
-    trajectories: the score is the mean over the last ``window`` epochs."""
+    validation loss), as log(EXP rel.) + ``weight`` · log(DFT rel.). Logarithms make the trade
+    the same wherever training is: a fraction of the EXP loss is worth that fraction of the DFT
+    loss. A sum of the ratios instead prices a step by the start's EXP loss, which the pressure
+    dominates: once that is gone, halving the EXP loss is worth less than a few per cent on the
+    DFT loss, and selection keeps an epoch whose lattice is still off. A single epoch's EXP
+    loss carries the noise of its trajectories: the score is the mean over the last ``window``
+    epochs."""
     val_idx = val_idx if dft_trainer is not None and len(val_idx) else []
     dft_ref = dft_trainer.evaluate(params0, val_idx)["loss"] if len(val_idx) else None
 
@@ -310,14 +314,14 @@ def exp_selection(state_points, dft_trainer, val_idx, params0, weight: float, wi
         out = dict(exp_loss=sum(row[f"{sp.name}_loss"] for sp in state_points))
         exp_ref = rows[0]["exp_loss"] if rows else out["exp_loss"]
         out["exp_loss_rel"] = row["exp_loss_end"] / exp_ref
-        score = out["exp_loss_rel"]
+        score = np.log(out["exp_loss_rel"])
         if dft_ref is not None:
             val = dft_trainer.evaluate(end, val_idx)
             out.update(val_loss=val["loss"], val_loss_rel=val["loss"] / dft_ref,
                        val_energy_rmse_meV_atom=1e3 * val["energy_rmse"],
                        val_forces_rmse_meV_A=1e3 * val["forces_rmse"])
-            score += weight * out["val_loss_rel"]
-        out["score"] = score
+            score += weight * np.log(out["val_loss_rel"])
+        out["score"] = float(score)
         recent = [r["score"] for r in rows[-(window - 1):]] if window > 1 else []
         out["score_mean"] = float(np.mean(recent + [score]))
         return loop.Candidate(end, epoch + 1, out["score_mean"], out)
