@@ -14,8 +14,8 @@ as the frames are, measured in the same process. Trace+compile time of a program
 call minus a steady call (``--single``: one call each, no compile time, for memory runs). Frames are
 batched as the model's configuration says (``difftre.batch_frames`` of ``config/config.yaml`` for the
 demo model, ``config/paper.yaml`` for the paper model) unless ``--batch`` is given. Each (model,
-estimator) runs in its own process, so peak memory (max RSS) is per job. Random output weights stand in for a trained model (``model_throughput``): the cost does
-not depend on the values.
+estimator) runs in its own process, so peak memory (max RSS) is per job. Random output weights
+stand in for a trained model (``model_throughput``): the cost does not depend on the values.
 
 The noise: NVT frames of the 36-atom cell at 323 K with the reference EAM (a physical thermal
 sample); over windows of F consecutive frames, the thermal standard deviation of the exact

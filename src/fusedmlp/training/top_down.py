@@ -11,8 +11,8 @@ their own optimizer states.
 
 Model selection (``exp_selection``): the parameters an epoch ends with are scored by their EXP
 loss, reweighted to them from every state point's latest frames, and their DFT validation loss,
-each relative to the start, as a weighted sum of logarithms; the best are kept, and training stops after ``patience`` epochs
-without improvement.
+each relative to the start, as a weighted sum of logarithms; the best are kept, and training
+stops after ``patience`` epochs without improvement.
 """
 
 from __future__ import annotations
