@@ -66,6 +66,17 @@ def test_ibi_experiment_overlay_adds_a_table_target_model():
         assert path in res.stdout
 
 
+def test_validation_overlay_keeps_the_three_models_of_the_fused_claim():
+    """config/validation.yaml drops the IBI models (``ibi.models: null``) and the multi-fidelity
+    model: pre-trained, sequential and fused, every evaluation, and the targets table."""
+    res = smk("-n", "--forceall", "--configfile", "config/validation.yaml")
+    jobs = dry_run_jobs(res)
+    assert "train_ibi" not in jobs and "ibi_target" not in jobs and "train_multifidelity" not in jobs
+    assert jobs["train_top_down"] == 2 and jobs["dft_errors"] == 3
+    assert all(jobs[f"evaluate_{p}"] == 3 for p in ("elastic_hcp", "lattice_temperature", "liquid"))
+    assert "results/comparison/targets.md" in res.stdout and "rdf_fits" not in res.stdout
+
+
 def test_multifidelity_comparison_is_one_named_target_and_heads_are_evaluation_names():
     jobs = dry_run_jobs(smk("-n", "--forceall", "multifidelity_comparison"))
     # (a), (b), (c) with three seeds at the configured size, (a) and (c) at three more sizes
