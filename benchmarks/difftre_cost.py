@@ -11,10 +11,11 @@ next to the thermal noise of the same frames.
 
 Every cost is also given in units of one energy+forces+virial evaluation of the same cell, batched
 as the frames are, measured in the same process. Trace+compile time of a program is its first
-call minus a steady call (``--single``: one call each, no compile time, for memory runs). Frames are
-batched as the model's configuration says (``difftre.batch_frames`` of ``config/config.yaml`` for the
-demo model, ``config/paper.yaml`` for the paper model) unless ``--batch`` is given. Each (model,
-estimator) runs in its own process, so peak memory (max RSS) is per job. Random output weights
+call minus a steady call (``--single``, for memory runs: one call each, whose cost includes the
+compile, and no compile time). Frames are batched as the model's configuration says
+(``difftre.batch_frames`` of ``config/config.yaml`` for the demo model, ``config/paper.yaml`` for
+the paper model) unless ``--batch`` is given. Each (model, estimator) runs in its own process, so
+peak memory (max RSS) is per job. Random output weights
 stand in for a trained model (``model_throughput``): the cost does not depend on the values.
 
 The noise: NVT frames of the 36-atom cell at 323 K with the reference EAM (a physical thermal
