@@ -253,7 +253,8 @@ def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
     refs = cfg["evaluation"]["references"]
     el = experiment.elastic_constants(cfg["experiment"]["elastic_constants"])
     lat = experiment.lattice_constants(cfg["experiment"]["lattice_constants"])
-    cmp_el = elastic_hcp(read_models(models("elastic_hcp", "table")), el)
+    el_models = read_models(models("elastic_hcp", "table"))
+    cmp_el = elastic_hcp(el_models, el)
     tables = {
         "elastic_hcp": (cmp_el, "hcp adiabatic elastic constants (GPa) and Voigt moduli vs experiment "
                                 f"({experiment.citation(cfg['experiment']['elastic_constants'])})"),
@@ -276,7 +277,7 @@ def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
         "test_errors": (read_models({k.split("__")[1]: v for k, v in inputs.items()
                                      if k.startswith("test_errors__")}), "Errors on the reference test split"),
     }
-    tables["targets"] = (training_targets(read_models(models("elastic_hcp", "table")), el,
+    tables["targets"] = (training_targets(el_models, el,
                                           tables["lattice_temperature"][0], tables["test_errors"][0],
                                           cfg["difftre"]["temperatures"]),
                          "Top-down targets at the training temperatures and the cost on the reference test, "
