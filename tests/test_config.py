@@ -51,7 +51,7 @@ def test_paper_config_is_valid_and_paper_scale():
     # shorter than the trajectory, but by less than one recording interval (40 fs)
     ({"difftre": {"trajectory_ps": 0.21, "equilibration_ps": 0.2}}, ["difftre.equilibration_ps", "no frame"]),
     ({"difftre": {"trajectory_ps": 0.4, "equilibration_ps": 0.2, "record_every_fs": 40.0}},
-     ["difftre.born_directions", "5 frames per trajectory", "cover the 8 directions"]),
+     ["difftre.born_directions", "5 frames per trajectory", "cover the 9 directions"]),
     ({"difftre": {"temperatures": [323, 1500]}}, ["difftre.temperatures", "1500 K outside", "lattice_constants"]),
     ({"evaluation": {"elastic_hcp": {"temperatures": [323, 2000]}}},
      ["evaluation.elastic_hcp.temperatures", "2000 K outside", "4-973 K"]),

@@ -278,20 +278,20 @@ def directional_frames(sp, fr, per_frame, offset=0, n_frames=None):
 
 
 def test_born_directions_reconstruct_the_needed_entries():
-    """The hexagonal constants read 8 entries of Cᴮ; the directions e_a, e_a + e_b recover them
+    """The hexagonal constants read 9 entries of Cᴮ; the directions e_a, e_a + e_b recover them
     from dᵀ C d exactly, and leave the entries no target reads at zero."""
     dirs = born_directions("hexagonal", ["C11", "C33", "C44", "C12", "C13"])
-    assert dirs.count == 8
+    assert dirs.count == 9
     c = np.random.default_rng(3).normal(size=(6, 6))
     c = c + c.T
     y = np.einsum("di,ij,dj->d", dirs.vectors, c, dirs.vectors)
     got = np.asarray(dirs.mean_stiffness(jnp.asarray(y)[None], np.arange(dirs.count)[None]))
     read = np.zeros((6, 6), bool)
-    for a, b in [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (0, 1), (0, 2), (1, 2)]:
+    for a, b in [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (0, 1), (0, 2), (1, 2)]:
         read[a, b] = read[b, a] = True
     np.testing.assert_allclose(got[read], c[read], rtol=1e-12)
     assert np.all(got[~read] == 0.0)
-    with pytest.raises(ValueError, match="cannot cover the 8 directions"):
+    with pytest.raises(ValueError, match="cannot cover the 9 directions"):
         dirs.assign(3, 2)
 
 

@@ -185,3 +185,39 @@ def test_finite_temperature_finite_strain_matches_fluctuation_estimate():
     sigma = np.hypot(fd_err, est_err)
     assert np.all(np.abs(fd - est) < 3 * sigma + 1.0), (fd - est, sigma)
     assert np.max(np.abs(fd - old) - 3 * sigma) > 1.0  # the test resolves the former estimator's error
+
+
+def _rotated_about_z(c, theta):
+    """The 6×6 stiffness (Voigt, engineering shears) of the crystal turned by ``theta`` about z."""
+    full = np.zeros((3, 3, 3, 3))
+    for i, (a, b) in enumerate(elastic.VOIGT):
+        for j, (k, m) in enumerate(elastic.VOIGT):
+            for p, q in {(a, b), (b, a)}:
+                for r, s in {(k, m), (m, k)}:
+                    full[p, q, r, s] = c[i, j]
+    ct, st = np.cos(theta), np.sin(theta)
+    rot = np.array([[ct, -st, 0.0], [st, ct, 0.0], [0.0, 0.0, 1.0]])
+    full = np.einsum("ia,jb,kc,ld,abcd->ijkl", rot, rot, rot, rot, full)
+    return np.array([[full[a, b, k, m] for k, m in elastic.VOIGT] for a, b in elastic.VOIGT])
+
+
+def test_hexagonal_constants_are_the_average_over_rotations_about_c():
+    """The five constants of any 6×6 stiffness (a noisy estimate) equal those of its average
+    over rotations about z, the transversely isotropic tensor nearest to it: they do not depend
+    on the crystal's orientation in the box, and C11 − C12 reads the in-plane shear entry as well
+    as the normal ones. Reading the normal entries alone would fail both checks."""
+    rng = np.random.default_rng(5)
+    c = rng.normal(size=(6, 6)) * 20.0
+    c = c + c.T
+    angles = 2 * np.pi * np.arange(8) / 8  # exact for the harmonics of a 4th-rank tensor (up to 4θ)
+    mean = np.mean([_rotated_about_z(c, t) for t in angles], axis=0)
+    want = {"C11": mean[0, 0], "C33": mean[2, 2], "C44": mean[3, 3], "C12": mean[0, 1], "C13": mean[0, 2]}
+    got = elastic.hexagonal(c)
+    for k in want:
+        assert got[k] == pytest.approx(want[k], abs=1e-9), k
+    turned = elastic.hexagonal(_rotated_about_z(c, 0.37))
+    for k in want:
+        assert turned[k] == pytest.approx(got[k], abs=1e-9), k
+    # a hexagonal tensor is read back exactly
+    exact = elastic.hexagonal(elastic.hexagonal_matrix(160.0, 180.0, 46.0, 92.0, 69.0))
+    assert [exact[k] for k in elastic.HEXAGONAL_CONSTANTS] == pytest.approx([160.0, 180.0, 46.0, 92.0, 69.0])

@@ -1,7 +1,7 @@
 """The mean Born stiffness from a few strain directions per frame (stratified sampling).
 
 An elastic-constant loss reads the reweighted mean ⟨Cᴮ⟩ only through the entries its symmetry
-reduction averages (hexagonal C11, C33, C44, C12, C13: 8 of the 21). Each entry is a combination of
+reduction averages (hexagonal C11, C33, C44, C12, C13: 9 of the 21). Each entry is a combination of
 directional stiffnesses y_d = dᵀ Cᴮ d (``stress.born_directional``: one forward-over-forward pass)
 along the directions
 
