@@ -265,7 +265,8 @@ def tiny_config(tmp_path, **data):
             "ref_hard": {"train_size": 2, "batch_size": 2, "forces_weight": 0.0, "virial_weight": 0.0}},
             "epochs": 1, "steps_per_epoch": 2},
         "difftre": {"temperatures": [323], "supercell": [2, 2, 1], "epochs": 1, "trajectory_ps": 0.1,
-                    "equilibration_ps": 0.02, "record_every_fs": 10.0, "batch_frames": 4},
+                    # 10 frames: one Born direction each must cover the 9 the hexagonal targets read
+                    "equilibration_ps": 0.02, "record_every_fs": 8.0, "batch_frames": 5},
         "evaluation": {
             "include_reference": True,
             "md": {"timestep_fs": 2.0},
