@@ -104,7 +104,7 @@ def hexagonal(c) -> dict:
     normal entries alone. In a stress-fluctuation estimate the relaxation term of C11 − C12 is
     carried by one degenerate optical mode (E2g, the basal sublattice shift); its two components
     drive σ_xx − σ_yy and σ_xy, so reading both at least halves the variance of C11 and C12
-    (the demo's pre-trained model, 8 ps at 323 K, 36 atoms: standard errors 2.6 against 5.1 GPa
+    (the demo's pre-trained model, 8 ps at 323 K, 36 atoms: standard errors 2.7 against 5.1 GPa (8 blocks)
     from the normal entries alone). For any 6×6 input the five constants are those of its
     average over rotations about z.
     """
