@@ -104,9 +104,9 @@ def hexagonal(c) -> dict:
     normal entries alone. In a stress-fluctuation estimate the relaxation term of C11 − C12 is
     carried by one degenerate optical mode (E2g, the basal sublattice shift); its two components
     drive σ_xx − σ_yy and σ_xy, so reading both at least halves the variance of C11 and C12
-    (the demo's pre-trained model, 8 ps at 323 K, 36 atoms: standard errors 2.7 against 5.1 GPa (8 blocks)
-    from the normal entries alone). For any 6×6 input the five constants are those of its
-    average over rotations about z.
+    (the demo's pre-trained model, 8 ps at 323 K, 36 atoms, 8 blocks: standard errors 2.7
+    against 5.1 GPa from the normal entries alone). For any 6×6 input the five constants are
+    those of its average over rotations about z.
     """
     s = 0.5 * (c[0, 0] + c[1, 1] + c[0, 1] + c[1, 0])  # C11 + C12
     d = 0.5 * (0.5 * (c[0, 0] + c[1, 1] - c[0, 1] - c[1, 0]) + 2.0 * c[5, 5])  # C11 − C12
