@@ -189,16 +189,11 @@ def test_finite_temperature_finite_strain_matches_fluctuation_estimate():
 
 def _rotated_about_z(c, theta):
     """The 6×6 stiffness (Voigt, engineering shears) of the crystal turned by ``theta`` about z."""
-    full = np.zeros((3, 3, 3, 3))
-    for i, (a, b) in enumerate(elastic.VOIGT):
-        for j, (k, m) in enumerate(elastic.VOIGT):
-            for p, q in {(a, b), (b, a)}:
-                for r, s in {(k, m), (m, k)}:
-                    full[p, q, r, s] = c[i, j]
+    # c_abkm = C[V(ab), V(km)]: expand the column index, then the row index
+    full = elastic.voigt_to_tensor(np.moveaxis(elastic.voigt_to_tensor(c), 0, -1)).transpose(2, 3, 0, 1)
     ct, st = np.cos(theta), np.sin(theta)
     rot = np.array([[ct, -st, 0.0], [st, ct, 0.0], [0.0, 0.0, 1.0]])
-    full = np.einsum("ia,jb,kc,ld,abcd->ijkl", rot, rot, rot, rot, full)
-    return np.array([[full[a, b, k, m] for k, m in elastic.VOIGT] for a, b in elastic.VOIGT])
+    return elastic.stiffness_to_voigt(np.einsum("ia,jb,kc,ld,abcd->ijkl", rot, rot, rot, rot, full))
 
 
 def test_hexagonal_constants_are_the_average_over_rotations_about_c():
