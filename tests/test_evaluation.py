@@ -310,8 +310,10 @@ def test_a_scan_stopped_at_a_later_point_keeps_what_it_measured(tmp_path, monkey
     assert table.exists() and not (tmp_path / "lattice_temperature.partial.csv").exists()
 
 
-@pytest.mark.parametrize("thermostat, pressures", [("langevin", (None, None)), ("nose-hoover", (None, None)),
-                                                   ("nose-hoover", (2.0, -1.0))])
+@pytest.mark.parametrize("thermostat, pressures", [
+    ("langevin", (None, None)),
+    pytest.param("nose-hoover", (None, None), marks=pytest.mark.slow),  # ~30 s
+    ("nose-hoover", (2.0, -1.0))])
 def test_reused_simulator_reproduces_fresh_runs_at_other_temperatures_and_lengths(cfg, thermostat, pressures):
     """A job compiles its MD once and runs it at every temperature, pressure, length, recording
     interval and seed: each run must be the trajectory of a simulator built for that run alone."""

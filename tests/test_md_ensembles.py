@@ -128,6 +128,7 @@ def test_nve_conserves_energy(eam):
     assert traj.temperatures.mean() > 200  # it really moved
 
 
+@pytest.mark.slow  # ~20 s
 def test_lattice_site_momenta_start_a_crystal_at_its_temperature(eam):
     """Equipartition: a crystal at its lattice sites given ``lattice_site_momenta`` for T runs at T
     in NVE (to the anharmonicity at 100 K and the finite sample), where Maxwell–Boltzmann momenta at

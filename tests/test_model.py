@@ -128,6 +128,7 @@ def test_padded_batch_equals_single_configurations(model, pot):
         np.testing.assert_allclose(np.asarray(w[k]), w1, atol=1e-9)
 
 
+@pytest.mark.slow  # ~40 s; the lists' graphs equal exact enumeration in test_md_neighbors
 def test_neighbour_list_candidates_with_skin_give_the_same_energy(model):
     """MD path: jax-md neighbour list (with skin, minimum image) vs exact host enumeration."""
     from jax_md import partition, space as jspace

@@ -253,6 +253,7 @@ def test_a_level_without_forces_contributes_exactly_zero_force_gradient(levels, 
     assert weight_1(garbage)[0] > ref[0] + 1.0
 
 
+@pytest.mark.slow  # ~65 s: three trainings
 def test_correction_ridge_adds_lambda_sum_of_squares_on_the_correction_columns_only(levels):
     """correction_l2 = λ adds λ Σ d² to the training loss, d the correction head's output columns:
     the loss rises by exactly that (computed here from the raw parameters), its gradient by 2λd on

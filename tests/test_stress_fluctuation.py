@@ -65,7 +65,7 @@ def test_volume_only_energy_has_no_shear_stiffness(pressure_factor):
     assert abs(np.trace(k) / 3 - np.mean(sb[:, :3]) - (p - a)) < 0.1 * p
 
 
-@pytest.mark.parametrize("g", [2.0, 0.5])
+@pytest.mark.parametrize("g", [pytest.param(2.0, marks=pytest.mark.slow), 0.5])  # ~20 s each
 def test_tethered_harmonic_isothermal_and_adiabatic_bulk_moduli(g):
     """B^T = K_T δδ and B^S = K_S δδ with the analytic K_T, K_S of the module docstring, from
     exactly sampled frames (statistical tolerance ~6 standard errors of 8 blocks)."""

@@ -65,6 +65,7 @@ def test_killed_run_resumes_to_the_same_parameters(setup, tmp_path):
     assert len(again.rows) == 3
 
 
+@pytest.mark.slow  # ~55 s; resuming is checked by test_killed_run_resumes_to_the_same_parameters
 def test_checkpoint_of_other_settings_or_inputs_is_set_aside(setup, tmp_path):
     """A checkpoint resumes only the run that wrote it: after an edited setting or new data the
     retrained job starts from epoch 1 (a forced retraining once resumed a finished run)."""

@@ -163,6 +163,7 @@ def test_editing_an_evaluation_setting_reruns_only_that_evaluation_and_the_produ
         **ibi_model, **{f"evaluate_{p}": 4 for p in PROPERTIES}, "compare": 1, "figures": 1, "all": 1}
 
 
+@pytest.mark.slow  # ~30 s; edits that rerun exactly their dependents are checked by the tests beside it
 def test_editing_nothing_a_job_reads_reruns_nothing(finished_campaign):
     assert dry_run_with(finished_campaign, {}) == {}
     # the campaign's name and the compute resources are read by no job
@@ -179,6 +180,7 @@ def test_editing_nothing_a_job_reads_reruns_nothing(finished_campaign):
     assert dry_run_with(finished_campaign, {"multifidelity": {"comparison": {"steps_per_epoch": 30}}}) == {}
 
 
+@pytest.mark.slow  # ~45 s
 def test_the_comparisons_training_length_reruns_its_models_and_not_the_default_one(tmp_path):
     """multifidelity.comparison.steps_per_epoch (demo: set) is read by the comparison's 15 models
     only; multifidelity.steps_per_epoch then by the default model only; multifidelity.epochs
@@ -192,6 +194,7 @@ def test_the_comparisons_training_length_reruns_its_models_and_not_the_default_o
     assert dry_run_with(campaign, {"multifidelity": {"epochs": 6}}) == {**comparison, **default_model}
 
 
+@pytest.mark.slow  # ~35 s
 def test_a_deleted_evaluation_output_rebuilds_only_that_job_and_its_dependents(tmp_path):
     """The README's promise: delete one property table of a finished campaign and `snakemake`
     reruns that job, the comparison tables and the figures, nothing else."""
