@@ -212,8 +212,9 @@ def main():
     ap.add_argument("--directions", type=int, nargs="*", default=[0, 1],
                     help="strain directions per frame (0: the full Born tensor, the former estimator)")
     ap.add_argument("--frames", type=int, nargs="*", default=None,
-                    help="frames per update (default: 20 for the demo model, 16 for the paper model: two of "
-                         "its batches of 8, and at least the 9 Born directions the targets read)")
+                    help="frames per update (default: 20 for the demo model; for the paper model two of its "
+                         "configured batches (16 with config/paper.yaml), at least the 9 Born directions the "
+                         "targets read)")
     ap.add_argument("--batch", type=int, default=None,
                     help="frames per batch (default: the model's configuration, at most --frames)")
     ap.add_argument("--single", action="store_true",
@@ -241,7 +242,7 @@ def main():
         for model in args.models:
             params_path = str(Path(tmp) / f"{model}.npz")
             make_params(model == "demo", params_path)
-            for f in args.frames or [20 if model == "demo" else 16]:
+            for f in args.frames or [20 if model == "demo" else max(2 * config_batch(model), 9)]:
                 b = min(args.batch or config_batch(model), f)
                 for d in args.directions:
                     r = _subprocess(["--one", model, str(d), str(f), str(b), "--params", params_path]
