@@ -72,7 +72,7 @@ def test_elastic_hcp_job_matches_zero_kelvin_finite_strain(cfg, tmp_path):
     out = run(cfg, "elastic_hcp", tmp_path)["table"]
     assert len(out) == 1 and out["model"][0] == "reference"
     for col in ("T_K", "C11", "C33", "C44", "C12", "C13", "pressure_GPa", "B_V", "G_V", "nu_V", "C11_err",
-                "a_A", "c_A", "C11_T", "C13_T", "C44_T", "C11_T_err"):
+                "a_A", "c_A", "C11_T", "C13_T", "C44_T", "C11_T_err", "C11_C12_cov", "C12_C13_cov"):
         assert col in out.columns, col
     # adiabatic (C11 …) minus isothermal (C11_T …) = (TV/C_V) λ⊗λ: ≥ 0 on the diagonal, small at 30 K
     for name in elastic.HEXAGONAL_CONSTANTS:
@@ -85,8 +85,10 @@ def test_elastic_hcp_job_matches_zero_kelvin_finite_strain(cfg, tmp_path):
     for name in ("C33", "C44", "C13"):
         assert out[name][0] == pytest.approx(ref[name], abs=max(3.0, 3 * out[f"{name}_err"][0])), name
     assert out["C11"][0] + out["C12"][0] == pytest.approx(ref["C11"] + ref["C12"], abs=5.0)
-    assert out["C11"][0] - out["C12"][0] == pytest.approx(ref["C11"] - ref["C12"],
-                                                          abs=max(15.0, 4 * out["C11_err"][0]))
+    # their block errors are almost fully anti-correlated here (−0.99999): the error of C11 − C12 is
+    # about the sum of theirs
+    diff_err = np.sqrt(out["C11_err"][0] ** 2 + out["C12_err"][0] ** 2 - 2 * out["C11_C12_cov"][0])
+    assert out["C11"][0] - out["C12"][0] == pytest.approx(ref["C11"] - ref["C12"], abs=max(15.0, 4 * diff_err))
     assert abs(out["pressure_GPa"][0]) < 0.2
     # moduli of the symmetry-averaged tensor
     m = elastic.moduli(elastic.hexagonal_matrix(*(out[k][0] for k in elastic.HEXAGONAL_CONSTANTS)))
@@ -143,13 +145,15 @@ def test_compare_and_figures_from_synthetic_models(cfg, tmp_path):
     el = experiment.elastic_constants(cfg["experiment"]["elastic_constants"])
     lat = experiment.lattice_constants(cfg["experiment"]["lattice_constants"])
     inputs = {}
+    names = elastic.HEXAGONAL_CONSTANTS
+    covariances = {f"{a}_{b}_cov": 0.0 for i, a in enumerate(names) for b in names[i + 1:]} | {"C11_C12_cov": -0.9}
     for model, scale in (("pretrained", 1.1), ("fused", 1.0)):
         rows = []
         for _, r in el[el["T_K"].isin([23.0, 323.0, 623.0])].iterrows():
             c = {k: scale * r[f"{k}_GPa"] for k in elastic.HEXAGONAL_CONSTANTS}
             m = elastic.moduli(elastic.hexagonal_matrix(*c.values()))
             rows.append({"model": model, "T_K": r["T_K"], **c, **{f"{k}_T": v - 1.0 for k, v in c.items()},
-                         **{f"{k}_err": 1.0 for k in c}, "pressure_GPa": 0.1,
+                         **{f"{k}_err": 1.0 for k in c}, **covariances, "pressure_GPa": 0.1,
                          "B_V": m["K_V"], "G_V": m["G_V"], "nu_V": m["nu_V"]})
         paths = {}
         for prop, name, table in (
@@ -205,8 +209,11 @@ def test_compare_and_figures_from_synthetic_models(cfg, tmp_path):
     c323 = el[el["T_K"] == 323.0][[f"{k}_GPa" for k in elastic.HEXAGONAL_CONSTANTS]].to_numpy()
     rms = np.sqrt(np.mean((0.1 * c323) ** 2))
     assert tg.loc[("pretrained", 323.0), "Cij_rms_dev_GPa"] == pytest.approx(rms)
-    # equal block errors σ on the five constants give σ/√5 on their RMS deviation
-    assert tg.loc[("pretrained", 323.0), "Cij_rms_dev_err_GPa"] == pytest.approx(1 / np.sqrt(5))
+    # equal deviations d_i = 0.1 C_i with unit block errors, C11 and C12 correlated −0.9:
+    # var = Σ g_i² − 1.8 g_C11 g_C12 with g = d/(5 rms), Σ g_i² = 1/5 (independent errors: 1/√5)
+    g = 0.1 * c323[0] / (5 * rms)
+    var = 0.2 - 1.8 * g[names.index("C11")] * g[names.index("C12")]
+    assert tg.loc[("pretrained", 323.0), "Cij_rms_dev_err_GPa"] == pytest.approx(np.sqrt(var))
     assert tg.loc[("fused", 323.0), "Cij_rms_dev_vs_pretrained"] == pytest.approx(0.0, abs=1e-9)
     a323 = float(np.interp(323.0, lat["T_K"], lat["a_A"]))
     assert tg.loc[("fused", 323.0), "a_rel_err_pct"] == pytest.approx(100 * (2.96 - a323) / a323)
@@ -234,6 +241,32 @@ def test_compare_and_figures_from_synthetic_models(cfg, tmp_path):
     figures.write_all(inputs, cfg, pngs)
     for p in pngs.values():
         assert (tmp_path / "fig" / p).stat().st_size > 10_000
+
+
+def test_rms_deviation_error_is_the_block_error_of_its_linearisation():
+    """The error of the C_ij RMS deviation from the tables' block errors and covariances equals the
+    block standard error of the linearised RMS, Σ g_i C_i per block, computed directly; with C11
+    and C12 anti-correlated (as the optical-mode term makes them) it is well below the
+    independent-error value when both deviate the same way."""
+    from fusedmlp.observables.averages import standard_covariance, standard_error
+    rng = np.random.default_rng(3)
+    names = elastic.HEXAGONAL_CONSTANTS
+    shift = rng.normal(size=(6, 1))
+    blocks = rng.normal(size=(6, 5)) * 0.3 + np.array([160.0, 180.0, 45.0, 90.0, 70.0])
+    blocks[:, [0, 3]] += 2.0 * shift * np.array([1.0, -1.0])  # C11 up where C12 goes down
+    row = {"C11": 0.0}
+    for i, a in enumerate(names):
+        row[f"{a}_err"] = standard_error(blocks[:, i])
+        for j in range(i + 1, 5):
+            row[f"{a}_{names[j]}_cov"] = standard_covariance(blocks[:, i], blocks[:, j])
+    dev = blocks.mean(0) - np.array([150.0, 175.0, 44.0, 85.0, 68.0])
+    rms, err = compare.rms_deviation(dev, compare.block_covariance(row, names))
+    g = dev / (5 * rms)
+    assert rms == pytest.approx(np.sqrt(np.mean(dev**2)))
+    assert err == pytest.approx(standard_error(blocks @ g), rel=1e-10)
+    independent = np.sqrt(np.sum((g * [row[f"{a}_err"] for a in names]) ** 2))
+    assert err < 0.5 * independent
+    assert np.isnan(compare.rms_deviation(dev, compare.block_covariance({"C11_err": 1.0}, names))[1])
 
 
 @pytest.mark.slow  # ~2 min: a molten 54-atom cell

@@ -195,11 +195,35 @@ def rdf_fits(fits: dict, start: str, rdf_paths: dict, diff: pd.DataFrame, el: pd
     return pd.DataFrame(rows)
 
 
+def block_covariance(row, names) -> np.ndarray:
+    """Covariance matrix of the block estimates of the constants ``names`` in an evaluation table's
+    ``row`` (``<a>_err``, ``<a>_<b>_cov``); NaN where the table has no errors, or no covariances
+    (a table written before they were: rerun its evaluation)."""
+    cov = np.full((len(names), len(names)), np.nan)
+    for i, a in enumerate(names):
+        cov[i, i] = float(row.get(f"{a}_err", np.nan)) ** 2
+        for j, b in enumerate(names[:i]):
+            cov[i, j] = cov[j, i] = float(row.get(f"{b}_{a}_cov", np.nan))
+    return cov
+
+
+def rms_deviation(dev, cov) -> tuple[float, float]:
+    """√(Σd²/n) of deviations ``dev`` and its standard error √(gᵀ Σ g), g = d/(n·rms), to first
+    order, from their covariance ``cov`` (the errors of C11 and C12 are anti-correlated: taken as
+    independent they would miscount it)."""
+    dev = np.asarray(dev, float)
+    rms = float(np.sqrt(np.mean(dev**2)))
+    if rms == 0.0:
+        return rms, float("nan")
+    g = dev / (len(dev) * rms)
+    return rms, float(np.sqrt(g @ np.asarray(cov, float) @ g))
+
+
 def training_targets(el_models: pd.DataFrame, el: pd.DataFrame, lat: pd.DataFrame, errors: pd.DataFrame,
                      temperatures, start: str = "pretrained") -> pd.DataFrame:
     """What top-down training is judged by, per model at the training temperatures, as the
     evaluation rules measured it, beside the model ``start`` the schemes began from: the RMS
-    deviation of the five hcp C_ij from experiment (standard error from the block errors) and its
+    deviation of the five hcp C_ij from experiment (standard error from the block covariances) and its
     ratio to ``start``'s; the pressure at the experimental lattice; the zero-pressure lattice
     constants' deviations from experiment (``lat``: the ``lattice_temperature`` comparison; NaN
     where it has no run at that temperature); and the reference-test errors with their ratios to
@@ -211,11 +235,12 @@ def training_targets(el_models: pd.DataFrame, el: pd.DataFrame, lat: pd.DataFram
         if not np.any(np.isclose(t, temperatures)):
             continue
         dev = np.array([r[c] - float(interpolate(el, "T_K", f"{c}_GPa", t)) for c in names])
-        err = np.array([r[f"{c}_err"] if f"{c}_err" in r else np.nan for c in names], float)
-        rms = float(np.sqrt(np.mean(dev**2)))
-        row = {"model": r["model"], "T_K": t, "Cij_rms_dev_GPa": rms,
-               # δ√(Σd²/n) = √Σ(d δd)² / (n · rms), the block errors taken as independent
-               "Cij_rms_dev_err_GPa": float(np.sqrt(np.sum((dev * err) ** 2)) / (len(names) * rms)) if rms else np.nan,
+        cov = block_covariance(r, names)
+        if np.isnan(cov).any() and not np.isnan(np.diag(cov)).any():
+            log.warning("%s at %g K: the elastic table has block errors but no covariances (written by an "
+                        "older evaluate_elastic_hcp); the C_ij RMS deviation gets no error", r["model"], t)
+        rms, rms_err = rms_deviation(dev, cov)
+        row = {"model": r["model"], "T_K": t, "Cij_rms_dev_GPa": rms, "Cij_rms_dev_err_GPa": rms_err,
                "pressure_GPa": r["pressure_GPa"], "pressure_err_GPa": r.get("pressure_GPa_err", np.nan)}
         at = lat[(lat["model"] == r["model"]) & np.isclose(lat["T_K"], t)]
         for x in ("a", "c"):

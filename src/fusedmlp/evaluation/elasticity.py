@@ -24,7 +24,7 @@ from .. import elastic, units
 from ..md.neighbors import frame_graphs
 from ..md.settings import Dynamics
 from ..md.simulate import Trajectory, lattice_site_momenta
-from ..observables.averages import block_slices, standard_error
+from ..observables.averages import block_slices, standard_covariance, standard_error
 from ..observables.reweighting import BatchedQuantities, Frames
 from ..observables.stress import frame_pressure, kinetic_tensor, stress_fluctuation
 from ..structures import crystal
@@ -65,7 +65,10 @@ def tensor_and_pressure(q: dict, n_atoms: int, temperature: float, idx=None) -> 
 
 def summarize(q: dict, n_atoms: int, temperature: float, symmetry: str, n_blocks: int) -> dict:
     """Symmetry-reduced constants (adiabatic ``C11`` …, isothermal ``C11_T`` …), pressure and
-    moduli (adiabatic) with block standard errors."""
+    moduli (adiabatic) with block standard errors ``<name>_err``, and the block covariances
+    ``<a>_<b>_cov`` of every pair of adiabatic constants: C11 and C12 share the optical-mode
+    relaxation term, so their errors are strongly anti-correlated and any combination of the
+    constants (an RMS deviation, C11 − C12) needs them."""
 
     def values(idx=None) -> dict:
         c, p = tensor_and_pressure(q, n_atoms, temperature, idx)
@@ -83,6 +86,10 @@ def summarize(q: dict, n_atoms: int, temperature: float, symmetry: str, n_blocks
         blocks = [values(s) for s in block_slices(n, n_blocks)]
         for k in list(row):
             row[f"{k}_err"] = standard_error([b[k] for b in blocks])
+        names = elastic.SYMMETRY_CONSTANTS[symmetry]
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                row[f"{a}_{b}_cov"] = standard_covariance([x[a] for x in blocks], [x[b] for x in blocks])
     return row
 
 

@@ -3,7 +3,8 @@ reweighting weights for DiffTRe), and standard errors from blocks of frames.
 
 Block averaging (Flyvbjerg & Petersen, J. Chem. Phys. 91, 461, 1989): consecutive blocks much
 longer than the correlation time give nearly independent estimates x_b of a quantity, whose
-standard error is s(x_b)/√n_blocks with s the sample standard deviation (ddof = 1).
+standard error is s(x_b)/√n_blocks with s the sample standard deviation (ddof = 1); the
+covariance of two such means is likewise s(x_b, y_b)/n_blocks.
 """
 
 from __future__ import annotations
@@ -54,6 +55,13 @@ def standard_error(block_values) -> float:
     """s(x_b)/√n of n block estimates x_b (see the module docstring)."""
     values = np.asarray(block_values, float)
     return float(values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def standard_covariance(x_blocks, y_blocks) -> float:
+    """s(x_b, y_b)/n: covariance of the means of two quantities estimated on the same n blocks
+    (``standard_error`` squared when x = y)."""
+    x, y = np.asarray(x_blocks, float), np.asarray(y_blocks, float)
+    return float(np.cov(x, y, ddof=1)[0, 1] / len(x))
 
 
 def block_errors(per_frame, n_blocks: int) -> np.ndarray:
