@@ -159,6 +159,12 @@ def diffusion(models: pd.DataFrame, exp: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def first(df: pd.DataFrame, model: str, column: str) -> float:
+    """``column`` of ``model``'s first row in ``df``; NaN where it has none or no such column."""
+    rows = df[df["model"] == model]
+    return float(rows[column].iloc[0]) if len(rows) and column in rows else float("nan")
+
+
 def rdf_fits(fits: dict, start: str, rdf_paths: dict, diff: pd.DataFrame, el: pd.DataFrame,
              errors: pd.DataFrame) -> pd.DataFrame:
     """Models fitted to a g(r) (``fits``: ``{model: (method, target table)}``, IBI's pair correction
@@ -170,10 +176,6 @@ def rdf_fits(fits: dict, start: str, rdf_paths: dict, diff: pd.DataFrame, el: pd
     def rdf_err(model, ref):
         cur = pd.read_csv(rdf_paths[model])
         return float(np.sqrt(np.nanmean((interpolate(cur, "r_A", "g", ref["r_A"]) - ref["g"]) ** 2)))
-
-    def first(df, model, column):
-        rows = df[df["model"] == model]
-        return float(rows[column].iloc[0]) if len(rows) else float("nan")
 
     def cij_rms(model):
         g = el[el["model"] == model]
@@ -219,22 +221,23 @@ def rms_deviation(dev, cov) -> tuple[float, float]:
     return rms, float(np.sqrt(g @ np.asarray(cov, float) @ g))
 
 
-def training_targets(el_models: pd.DataFrame, el: pd.DataFrame, lat: pd.DataFrame, errors: pd.DataFrame,
+def training_targets(el_models: pd.DataFrame, cmp_el: pd.DataFrame, lat: pd.DataFrame, errors: pd.DataFrame,
                      temperatures, start: str = "pretrained") -> pd.DataFrame:
     """What top-down training is judged by, per model at the training temperatures, as the
     evaluation rules measured it, beside the model ``start`` the schemes began from: the RMS
-    deviation of the five hcp C_ij from experiment (standard error from the block covariances) and its
+    deviation of the five hcp C_ij (``el_models``, the evaluation tables) from experiment
+    (``cmp_el``, their ``elastic_hcp`` comparison; standard error from the block covariances) and its
     ratio to ``start``'s; the pressure at the experimental lattice; the zero-pressure lattice
     constants' deviations from experiment (``lat``: the ``lattice_temperature`` comparison; NaN
     where it has no run at that temperature); and the reference-test errors with their ratios to
     ``start``'s (the energy also without its mean offset)."""
     names = elastic.HEXAGONAL_CONSTANTS
     rows = []
-    for _, r in el_models.iterrows():
+    for i, r in el_models.iterrows():
         t = float(r["T_K"])
         if not np.any(np.isclose(t, temperatures)):
             continue
-        dev = np.array([r[c] - float(interpolate(el, "T_K", f"{c}_GPa", t)) for c in names])
+        dev = np.array([r[c] - cmp_el.loc[i, f"{c}_exp"] for c in names], float)
         cov = block_covariance(r, names)
         if np.isnan(cov).any() and not np.isnan(np.diag(cov)).any():
             log.warning("%s at %g K: the elastic table has block errors but no covariances (written by an "
@@ -248,10 +251,9 @@ def training_targets(el_models: pd.DataFrame, el: pd.DataFrame, lat: pd.DataFram
             row[f"{x}_rel_err_pct"] = float(at[f"{x}_A_rel_err_pct"].iloc[0]) if have else np.nan
             row[f"{x}_rel_err_err_pct"] = (float(100.0 * at[f"{x}_A_err"].iloc[0] / at[f"{x}_A_exp"].iloc[0])
                                            if have else np.nan)
-        e = errors[errors["model"] == r["model"]]
         for col in ("forces_rmse_meV_A", "energy_rmse_meV_atom", "energy_rmse_no_offset_meV_atom",
                     "energy_offset_meV_atom"):
-            row[col] = float(e[col].iloc[0]) if len(e) and col in e else np.nan
+            row[col] = first(errors, r["model"], col)
         rows.append(row)
     out = pd.DataFrame(rows)
     if out.empty:
@@ -302,7 +304,7 @@ def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
         "test_errors": (read_models({k.split("__")[1]: v for k, v in inputs.items()
                                      if k.startswith("test_errors__")}), "Errors on the reference test split"),
     }
-    tables["targets"] = (training_targets(el_models, el,
+    tables["targets"] = (training_targets(el_models, cmp_el,
                                           tables["lattice_temperature"][0], tables["test_errors"][0],
                                           cfg["difftre"]["temperatures"]),
                          "Top-down targets at the training temperatures and the cost on the reference test, "
