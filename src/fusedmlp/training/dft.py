@@ -82,12 +82,15 @@ class DFTTrainer(NamedTuple):
 
 def dft_trainer(settings: ModelSettings, data: GraphData, train_idx, ts: DFTTrainerSettings,
                 dtype=jnp.float32, steps_per_epoch: int | None = None) -> DFTTrainer:
+    """``steps_per_epoch``: the Adam steps the caller takes per epoch of ``ts.epochs``, which the
+    learning rate decays over (default: one pass over ``train_idx``; a scheme that interleaves a
+    few batches with other updates takes a different number)."""
     train_idx = np.asarray(train_idx)
     bsz = min(ts.batch_size, len(train_idx))
-    n_batches = steps_per_epoch or int(np.ceil(len(train_idx) / bsz))
+    n_batches = int(np.ceil(len(train_idx) / bsz))
     decay = (ts.lr_end / ts.lr_start) if ts.lr_start > 0 else 1.0
-    schedule = optax.exponential_decay(ts.lr_start, transition_steps=max(ts.epochs * n_batches, 1),
-                                       decay_rate=decay)
+    schedule = optax.exponential_decay(ts.lr_start, decay_rate=decay,
+                                       transition_steps=max(ts.epochs * (steps_per_epoch or n_batches), 1))
     optimizer = optax.adam(schedule)
     predict = batch_predictor(settings, data.capacity, ts.head)
 
