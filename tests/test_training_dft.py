@@ -119,13 +119,14 @@ def test_energy_offset_splits_the_rmse(setup):
 
 def test_learning_rate_decays_over_the_steps_per_epoch_the_caller_takes(setup):
     """A scheme that takes twice a data pass's batches per epoch (``steps_per_epoch``) decays the
-    rate over twice the steps: with the decay ratio squared it follows the schedule of the
-    default trainer step for step, with the same ratio it does not."""
+    rate over twice the steps: with the decay ratio squared it follows the default trainer's
+    schedule step for step (a trainer that ignored ``steps_per_epoch`` would decay faster)."""
     from fusedmlp.training.dft import dft_trainer
 
     s, params, data, split = setup
     default = dft_trainer(s, data, split["train"], TS, jnp.float64)
-    ratio = TS.lr_end / TS.lr_start
+    ts = dataclasses.replace(TS, lr_end=TS.lr_start * (TS.lr_end / TS.lr_start) ** 2)
+    double = dft_trainer(s, data, split["train"], ts, jnp.float64, steps_per_epoch=2 * default.n_batches)
 
     def run(trainer, steps=4):
         st = trainer.init(params)
@@ -133,12 +134,6 @@ def test_learning_rate_decays_over_the_steps_per_epoch_the_caller_takes(setup):
             st, _ = trainer.step(st, 0, b)
         return jax.tree_util.tree_leaves(st.params)
 
-    def double(lr_end):
-        ts = dataclasses.replace(TS, lr_end=lr_end)
-        return dft_trainer(s, data, split["train"], ts, jnp.float64, steps_per_epoch=2 * default.n_batches)
-
-    a = run(default)
-    same = run(double(TS.lr_start * ratio**2))
-    slower = run(double(TS.lr_end))
-    assert max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(a, same)) < 1e-12
-    assert max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(a, slower)) > 1e-6
+    moved = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(run(default), jax.tree_util.tree_leaves(params)))
+    diff = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(run(default), run(double)))
+    assert moved > 1e-3 and diff < 1e-9 * moved, (moved, diff)
