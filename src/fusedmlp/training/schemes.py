@@ -97,8 +97,8 @@ def train_scheme(cfg: dict, scheme: str, model_in, dataset_path, split_path, mod
     data = prepare(ds, settings, progress=log.info)
     dts = fused_dft_settings(cfg, ts.epochs)
     # the DFT learning rate reaches dft_lr_end after the DFT steps the scheme takes
-    per_epoch = len(sps) * sch.dft_batches_per_update if sch.switching == "batch" else None
-    trainer = dft_trainer(settings, data, split["train"], dts, dtype(cfg), steps_per_epoch=per_epoch)
+    trainer = dft_trainer(settings, data, split["train"], dts, dtype(cfg),
+                          steps_per_epoch=sch.dft_batches_per_epoch(len(sps)))
     inputs = {"start_model_sha256": D.file_sha256(model_in), "dataset_sha256": D.file_sha256(dataset_path),
               "split_sha256": D.file_sha256(split_path), "dft_trainer": dataclasses.asdict(dts),
               "state_points": [state_point_record(sp) for sp in sps]}

@@ -104,6 +104,13 @@ class SchemeSettings:
         if self.switching not in ("epoch", "batch"):
             raise ValueError(f"switching {self.switching!r}: expected epoch or batch")
 
+    def dft_batches_per_epoch(self, n_state_points: int) -> int | None:
+        """DFT batches an epoch takes with batch switching (after each state point's update);
+        None where the DFT step is one pass over the data (epoch switching) or absent."""
+        if "dft" not in self.steps or self.switching != "batch":
+            return None
+        return n_state_points * self.dft_batches_per_update
+
 
 @functools.partial(jax.tree_util.register_dataclass,
                    data_fields=["positions", "momenta", "started", "frame_capacity", "graph_capacity",
