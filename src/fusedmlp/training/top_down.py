@@ -280,6 +280,10 @@ class ExpTrainer:
                                                            gradient=False)
                 total += loss
                 report.update({f"{sp.name}_loss_end": loss, f"{sp.name}_ess_end": ess})
+                # the kept parameters' own observables: those of the update above were measured
+                # mid-epoch, before the steps that follow it (a DFT epoch can move the pressure
+                # by a GPa)
+                report.update({f"{sp.name}_{n}_end": v for n, v in pred.items() if np.ndim(v) == 0})
             report["exp_loss_end"] = total
             return params, state, report
 
@@ -292,12 +296,19 @@ def scheme_steps(exp: ExpTrainer, scheme: SchemeSettings, dft_trainer, progress)
     exp_steps = [exp.step(k, progress) for k in range(len(exp.sps))]
     if "dft" not in scheme.steps:
         steps = exp_steps
-    elif scheme.switching == "epoch":
-        steps = exp_steps + [dft_epoch_step(dft_trainer, report="dft_train_loss")]
     else:
-        n = scheme.dft_batches_per_update
-        steps = [s for k, e in enumerate(exp_steps)
-                 for s in (e, dft_batch_step(dft_trainer, k * n, n, report="dft_train_loss"))]
+        # the parameters an epoch ends with are the ones scored and kept: `steps` says whether
+        # they come from the DFT step (exp, dft: the paper) or from the EXP updates (dft, exp)
+        dft_first = scheme.steps.index("dft") < scheme.steps.index("exp")
+        if scheme.switching == "epoch":
+            dft = [dft_epoch_step(dft_trainer, report="dft_train_loss")]
+            steps = dft + exp_steps if dft_first else exp_steps + dft
+        else:
+            n = scheme.dft_batches_per_update
+            steps = []
+            for k, e in enumerate(exp_steps):
+                d = dft_batch_step(dft_trainer, k * n, n, report="dft_train_loss")
+                steps += [d, e] if dft_first else [e, d]
     steps = steps + [exp.score_step()]
     return lambda epoch: steps
 
@@ -361,7 +372,9 @@ def fit_top_down(settings: ModelSettings, params0, state_points: list[StatePoint
     def describe(row):
         return (f"EXP loss {row['exp_loss']:.4g} (during), {row['exp_loss_end']:.4g} (end)"
                 + (f"  DFT val {row['val_loss']:.4g}" if "val_loss" in row else "")
-                + f"  score {row['score']:.4g} (mean {row['score_mean']:.4g})")
+                + f"  score {row['score']:.4g} (mean {row['score_mean']:.4g})"
+                + "".join(f"  {sp.name} P {row[f'{sp.name}_pressure_end']:+.3f} GPa (end)" for sp in state_points
+                          if f"{sp.name}_pressure_end" in row))
 
     return loop.fit(params0, states, scheme_steps(exp, scheme, dft[0] if dft else None, progress),
                     exp_selection(state_points, dft[0] if dft else None, dft[2] if dft else [], params0,
