@@ -11,8 +11,9 @@ from fusedmlp.model.settings import ModelSettings
 from fusedmlp.structures import crystal
 from fusedmlp.training.dft import DFTTrainerSettings, dft_trainer
 from fusedmlp.training.difftre import StatePoint
+from fusedmlp.training import loop
 from fusedmlp.training.loop import TrainingInterrupted
-from fusedmlp.training.top_down import ExpTrainerSettings, SchemeSettings, fit_top_down
+from fusedmlp.training.top_down import ExpTrainerSettings, SchemeSettings, fit_top_down, scheme_steps
 
 TINY = dict(embed_size=4, out_embed_size=4, type_embed_size=2, int_embed_size=2, basis_embed_size=2,
             n_blocks=1, n_output_layers=1, aggregation_scale=20.0)
@@ -89,7 +90,37 @@ def test_trajectory_reuse_and_selection_of_end_parameters(setup, tmp_path):
     assert second["score_mean"] == pytest.approx(np.mean([first["score"], second["score"]]))
     best = min((r["score_mean"], r["epoch"]) for r in res.rows)[1]
     assert res.best_epoch == best
+    # the observables of the parameters the first epoch ends with, reweighted from its frames, are
+    # what the second epoch's update sees before it steps (same parameters, same reused frames)
+    for name in ("C44", "pressure"):
+        assert first[f"323K_{name}_end"] == pytest.approx(second[f"323K_{name}"], rel=1e-5)
+    assert first["323K_pressure_end"] != pytest.approx(first["323K_pressure"], rel=1e-5)  # the update moved it
     # a fresh trajectory for every update at reuse_ess = 1 (the default)
     fresh = fit_top_down(settings, params, sps, dataclasses.replace(ts, reuse_ess=1.0, epochs=1),
                          SchemeSettings(("exp",)), tmp_path / "f.npz", dft=dft, progress=lambda m: None)
     assert fresh.rows[0]["323K_trajectory_updates"] == 1
+
+
+def test_epoch_runs_the_steps_in_the_order_the_scheme_lists():
+    """The parameters an epoch ends with are scored and kept: ``steps`` decides whether the DFT
+    step or the EXP updates come last, with epoch and with batch switching."""
+
+    class Exp:  # the two state points' update steps and the score step, by name only
+        sps = (None, None)
+
+        def step(self, k, progress):
+            return loop.Step(f"exp {k}", "exp", None)
+
+        def score_step(self):
+            return loop.Step("exp score", "exp", None)
+
+    def names(*args, **kw):
+        return [s.name for s in scheme_steps(Exp(), SchemeSettings(*args, **kw), None, None)(0)]
+
+    assert names(("exp", "dft")) == ["exp 0", "exp 1", "dft epoch", "exp score"]
+    assert names(("dft", "exp")) == ["dft epoch", "exp 0", "exp 1", "exp score"]
+    assert names(("exp", "dft"), "batch", dft_batches_per_update=2) == [
+        "exp 0", "dft batches 0-1", "exp 1", "dft batches 2-3", "exp score"]
+    assert names(("dft", "exp"), "batch", dft_batches_per_update=2) == [
+        "dft batches 0-1", "exp 0", "dft batches 2-3", "exp 1", "exp score"]
+    assert names(("exp",)) == ["exp 0", "exp 1", "exp score"]

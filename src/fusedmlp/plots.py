@@ -190,6 +190,10 @@ def top_down_curve(rows, state_points, path, title: str = "") -> None:
                 if f"{sp.name}_{n}" in df and (n == "pressure" or n in sp.targets):
                     axes[2].plot(df["epoch"], df[f"{sp.name}_{n}"], ls=ls, color=colour,
                                  label=f"{short} {sp.name}")
+            # the kept parameters' P: the update's above is mid-epoch, before the steps after it
+            if f"{sp.name}_pressure_end" in df:
+                axes[2].plot(df["epoch"], df[f"{sp.name}_pressure_end"], ls=ls, color="C2", marker="o", ms=3,
+                             label=f"P {sp.name} at the epoch's end")
             if f"{sp.name}_ess" in df:
                 axes[3].plot(df["epoch"], df[f"{sp.name}_ess"], ls=ls, label=sp.name)
         axes[1].set_xlabel("epoch")

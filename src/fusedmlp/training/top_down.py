@@ -5,9 +5,9 @@ One EXP step is one state point's update: run an NVT trajectory with the current
 (continuing from that state point's previous final state) or, while the effective sample size of
 its latest frames stays at or above ``reuse_ess``, reuse those (Thaler & Zavadlav 2021), reweight
 the frames, and take one Adam step on its loss. An epoch visits every state point once. A scheme
-with a DFT step either follows the EXP updates with one DFT epoch (``switching: epoch``) or
-interleaves DFT batches after every EXP update (``switching: batch``); EXP and DFT steps keep
-their own optimizer states.
+with a DFT step either puts one DFT epoch after the EXP updates (``switching: epoch``) or
+interleaves DFT batches after every EXP update (``switching: batch``), or before them where its
+``steps`` list ``dft`` first; EXP and DFT steps keep their own optimizer states.
 
 Model selection (``exp_selection``): the parameters an epoch ends with are scored by their EXP
 loss, reweighted to them from every state point's latest frames, and their DFT validation loss,
