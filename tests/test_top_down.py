@@ -9,9 +9,9 @@ from fusedmlp.model.batch import prepare
 from fusedmlp.model.params import init_params
 from fusedmlp.model.settings import ModelSettings
 from fusedmlp.structures import crystal
+from fusedmlp.training import loop
 from fusedmlp.training.dft import DFTTrainerSettings, dft_trainer
 from fusedmlp.training.difftre import StatePoint
-from fusedmlp.training import loop
 from fusedmlp.training.loop import TrainingInterrupted
 from fusedmlp.training.top_down import ExpTrainerSettings, SchemeSettings, fit_top_down, scheme_steps
 

@@ -105,8 +105,8 @@ class SchemeSettings:
             raise ValueError(f"switching {self.switching!r}: expected epoch or batch")
 
     def dft_batches_per_epoch(self, n_state_points: int) -> int | None:
-        """DFT batches an epoch takes with batch switching (after each state point's update);
-        None where the DFT step is one pass over the data (epoch switching) or absent."""
+        """DFT batches an epoch takes with batch switching (one dose beside each state point's
+        update); None where the DFT step is one pass over the data (epoch switching) or absent."""
         if "dft" not in self.steps or self.switching != "batch":
             return None
         return n_state_points * self.dft_batches_per_update
@@ -257,8 +257,8 @@ class ExpTrainer:
             params, opt_state, rep = self.update(k, params, state.opt_state, frames)
             report.update({f"{sp.name}_loss": rep["loss"], f"{sp.name}_ess": rep["ess"],
                            f"{sp.name}_trajectory_updates": int(walker.served)})
-            report.update({f"{sp.name}_{n}": v for n, v in rep["pred"].items() if np.ndim(v) == 0})
-            scalars = {n: v for n, v in rep["pred"].items() if np.ndim(v) == 0}
+            scalars = scalar_predictions(rep["pred"])
+            report.update({f"{sp.name}_{n}": v for n, v in scalars.items()})
             progress(f"epoch {epoch + 1} {sp.name}: " + "  ".join(
                 f"{n} {v:.1f}" if n.startswith("C") else f"{_SHORT.get(n, n)} {v:+.3f}" for n, v in scalars.items())
                 + (" GPa  " if scalars else "") + f"loss {rep['loss']:.4g}  ESS {rep['ess']:.3f}"
@@ -283,11 +283,16 @@ class ExpTrainer:
                 # the kept parameters' own observables: those of the update above were measured
                 # mid-epoch, before the steps that follow it (a DFT epoch can move the pressure
                 # by a GPa)
-                report.update({f"{sp.name}_{n}_end": v for n, v in pred.items() if np.ndim(v) == 0})
+                report.update({f"{sp.name}_{n}_end": v for n, v in scalar_predictions(pred).items()})
             report["exp_loss_end"] = total
             return params, state, report
 
         return loop.Step("exp score", "exp", apply)
+
+
+def scalar_predictions(pred: dict) -> dict:
+    """The scalar observables of a state point's predictions (the log's columns; an RDF is not)."""
+    return {n: v for n, v in pred.items() if np.ndim(v) == 0}
 
 
 def scheme_steps(exp: ExpTrainer, scheme: SchemeSettings, dft_trainer, progress) -> Callable[[int], list]:
