@@ -185,10 +185,16 @@ def test_compare_and_figures_from_synthetic_models(cfg, tmp_path):
         pd.DataFrame({"model": [model], "energy_rmse_meV_atom": [6.0], "energy_rmse_no_offset_meV_atom": [5.0 * scale],
                       "forces_rmse_meV_A": [80.0 * scale]}).to_csv(err, index=False)
         paths[f"test_errors__{model}"] = str(err)
+        by_type = tmp_path / f"errors_by_type_{model}.csv"
+        pd.DataFrame({"model": model, "config_type": ["bcc/strained", "hcp/md"], "configurations": [8, 8],
+                      "energy_offset_meV_atom": [1.0 + 24.0 * (model == "fused"), 4.0],
+                      "energy_rmse_meV_atom": 5.0, "forces_rmse_meV_A": [80.0 * scale, 70.0],
+                      "virial_rmse_meV_atom": 100.0}).to_csv(by_type, index=False)
+        paths[f"test_errors_by_type__{model}"] = str(by_type)
         inputs.update(paths)
     md = {name: str(tmp_path / "cmp" / f"{name}.md") for name in
           ("elastic_hcp", "moduli", "targets", "lattice_temperature", "lattice_pressure", "phonons", "liquid",
-           "diffusion", "elastic_bcc", "test_errors", "rdf_fits")}
+           "diffusion", "elastic_bcc", "test_errors", "test_errors_by_type", "rdf_fits")}
     # `fused` stands in for a model fitted to a g(r) (ibi.models), beside `pretrained`, its start
     target = tmp_path / "target_rdf.csv"
     target.write_text("# a measured g(r)\nr_A,g\n2.0,0.0\n3.0,2.0\n4.0,1.0\n")
@@ -222,6 +228,11 @@ def test_compare_and_figures_from_synthetic_models(cfg, tmp_path):
     assert np.isnan(tg.loc[("fused", 623.0), "c_rel_err_pct"])  # no lattice run at 623 K
     assert tg.loc[("fused", 623.0), "forces_rmse_vs_pretrained"] == pytest.approx(1 / 1.1)
     assert tg.loc[("fused", 623.0), "energy_rmse_vs_pretrained"] == pytest.approx(1.0)
+    bt = pd.read_csv(tmp_path / "cmp" / "test_errors_by_type.csv").set_index(["config_type", "model"])
+    assert list(bt.index) == [(t, m) for t in ("bcc/strained", "hcp/md") for m in ("fused", "pretrained")]
+    assert bt.loc[("bcc/strained", "fused"), "energy_offset_shift_vs_pretrained_meV_atom"] == pytest.approx(24.0)
+    assert bt.loc[("hcp/md", "fused"), "energy_offset_shift_vs_pretrained_meV_atom"] == pytest.approx(0.0)
+    assert bt.loc[("bcc/strained", "fused"), "forces_rmse_vs_pretrained"] == pytest.approx(1 / 1.1)
     summary = pd.read_csv(tmp_path / "cmp" / "moduli.csv").set_index("model")
     for name in ("B_V", "G_V", "C11", "C44"):
         assert summary.loc["pretrained", f"{name}_mean_abs_rel_err_pct"] == pytest.approx(10.0, abs=1e-6)

@@ -117,6 +117,33 @@ def test_energy_offset_splits_the_rmse(setup):
     assert m["forces_rmse"] == 0.0
 
 
+def test_errors_by_type_recover_a_shift_per_phase_and_partition_the_totals(setup):
+    """Energies shifted by a different amount per configuration type: each type's offset is its
+    shift, and the types' rows recombine (weighted by their labels) into the totals."""
+    from fusedmlp.evaluation.errors import errors_by_type
+    from fusedmlp.model.batch import error_metrics
+    data = setup[2]
+    idx = np.arange(len(data))
+    n = data.n_atoms[idx]
+    types = np.array(["hcp/md", "bcc/strained", "liquid/md"])[idx % 3]
+    shift = {"hcp/md": -0.004, "bcc/strained": 0.025, "liquid/md": 0.010}
+    rng = np.random.default_rng(1)
+    u = data.energy[idx] + np.array([shift[t] for t in types]) * n
+    f = [data.forces[i, :n[k]] + rng.normal(0.0, 0.05 * (1 + k % 3), (n[k], 3)) for k, i in enumerate(idx)]
+    rows = {r["config_type"]: r for r in errors_by_type(data, types, idx, u, f, data.virial[idx], "m")}
+    assert sorted(rows) == sorted(shift)
+    for t, d in shift.items():
+        assert rows[t]["energy_offset_meV_atom"] == pytest.approx(1e3 * d)
+        assert rows[t]["energy_rmse_meV_atom"] == pytest.approx(1e3 * abs(d))
+        assert rows[t]["configurations"] == int(np.sum(types == t))
+    total = error_metrics(data, idx, u, f, data.virial[idx])
+    counts = {t: (np.sum(types == t), 3 * np.sum(n[types == t])) for t in shift}
+    mean = sum(c * rows[t]["energy_offset_meV_atom"] for t, (c, _) in counts.items()) / len(idx)
+    assert mean == pytest.approx(1e3 * total["energy_offset"])
+    msf = sum(k * rows[t]["forces_rmse_meV_A"] ** 2 for t, (_, k) in counts.items()) / sum(k for _, k in counts.values())
+    assert np.sqrt(msf) == pytest.approx(1e3 * total["forces_rmse"])
+
+
 def test_learning_rate_decays_over_the_steps_per_epoch_the_caller_takes(setup):
     """A scheme that takes twice a data pass's batches per epoch (``steps_per_epoch``) decays the
     rate over twice the steps: with the decay ratio squared it follows the default trainer's

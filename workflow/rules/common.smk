@@ -58,7 +58,8 @@ MULTIFIDELITY = "multifidelity"
 MF_ENABLED = config["multifidelity"]["enabled"] and config["data"]["source"] == "reference"
 HEAD_MODELS = [f"{MULTIFIDELITY}@{lvl}" for lvl in config["multifidelity"]["levels"]] if MF_ENABLED else []
 COMPARISON_TABLES = ["elastic_hcp", "moduli", "targets", "lattice_temperature", "lattice_pressure", "phonons",
-                     "liquid", "diffusion", "elastic_bcc", "test_errors"] + (["rdf_fits"] if IBI_MODELS else [])
+                     "liquid", "diffusion", "elastic_bcc", "test_errors",
+                     "test_errors_by_type"] + (["rdf_fits"] if IBI_MODELS else [])
 FIGURES = ["elastic_constants", "moduli", "lattice_temperature", "lattice_pressure", "phonons",
            "liquid_structure", "diffusion"]
 
@@ -212,6 +213,7 @@ def all_targets():
         + expand("results/{model}/model.npz", model=MODELS)
         + expand("results/{model}/training_curve.png", model=MODELS)
         + expand("results/{model}/test_errors.csv", model=MODELS)
+        + expand("results/{model}/test_errors_by_type.csv", model=MODELS)
         + list(evaluation_tables().values())  # workflow/rules/evaluation.smk
         + expand("results/{model}/test_errors.md", model=MODELS)
         + expand("results/{model}/parity.png", model=MODELS)
@@ -268,4 +270,5 @@ def multifidelity_targets():
         return []
     return (["results/multifidelity/model.npz", "results/multifidelity/training_curve.png",
              "results/multifidelity/elastic_0K.md"]
-            + expand("results/{model}/{f}", model=HEAD_MODELS, f=["test_errors.csv", "test_errors.md", "parity.png"]))
+            + expand("results/{model}/{f}", model=HEAD_MODELS, f=["test_errors.csv", "test_errors_by_type.csv", "test_errors.md",
+                                                       "parity.png"]))

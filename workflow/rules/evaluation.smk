@@ -8,6 +8,7 @@ rule dft_errors:
         unpack(errors_dataset),
     output:
         table="results/{model}/test_errors.csv",
+        by_type="results/{model}/test_errors_by_type.csv",
         markdown=report("results/{model}/test_errors.md", category="Reference errors",
                         subcategory="{model}", caption="../report/test_errors.rst"),
         figure=report("results/{model}/parity.png", category="Reference errors",
@@ -60,6 +61,7 @@ rule compare:
     input:
         unpack(lambda wc: evaluation_tables()),
         **{f"test_errors__{m}": f"results/{m}/test_errors.csv" for m in MODELS},
+        **{f"test_errors_by_type__{m}": f"results/{m}/test_errors_by_type.csv" for m in MODELS},
         **{f"ibi_target__{m}": ibi_target_table(m) for m in IBI_MODELS},
         elastic=config["experiment"]["elastic_constants"],
         lattice=config["experiment"]["lattice_constants"],

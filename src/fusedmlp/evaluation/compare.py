@@ -265,6 +265,21 @@ def training_targets(el_models: pd.DataFrame, cmp_el: pd.DataFrame, lat: pd.Data
     return out
 
 
+def errors_by_type(by_type: pd.DataFrame, start: str = "pretrained") -> pd.DataFrame:
+    """The per-configuration-type test errors of every model, each type's models together, with the
+    shift of each type's mean energy error and the ratio of its force error against ``start``'s: a
+    correction that moves one phase against another (bcc against hcp) shows as shifts of different
+    sign, where the totals only grow."""
+    if by_type.empty:
+        return by_type
+    base = by_type[by_type["model"] == start].set_index("config_type")
+    out = by_type.copy()
+    out[f"energy_offset_shift_vs_{start}_meV_atom"] = (out["energy_offset_meV_atom"]
+                                                       - out["config_type"].map(base["energy_offset_meV_atom"]))
+    out[f"forces_rmse_vs_{start}"] = out["forces_rmse_meV_A"] / out["config_type"].map(base["forces_rmse_meV_A"])
+    return out.sort_values(["config_type", "model"], kind="stable").reset_index(drop=True)
+
+
 def per_model(inputs: dict, prop: str, name: str) -> dict[str, str]:
     """``{model: path}`` of one output ``name`` of property ``prop`` from rule inputs keyed
     ``<prop>__<model>__<name>``."""
@@ -303,6 +318,10 @@ def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
                         "bcc elastic constants (GPa; C11 … adiabatic, C11_T … isothermal)"),
         "test_errors": (read_models({k.split("__")[1]: v for k, v in inputs.items()
                                      if k.startswith("test_errors__")}), "Errors on the reference test split"),
+        "test_errors_by_type": (errors_by_type(read_models({k.split("__")[1]: v for k, v in inputs.items()
+                                                            if k.startswith("test_errors_by_type__")})),
+                                "Errors on the reference test split per configuration type (energy offset: the "
+                                "mean error; its shift against the pre-trained model's)"),
     }
     tables["targets"] = (training_targets(el_models, cmp_el,
                                           tables["lattice_temperature"][0], tables["test_errors"][0],
