@@ -270,5 +270,5 @@ def multifidelity_targets():
         return []
     return (["results/multifidelity/model.npz", "results/multifidelity/training_curve.png",
              "results/multifidelity/elastic_0K.md"]
-            + expand("results/{model}/{f}", model=HEAD_MODELS, f=["test_errors.csv", "test_errors_by_type.csv", "test_errors.md",
-                                                       "parity.png"]))
+            + expand("results/{model}/{f}", model=HEAD_MODELS,
+                     f=["test_errors.csv", "test_errors_by_type.csv", "test_errors.md", "parity.png"]))
