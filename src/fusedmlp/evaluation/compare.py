@@ -288,9 +288,12 @@ def per_model(inputs: dict, prop: str, name: str) -> dict[str, str]:
 
 def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
     """All comparison tables. ``inputs``: per-model tables keyed ``<prop>__<model>__<name>``
-    and ``test_errors__<model>``; ``outputs``: ``{table name: markdown path}`` (CSV beside it)."""
+    and ``test_errors__<model>``, ``test_errors_by_type__<model>``; ``outputs``: ``{table name: markdown path}`` (CSV beside it)."""
     def models(prop, name):
         return per_model(inputs, prop, name)
+
+    def errors(prefix):  # {model: csv} of the inputs keyed ``<prefix>__<model>``
+        return {k.split("__")[1]: v for k, v in inputs.items() if k.startswith(f"{prefix}__")}
 
     refs = cfg["evaluation"]["references"]
     el = experiment.elastic_constants(cfg["experiment"]["elastic_constants"])
@@ -316,10 +319,8 @@ def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
         "elastic_bcc": (with_reference(read_models(models("elastic_bcc", "table")), refs["elastic_bcc"],
                                        "T_K", ("C11_GPa", "C12_GPa", "C44_GPa")),
                         "bcc elastic constants (GPa; C11 … adiabatic, C11_T … isothermal)"),
-        "test_errors": (read_models({k.split("__")[1]: v for k, v in inputs.items()
-                                     if k.startswith("test_errors__")}), "Errors on the reference test split"),
-        "test_errors_by_type": (errors_by_type(read_models({k.split("__")[1]: v for k, v in inputs.items()
-                                                            if k.startswith("test_errors_by_type__")})),
+        "test_errors": (read_models(errors("test_errors")), "Errors on the reference test split"),
+        "test_errors_by_type": (errors_by_type(read_models(errors("test_errors_by_type"))),
                                 "Errors on the reference test split per configuration type (energy offset: the "
                                 "mean error; its shift against the pre-trained model's)"),
     }
