@@ -288,7 +288,8 @@ def per_model(inputs: dict, prop: str, name: str) -> dict[str, str]:
 
 def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
     """All comparison tables. ``inputs``: per-model tables keyed ``<prop>__<model>__<name>``
-    and ``test_errors__<model>``, ``test_errors_by_type__<model>``; ``outputs``: ``{table name: markdown path}`` (CSV beside it)."""
+    and ``test_errors__<model>``, ``test_errors_by_type__<model>``; ``outputs``: ``{table name:
+    markdown path}`` (CSV beside it)."""
     def models(prop, name):
         return per_model(inputs, prop, name)
 
