@@ -124,3 +124,54 @@ def test_epoch_runs_the_steps_in_the_order_the_scheme_lists():
     assert names(("dft", "exp"), "batch", dft_batches_per_update=2) == [
         "dft batches 0-1", "exp 0", "dft batches 2-3", "exp 1", "exp score"]
     assert names(("exp",)) == ["exp 0", "exp 1", "exp score"]
+
+
+def test_dft_penalty_gradient_is_the_derivative_of_its_weighted_batch_losses(setup):
+    """The joint scheme's DFT term: weight × the mean loss of its batches / the reference, whose
+    gradient matches a central finite difference along a random direction."""
+    from fusedmlp.model.params import trainable, with_trainable
+    from fusedmlp.training.steps import dft_penalty
+
+    settings, params, sps, ts, (trainer, _, _) = setup
+    weight, reference, batches = 3.0, 0.5, (1, 2)  # two batches of the epoch's order (wrapping)
+    grads, report = dft_penalty(trainer, 1, 2, weight, reference, report="dft")(params, epoch=0)
+    assert report["dft"] == pytest.approx(np.mean([trainer.gradient(params, 0, b)[0] for b in batches]))
+    net = trainable(params)
+    leaves, tree = jax.tree_util.tree_flatten(net)
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    direction = jax.tree_util.tree_unflatten(tree, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
+
+    def penalty(h):
+        p = with_trainable(params, jax.tree_util.tree_map(lambda x, d: x + h * d, net, direction))
+        return weight * np.mean([trainer.gradient(p, 0, b)[0] for b in batches]) / reference
+
+    h = 1e-5
+    fd = (penalty(h) - penalty(-h)) / (2 * h)
+    ad = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction)))
+    assert ad == pytest.approx(fd, rel=1e-5)
+
+
+def test_joint_switching_adds_the_dft_loss_to_each_exp_update(setup, tmp_path):
+    """At weight 0 a joint epoch is the EXP-only epoch, step for step; at a weight that dwarfs
+    the EXP loss, its update descends the DFT loss (a step small enough for first order)."""
+    import dataclasses
+
+    settings, params, sps, ts, dft = setup
+    trainer, train_idx, _ = dft
+    ts = dataclasses.replace(ts, epochs=1, lr_start=1e-4, lr_end=1e-4)
+
+    def run(name, scheme):
+        return fit_top_down(settings, params, sps, ts, scheme, tmp_path / f"{name}.npz", dft=dft,
+                            progress=lambda m: None)
+
+    exp_only = run("e", SchemeSettings(("exp",), dft_selection_weight=0.0))
+    zero = run("z", SchemeSettings(("exp", "dft"), "joint", dft_batches_per_update=2, dft_weight=0.0,
+                                   dft_selection_weight=0.0))
+    heavy = run("h", SchemeSettings(("exp", "dft"), "joint", dft_batches_per_update=2, dft_weight=1e6,
+                                    dft_selection_weight=0.0))
+    for a, b in zip(jax.tree_util.tree_leaves(zero.best_params), jax.tree_util.tree_leaves(exp_only.best_params)):
+        np.testing.assert_array_equal(a, b)
+    assert np.isfinite(zero.rows[0]["dft_train_loss"]) and "dft_train_loss" not in exp_only.rows[0]
+    start = trainer.evaluate(params, train_idx)["loss"]
+    heavy_loss = trainer.evaluate(heavy.best_params, train_idx)["loss"]
+    assert heavy_loss < start and heavy_loss < trainer.evaluate(exp_only.best_params, train_idx)["loss"]

@@ -78,6 +78,9 @@ class DFTTrainer(NamedTuple):
     predict: Callable  # (params, indices) -> (U, F list, W)
     step: Callable  # (state, epoch_number, batch_number) -> (state, loss): one batch of an epoch
     n_batches: int
+    # (params, epoch_number, batch_number) -> (loss, gradient of the trainable parameters): one
+    # batch's loss and its gradient, for a scheme that adds it to another loss (joint switching)
+    gradient: Callable
 
 
 def dft_trainer(settings: ModelSettings, data: GraphData, train_idx, ts: DFTTrainerSettings,
@@ -108,6 +111,13 @@ def dft_trainer(settings: ModelSettings, data: GraphData, train_idx, ts: DFTTrai
 
     update = Program(update)
 
+    def batch_gradient(params, batch, weight):
+        (value, (_, overflow)), grads = jax.value_and_grad(loss, has_aux=True)(
+            trainable(params), params, batch, weight)
+        return value, grads, jnp.any(overflow)
+
+    batch_gradient = Program(batch_gradient)
+
     def init(params) -> DFTState:
         return DFTState(params, optimizer.init(trainable(params)), jnp.zeros((), jnp.int32))
 
@@ -122,11 +132,14 @@ def dft_trainer(settings: ModelSettings, data: GraphData, train_idx, ts: DFTTrai
             idx = np.r_[idx, np.full(bsz - len(idx), idx[0])]  # pad: one compiled shape
             yield idx, weight
 
-    def apply(state, idx, weight):
-        state, value, overflow = update(state, take(data, idx, dtype), jnp.asarray(weight, dtype))
+    def check(overflow):
         if bool(overflow):
             raise RuntimeError("graph capacity overflow in training: edges were enumerated "
                                "exactly on the host, so this is a bug")
+
+    def apply(state, idx, weight):
+        state, value, overflow = update(state, take(data, idx, dtype), jnp.asarray(weight, dtype))
+        check(overflow)
         return state, float(value)
 
     def epoch(state: DFTState, epoch_number: int):
@@ -136,11 +149,20 @@ def dft_trainer(settings: ModelSettings, data: GraphData, train_idx, ts: DFTTrai
             losses.append(value)
         return state, float(np.mean(losses)) if losses else float("nan")
 
-    def step(state: DFTState, epoch_number: int, batch_number: int):
+    def batch(epoch_number: int, batch_number: int):
         for b, (idx, weight) in enumerate(batches(epoch_number)):
             if b == batch_number % n_batches:
-                return apply(state, idx, weight)
+                return idx, weight
         raise IndexError(batch_number)
+
+    def step(state: DFTState, epoch_number: int, batch_number: int):
+        return apply(state, *batch(epoch_number, batch_number))
+
+    def gradient(params, epoch_number: int, batch_number: int):
+        idx, weight = batch(epoch_number, batch_number)
+        value, grads, overflow = batch_gradient(params, take(data, idx, dtype), jnp.asarray(weight, dtype))
+        check(overflow)
+        return float(value), grads
 
     predict_indices = indexed_predictor(predict, data, dtype)
 
@@ -157,4 +179,4 @@ def dft_trainer(settings: ModelSettings, data: GraphData, train_idx, ts: DFTTrai
                               take(data, indices, dtype), jnp.ones(len(indices), dtype), ts)
         return {**error_metrics(data, indices, u, f, w), "loss": float(total)}
 
-    return DFTTrainer(init, epoch, evaluate, predict_indices, step, n_batches)
+    return DFTTrainer(init, epoch, evaluate, predict_indices, step, n_batches, gradient)

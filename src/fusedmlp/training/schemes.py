@@ -86,7 +86,7 @@ def train_scheme(cfg: dict, scheme: str, model_in, dataset_path, split_path, mod
     ts = exp_trainer_settings(cfg)
     f, sc = cfg["fused"], cfg["schemes"][scheme]
     sch = SchemeSettings(steps=tuple(sc["steps"]), switching=f["switching"],
-                         dft_batches_per_update=f["dft_batches_per_update"],
+                         dft_batches_per_update=f["dft_batches_per_update"], dft_weight=f["dft_weight"],
                          dft_selection_weight=sc["selection_dft_weight"])
     for sp in sps:
         log.info("state point %s: %d atoms, box lengths %s Å, targets %s", sp.name, len(sp.positions),

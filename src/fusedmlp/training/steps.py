@@ -1,5 +1,6 @@
 """Bottom-up update steps and selections for ``training.loop``: a whole DFT epoch, a few DFT
-batches (interleaved with DiffTRe updates), and model selection on the DFT validation loss.
+batches (interleaved with DiffTRe updates), the DFT loss as a penalty inside another step's
+update, and model selection on the DFT validation loss.
 
 The DFT step's state is the optimizer state and step count of its own Adam; the parameters come
 from the loop, so a DFT step continues from whatever the previous step (DiffTRe or DFT) left.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -47,6 +50,25 @@ def dft_batch_step(trainer: DFTTrainer, first: int, count: int, report: str, sta
         return st.params, DFTStepState(st.opt_state, st.step), {report: float(np.mean(values))}
 
     return Step(f"dft batches {first}-{first + count - 1}", state, apply)
+
+
+def dft_penalty(trainer: DFTTrainer, first: int, count: int, weight: float, reference: float, report: str):
+    """A loss another step adds to its own (joint switching): ``weight`` times the mean DFT loss
+    of batches ``first .. first + count − 1`` of the epoch's order, relative to ``reference``
+    (the start model's loss). ``penalty(params, epoch) -> (gradient, report)``."""
+    if not reference > 0:
+        raise ValueError(f"reference DFT loss {reference}: expected > 0")
+    scale = weight / (count * reference)
+
+    def penalty(params, epoch: int):
+        values, total = [], None
+        for b in range(first, first + count):
+            value, grads = trainer.gradient(params, epoch, b)
+            values.append(value)
+            total = grads if total is None else jax.tree_util.tree_map(jnp.add, total, grads)
+        return jax.tree_util.tree_map(lambda g: scale * g, total), {report: float(np.mean(values))}
+
+    return penalty
 
 
 def validation_selection(trainer: DFTTrainer, indices):

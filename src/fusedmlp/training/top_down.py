@@ -7,7 +7,10 @@ its latest frames stays at or above ``reuse_ess``, reuse those (Thaler & Zavadla
 the frames, and take one Adam step on its loss. An epoch visits every state point once. A scheme
 with a DFT step either puts one DFT epoch after the EXP updates (``switching: epoch``) or
 interleaves DFT batches after every EXP update (``switching: batch``), or before them where its
-``steps`` list ``dft`` first; EXP and DFT steps keep their own optimizer states.
+``steps`` list ``dft`` first; EXP and DFT steps keep their own optimizer states. With
+``switching: joint`` there is one optimizer: each EXP update descends the state point's EXP loss
+plus ``dft_weight`` times the DFT loss of a few batches relative to the start model's, so the
+loss weights, not the two optimizers' step sizes, set where the trade settles.
 
 Model selection (``exp_selection``): the parameters an epoch ends with are scored by their EXP
 loss, reweighted to them from every state point's latest frames, and their DFT validation loss,
@@ -37,7 +40,7 @@ from ..model.settings import ModelSettings
 from ..observables.reweighting import Frames, effective_sample_size, make_frames, reweighting_weights
 from .difftre import Reweighter, StatePoint
 from . import loop
-from .steps import dft_batch_step, dft_epoch_step, dft_state
+from .steps import dft_batch_step, dft_epoch_step, dft_penalty, dft_state
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +96,21 @@ class ExpTrainerSettings:
 @dataclasses.dataclass(frozen=True)
 class SchemeSettings:
     steps: tuple = ("exp", "dft")  # update steps of an epoch, in order
-    switching: str = "epoch"  # epoch | batch: how a DFT step interleaves with the EXP updates
-    dft_batches_per_update: int = 4  # batch switching: DFT batches after each EXP update
+    switching: str = "epoch"  # epoch | batch | joint: how a DFT step enters the EXP updates
+    dft_batches_per_update: int = 4  # batch / joint switching: DFT batches per EXP update
     dft_selection_weight: float = 1.0
+    # joint switching: the EXP loss (GPa²-weighted, as the state points' targets) that a rise of
+    # the DFT loss by its start value costs
+    dft_weight: float = 100.0
 
     def __post_init__(self):
         unknown = [s for s in self.steps if s not in STEPS]
         if unknown or "exp" not in self.steps:
             raise ValueError(f"steps {list(self.steps)}: expected an 'exp' step and steps among {list(STEPS)}")
-        if self.switching not in ("epoch", "batch"):
-            raise ValueError(f"switching {self.switching!r}: expected epoch or batch")
+        if self.switching not in ("epoch", "batch", "joint"):
+            raise ValueError(f"switching {self.switching!r}: expected epoch, batch or joint")
+        if self.dft_weight < 0:
+            raise ValueError(f"dft_weight {self.dft_weight}: expected >= 0")
 
     def dft_batches_per_epoch(self, n_state_points: int) -> int | None:
         """DFT batches an epoch takes with batch switching (one dose beside each state point's
@@ -225,22 +233,28 @@ class ExpTrainer:
                         np.asarray(0))
         return frames, walker, traj.stats
 
-    def update(self, k: int, params, opt_state, frames: Frames):
-        """One Adam step on state point k; returns the new parameters, optimizer state and a
-        report (loss, predictions, ESS of the frames under the new parameters)."""
+    def update(self, k: int, params, opt_state, frames: Frames, penalty=None):
+        """One Adam step on state point k: on its loss, plus a second loss where ``penalty(params)
+        -> (gradient of the trainable parameters, report)`` is given. Returns the new parameters,
+        optimizer state and a report (loss, predictions, ESS of the frames under the new
+        parameters, the penalty's report)."""
         sp, rew = self.sps[k], self.rews[k]
         loss, pred, _, grads = rew.evaluate(params, frames, sp)
-        net = trainable(params)
-        updates, opt_state = self.optimizer.update(trainable(grads), opt_state, net)
+        net, grads, extra = trainable(params), trainable(grads), {}
+        if penalty is not None:
+            extra_grads, extra = penalty(params)
+            grads = jax.tree_util.tree_map(jnp.add, grads, extra_grads)
+        updates, opt_state = self.optimizer.update(grads, opt_state, net)
         new = with_trainable(params, optax.apply_updates(net, updates))
         w = reweighting_weights(jnp.asarray(rew.energies(new, frames)), jnp.asarray(frames.u_ref),
                                 sp.temperature)
-        return new, opt_state, dict(loss=loss, pred=pred, ess=effective_sample_size(w))
+        return new, opt_state, dict(loss=loss, pred=pred, ess=effective_sample_size(w), extra=extra)
 
-    def step(self, k: int, progress: Callable[[str], None]) -> loop.Step:
+    def step(self, k: int, progress: Callable[[str], None], penalty=None) -> loop.Step:
         """The loop step of state point k: frames (the latest trajectory's while its effective
         sample size under the current parameters is at least ``reuse_ess``, else a new
-        trajectory) and one Adam update on them."""
+        trajectory) and one Adam update on them. ``penalty(params, epoch) -> (gradient, report)``
+        adds a second loss to the update's (joint switching)."""
         sp, ts = self.sps[k], self.ts
 
         def apply(params, state: ExpState, epoch: int):
@@ -254,9 +268,10 @@ class ExpTrainer:
                 frames, walker, stats = self.trajectory(k, params, state.walkers, epoch)
                 report[f"{sp.name}_md_steps_per_s"] = stats["steps"] / stats["wall_s"]
             walker = dataclasses.replace(walker, served=np.asarray(int(walker.served) + 1))
-            params, opt_state, rep = self.update(k, params, state.opt_state, frames)
+            params, opt_state, rep = self.update(k, params, state.opt_state, frames,
+                                                 None if penalty is None else functools.partial(penalty, epoch=epoch))
             report.update({f"{sp.name}_loss": rep["loss"], f"{sp.name}_ess": rep["ess"],
-                           f"{sp.name}_trajectory_updates": int(walker.served)})
+                           f"{sp.name}_trajectory_updates": int(walker.served)}, **rep["extra"])
             scalars = scalar_predictions(rep["pred"])
             report.update({f"{sp.name}_{n}": v for n, v in scalars.items()})
             progress(f"epoch {epoch + 1} {sp.name}: " + "  ".join(
@@ -295,9 +310,17 @@ def scalar_predictions(pred: dict) -> dict:
     return {n: v for n, v in pred.items() if np.ndim(v) == 0}
 
 
-def scheme_steps(exp: ExpTrainer, scheme: SchemeSettings, dft_trainer, progress) -> Callable[[int], list]:
+def scheme_steps(exp: ExpTrainer, scheme: SchemeSettings, dft_trainer, progress,
+                 dft_reference: float | None = None) -> Callable[[int], list]:
     """The steps of one epoch: every state point's EXP update, with the DFT step after all of them
-    (epoch switching) or a few DFT batches after each (batch switching)."""
+    (epoch switching), a few DFT batches after each (batch switching), or a few DFT batches'
+    loss, relative to ``dft_reference``, inside each (joint switching)."""
+    n = scheme.dft_batches_per_update
+    if "dft" in scheme.steps and scheme.switching == "joint":
+        steps = [exp.step(k, progress, dft_penalty(dft_trainer, k * n, n, scheme.dft_weight, dft_reference,
+                                                   report="dft_train_loss"))
+                 for k in range(len(exp.sps))]
+        return lambda epoch: steps + [exp.score_step()]
     exp_steps = [exp.step(k, progress) for k in range(len(exp.sps))]
     if "dft" not in scheme.steps:
         steps = exp_steps
@@ -309,7 +332,6 @@ def scheme_steps(exp: ExpTrainer, scheme: SchemeSettings, dft_trainer, progress)
             dft = [dft_epoch_step(dft_trainer, report="dft_train_loss")]
             steps = dft + exp_steps if dft_first else exp_steps + dft
         else:
-            n = scheme.dft_batches_per_update
             steps = []
             for k, e in enumerate(exp_steps):
                 d = dft_batch_step(dft_trainer, k * n, n, report="dft_train_loss")
@@ -369,7 +391,13 @@ def fit_top_down(settings: ModelSettings, params0, state_points: list[StatePoint
     exp = ExpTrainer(settings, state_points, ts, progress=lambda m: progress("  MD " + m))
     dtype = jax.tree_util.tree_leaves(params0)[0].dtype
     states = {"exp": exp.init(params0, dtype)}
-    if "dft" in scheme.steps:
+    dft_reference = None
+    if "dft" in scheme.steps and scheme.switching == "joint":
+        # the penalty's unit: the start model's loss on the training data
+        dft_reference = dft[0].evaluate(params0, dft[1])["loss"]
+        progress(f"joint switching: DFT training loss of the start model {dft_reference:.4g}, weight "
+                 f"{scheme.dft_weight:g} per unit of it")
+    elif "dft" in scheme.steps:
         states["dft"] = dft_state(dft[0], params0)
     record = dict(exp=dataclasses.asdict(ts), scheme=dataclasses.asdict(scheme),
                   state_points=[sp.name for sp in state_points], inputs=inputs or {})
@@ -381,7 +409,7 @@ def fit_top_down(settings: ModelSettings, params0, state_points: list[StatePoint
                 + "".join(f"  {sp.name} P {row[f'{sp.name}_pressure_end']:+.3f} GPa (end)" for sp in state_points
                           if f"{sp.name}_pressure_end" in row))
 
-    return loop.fit(params0, states, scheme_steps(exp, scheme, dft[0] if dft else None, progress),
+    return loop.fit(params0, states, scheme_steps(exp, scheme, dft[0] if dft else None, progress, dft_reference),
                     exp_selection(state_points, dft[0] if dft else None, dft[2] if dft else [], params0,
                                   scheme.dft_selection_weight, ts.selection_window),
                     loop.LoopSettings(ts.epochs, ts.patience), checkpoint_path, record, log_csv=log_csv,
