@@ -81,6 +81,7 @@ class DFTTrainer(NamedTuple):
     # (params, epoch_number, batch_number) -> (loss, gradient of the trainable parameters): one
     # batch's loss and its gradient, for a scheme that adds it to another loss (joint switching)
     gradient: Callable
+    optimizer: optax.GradientTransformation  # the Adam of ``step``, at the trainer's rates
 
 
 def dft_trainer(settings: ModelSettings, data: GraphData, train_idx, ts: DFTTrainerSettings,
@@ -179,4 +180,4 @@ def dft_trainer(settings: ModelSettings, data: GraphData, train_idx, ts: DFTTrai
                               take(data, indices, dtype), jnp.ones(len(indices), dtype), ts)
         return {**error_metrics(data, indices, u, f, w), "loss": float(total)}
 
-    return DFTTrainer(init, epoch, evaluate, predict_indices, step, n_batches, gradient)
+    return DFTTrainer(init, epoch, evaluate, predict_indices, step, n_batches, gradient, optimizer)

@@ -8,10 +8,9 @@ from the loop, so a DFT step continues from whatever the previous step (DiffTRe 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -52,23 +51,30 @@ def dft_batch_step(trainer: DFTTrainer, first: int, count: int, report: str, sta
     return Step(f"dft batches {first}-{first + count - 1}", state, apply)
 
 
-def dft_penalty(trainer: DFTTrainer, first: int, count: int, weight: float, reference: float, report: str):
-    """A loss another step adds to its own (joint switching): ``weight`` times the mean DFT loss
-    of batches ``first .. first + count − 1`` of the epoch's order, relative to ``reference``
-    (the start model's loss). ``penalty(params, epoch) -> (gradient, report)``."""
+class Penalty(NamedTuple):
+    """A loss another step adds to its own, one term per sub-step: ``gradient(params, epoch, i)
+    -> (gradient of the trainable parameters, value)`` of term ``i < substeps``; ``report``
+    names the mean value in the epoch's log."""
+
+    gradient: Callable
+    substeps: int
+    report: str
+
+
+def dft_penalty(trainer: DFTTrainer, first: int, count: int, weight: float, reference: float,
+                report: str) -> Penalty:
+    """The DFT loss as a penalty (joint switching): term i is ``weight`` times the loss of batch
+    ``first + i`` of the epoch's order (wrapping around) relative to ``reference`` (the start
+    model's loss), for ``count`` sub-steps."""
     if not reference > 0:
         raise ValueError(f"reference DFT loss {reference}: expected > 0")
-    scale = weight / (count * reference)
+    scale = weight / reference
 
-    def penalty(params, epoch: int):
-        values, total = [], None
-        for b in range(first, first + count):
-            value, grads = trainer.gradient(params, epoch, b)
-            values.append(value)
-            total = grads if total is None else jax.tree_util.tree_map(jnp.add, total, grads)
-        return jax.tree_util.tree_map(lambda g: scale * g, total), {report: float(np.mean(values))}
+    def gradient(params, epoch: int, i: int):
+        value, grads = trainer.gradient(params, epoch, first + i)
+        return jax.tree_util.tree_map(lambda g: scale * g, grads), value
 
-    return penalty
+    return Penalty(gradient, count, report)
 
 
 def validation_selection(trainer: DFTTrainer, indices):

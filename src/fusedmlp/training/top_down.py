@@ -8,9 +8,10 @@ the frames, and take one Adam step on its loss. An epoch visits every state poin
 with a DFT step either puts one DFT epoch after the EXP updates (``switching: epoch``) or
 interleaves DFT batches after every EXP update (``switching: batch``), or before them where its
 ``steps`` list ``dft`` first; EXP and DFT steps keep their own optimizer states. With
-``switching: joint`` there is one optimizer: each EXP update descends the state point's EXP loss
-plus ``dft_weight`` times the DFT loss of a few batches relative to the start model's, so the
-loss weights, not the two optimizers' step sizes, set where the trade settles.
+``switching: joint`` there is one optimizer, the DFT trainer's, and one loss: each EXP update
+takes a few Adam steps at the DFT rate, each on the state point's EXP loss plus ``dft_weight``
+times one DFT batch's loss relative to the start model's, so the loss weights, not two
+optimizers' step sizes, set where the trade settles.
 
 Model selection (``exp_selection``): the parameters an epoch ends with are scored by their EXP
 loss, reweighted to them from every state point's latest frames, and their DFT validation loss,
@@ -40,7 +41,7 @@ from ..model.settings import ModelSettings
 from ..observables.reweighting import Frames, effective_sample_size, make_frames, reweighting_weights
 from .difftre import Reweighter, StatePoint
 from . import loop
-from .steps import dft_batch_step, dft_epoch_step, dft_penalty, dft_state
+from .steps import Penalty, dft_batch_step, dft_epoch_step, dft_penalty, dft_state
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ class ExpTrainerSettings:
 class SchemeSettings:
     steps: tuple = ("exp", "dft")  # update steps of an epoch, in order
     switching: str = "epoch"  # epoch | batch | joint: how a DFT step enters the EXP updates
-    dft_batches_per_update: int = 4  # batch / joint switching: DFT batches per EXP update
+    # batch switching: DFT batches after each EXP update; joint: sub-steps (one batch each) of it
+    dft_batches_per_update: int = 4
     dft_selection_weight: float = 1.0
     # joint switching: the EXP loss (GPa²-weighted, as the state points' targets) that a rise of
     # the DFT loss by its start value costs
@@ -113,9 +115,10 @@ class SchemeSettings:
             raise ValueError(f"dft_weight {self.dft_weight}: expected >= 0")
 
     def dft_batches_per_epoch(self, n_state_points: int) -> int | None:
-        """DFT batches an epoch takes with batch switching (one dose beside each state point's
-        update); None where the DFT step is one pass over the data (epoch switching) or absent."""
-        if "dft" not in self.steps or self.switching != "batch":
+        """DFT batches an epoch takes with batch or joint switching (a dose beside or inside each
+        state point's update); None where the DFT step is one pass over the data (epoch
+        switching) or absent."""
+        if "dft" not in self.steps or self.switching == "epoch":
             return None
         return n_state_points * self.dft_batches_per_update
 
@@ -151,7 +154,9 @@ class ExpTrainer:
     """DiffTRe updates over a set of state points for one model."""
 
     def __init__(self, settings: ModelSettings, state_points: list[StatePoint], ts: ExpTrainerSettings,
-                 progress: Callable[[str], None] = log.debug):
+                 progress: Callable[[str], None] = log.debug, optimizer: optax.GradientTransformation | None = None):
+        """``optimizer``: the updates' optimizer (default: Adam at the ``ts`` rates, decaying
+        over one update per state point and epoch)."""
         self.sps, self.ts, self.progress = state_points, ts, progress
         energy = energy_fn(settings)
         self.cutoff = settings.dimenet.cutoff
@@ -171,9 +176,11 @@ class ExpTrainer:
                                Reweighter(md_energy, ts.batch_frames))
             self.sims.append(shared[key][0])
             self.rews.append(shared[key][1])
-        epochs = max(ts.epochs * len(state_points), 1)
-        schedule = optax.exponential_decay(ts.lr_start, epochs, ts.lr_end / ts.lr_start)
-        self.optimizer = optax.adam(schedule, b1=ts.b1, b2=ts.b2)
+        if optimizer is None:
+            epochs = max(ts.epochs * len(state_points), 1)
+            schedule = optax.exponential_decay(ts.lr_start, epochs, ts.lr_end / ts.lr_start)
+            optimizer = optax.adam(schedule, b1=ts.b1, b2=ts.b2)
+        self.optimizer = optimizer
 
     def init(self, params, dtype) -> ExpState:
         zero, f = np.asarray(0), self.ts.frames_kept
@@ -233,28 +240,36 @@ class ExpTrainer:
                         np.asarray(0))
         return frames, walker, traj.stats
 
-    def update(self, k: int, params, opt_state, frames: Frames, penalty=None):
-        """One Adam step on state point k: on its loss, plus a second loss where ``penalty(params)
-        -> (gradient of the trainable parameters, report)`` is given. Returns the new parameters,
-        optimizer state and a report (loss, predictions, ESS of the frames under the new
-        parameters, the penalty's report)."""
+    def update(self, k: int, params, opt_state, frames: Frames, penalty: Penalty | None = None, epoch: int = 0):
+        """One Adam step on state point k's loss, or, with a ``penalty``, one step per penalty
+        term on the loss plus that term. The reweighting gradient of the EXP loss (about 13
+        energy+forces calls per frame) is computed once and held over the sub-steps: a
+        linearisation over steps at the DFT rate, renewed every update. Returns the new
+        parameters, optimizer state and a report (loss, predictions, ESS of the frames under the
+        new parameters, the penalty's mean)."""
         sp, rew = self.sps[k], self.rews[k]
         loss, pred, _, grads = rew.evaluate(params, frames, sp)
         net, grads, extra = trainable(params), trainable(grads), {}
-        if penalty is not None:
-            extra_grads, extra = penalty(params)
-            grads = jax.tree_util.tree_map(jnp.add, grads, extra_grads)
-        updates, opt_state = self.optimizer.update(grads, opt_state, net)
-        new = with_trainable(params, optax.apply_updates(net, updates))
+        values = []
+        for i in range(penalty.substeps if penalty is not None else 1):
+            g = grads
+            if penalty is not None:
+                extra_grads, value = penalty.gradient(with_trainable(params, net), epoch, i)
+                g = jax.tree_util.tree_map(jnp.add, grads, extra_grads)
+                values.append(value)
+            updates, opt_state = self.optimizer.update(g, opt_state, net)
+            net = optax.apply_updates(net, updates)
+        new = with_trainable(params, net)
         w = reweighting_weights(jnp.asarray(rew.energies(new, frames)), jnp.asarray(frames.u_ref),
                                 sp.temperature)
+        if penalty is not None:
+            extra = {penalty.report: float(np.mean(values))}
         return new, opt_state, dict(loss=loss, pred=pred, ess=effective_sample_size(w), extra=extra)
 
-    def step(self, k: int, progress: Callable[[str], None], penalty=None) -> loop.Step:
+    def step(self, k: int, progress: Callable[[str], None], penalty: Penalty | None = None) -> loop.Step:
         """The loop step of state point k: frames (the latest trajectory's while its effective
         sample size under the current parameters is at least ``reuse_ess``, else a new
-        trajectory) and one Adam update on them. ``penalty(params, epoch) -> (gradient, report)``
-        adds a second loss to the update's (joint switching)."""
+        trajectory) and an update on them (with ``penalty``: a second loss, joint switching)."""
         sp, ts = self.sps[k], self.ts
 
         def apply(params, state: ExpState, epoch: int):
@@ -268,8 +283,7 @@ class ExpTrainer:
                 frames, walker, stats = self.trajectory(k, params, state.walkers, epoch)
                 report[f"{sp.name}_md_steps_per_s"] = stats["steps"] / stats["wall_s"]
             walker = dataclasses.replace(walker, served=np.asarray(int(walker.served) + 1))
-            params, opt_state, rep = self.update(k, params, state.opt_state, frames,
-                                                 None if penalty is None else functools.partial(penalty, epoch=epoch))
+            params, opt_state, rep = self.update(k, params, state.opt_state, frames, penalty, epoch)
             report.update({f"{sp.name}_loss": rep["loss"], f"{sp.name}_ess": rep["ess"],
                            f"{sp.name}_trajectory_updates": int(walker.served)}, **rep["extra"])
             scalars = scalar_predictions(rep["pred"])
@@ -388,11 +402,13 @@ def fit_top_down(settings: ModelSettings, params0, state_points: list[StatePoint
     """
     if "dft" in scheme.steps and dft is None:
         raise ValueError(f"scheme steps {list(scheme.steps)} need a DFT trainer")
-    exp = ExpTrainer(settings, state_points, ts, progress=lambda m: progress("  MD " + m))
+    joint = "dft" in scheme.steps and scheme.switching == "joint"
+    exp = ExpTrainer(settings, state_points, ts, progress=lambda m: progress("  MD " + m),
+                     optimizer=dft[0].optimizer if joint else None)
     dtype = jax.tree_util.tree_leaves(params0)[0].dtype
     states = {"exp": exp.init(params0, dtype)}
     dft_reference = None
-    if "dft" in scheme.steps and scheme.switching == "joint":
+    if joint:
         # the penalty's unit: the start model's loss on the training data
         dft_reference = dft[0].evaluate(params0, dft[1])["loss"]
         progress(f"joint switching: DFT training loss of the start model {dft_reference:.4g}, weight "
