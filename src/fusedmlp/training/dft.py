@@ -103,21 +103,19 @@ def dft_trainer(settings: ModelSettings, data: GraphData, train_idx, ts: DFTTrai
         total, parts = loss_terms(pred, batch, weight, ts)
         return total, (parts, pred[3])
 
-    def update(state: DFTState, batch, weight):
-        (value, (parts, overflow)), grads = jax.value_and_grad(loss, has_aux=True)(
-            trainable(state.params), state.params, batch, weight)
-        updates, opt_state = optimizer.update(grads, state.opt_state, trainable(state.params))
-        net = optax.apply_updates(trainable(state.params), updates)
-        return DFTState(with_trainable(state.params, net), opt_state, state.step + 1), value, jnp.any(overflow)
-
-    update = Program(update)
-
-    def batch_gradient(params, batch, weight):
+    def value_and_gradient(params, batch, weight):
         (value, (_, overflow)), grads = jax.value_and_grad(loss, has_aux=True)(
             trainable(params), params, batch, weight)
         return value, grads, jnp.any(overflow)
 
-    batch_gradient = Program(batch_gradient)
+    def update(state: DFTState, batch, weight):
+        value, grads, overflow = value_and_gradient(state.params, batch, weight)
+        updates, opt_state = optimizer.update(grads, state.opt_state, trainable(state.params))
+        net = optax.apply_updates(trainable(state.params), updates)
+        return DFTState(with_trainable(state.params, net), opt_state, state.step + 1), value, overflow
+
+    update = Program(update)
+    batch_gradient = Program(value_and_gradient)
 
     def init(params) -> DFTState:
         return DFTState(params, optimizer.init(trainable(params)), jnp.zeros((), jnp.int32))

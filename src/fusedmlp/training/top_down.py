@@ -114,6 +114,11 @@ class SchemeSettings:
         if self.dft_weight < 0:
             raise ValueError(f"dft_weight {self.dft_weight}: expected >= 0")
 
+    @property
+    def joint(self) -> bool:
+        """One optimizer on the EXP loss plus the weighted DFT loss (joint switching)."""
+        return "dft" in self.steps and self.switching == "joint"
+
     def dft_batches_per_epoch(self, n_state_points: int) -> int | None:
         """DFT batches an epoch takes with batch or joint switching (a dose beside or inside each
         state point's update); None where the DFT step is one pass over the data (epoch
@@ -249,8 +254,7 @@ class ExpTrainer:
         new parameters, the penalty's mean)."""
         sp, rew = self.sps[k], self.rews[k]
         loss, pred, _, grads = rew.evaluate(params, frames, sp)
-        net, grads, extra = trainable(params), trainable(grads), {}
-        values = []
+        net, grads, values = trainable(params), trainable(grads), []
         for i in range(penalty.substeps if penalty is not None else 1):
             g = grads
             if penalty is not None:
@@ -262,8 +266,7 @@ class ExpTrainer:
         new = with_trainable(params, net)
         w = reweighting_weights(jnp.asarray(rew.energies(new, frames)), jnp.asarray(frames.u_ref),
                                 sp.temperature)
-        if penalty is not None:
-            extra = {penalty.report: float(np.mean(values))}
+        extra = {} if penalty is None else {penalty.report: float(np.mean(values))}
         return new, opt_state, dict(loss=loss, pred=pred, ess=effective_sample_size(w), extra=extra)
 
     def step(self, k: int, progress: Callable[[str], None], penalty: Penalty | None = None) -> loop.Step:
@@ -330,7 +333,7 @@ def scheme_steps(exp: ExpTrainer, scheme: SchemeSettings, dft_trainer, progress,
     (epoch switching), a few DFT batches after each (batch switching), or a few DFT batches'
     loss, relative to ``dft_reference``, inside each (joint switching)."""
     n = scheme.dft_batches_per_update
-    if "dft" in scheme.steps and scheme.switching == "joint":
+    if scheme.joint:
         steps = [exp.step(k, progress, dft_penalty(dft_trainer, k * n, n, scheme.dft_weight, dft_reference,
                                                    report="dft_train_loss"))
                  for k in range(len(exp.sps))]
@@ -402,13 +405,12 @@ def fit_top_down(settings: ModelSettings, params0, state_points: list[StatePoint
     """
     if "dft" in scheme.steps and dft is None:
         raise ValueError(f"scheme steps {list(scheme.steps)} need a DFT trainer")
-    joint = "dft" in scheme.steps and scheme.switching == "joint"
     exp = ExpTrainer(settings, state_points, ts, progress=lambda m: progress("  MD " + m),
-                     optimizer=dft[0].optimizer if joint else None)
+                     optimizer=dft[0].optimizer if scheme.joint else None)
     dtype = jax.tree_util.tree_leaves(params0)[0].dtype
     states = {"exp": exp.init(params0, dtype)}
     dft_reference = None
-    if joint:
+    if scheme.joint:
         # the penalty's unit: the start model's loss on the training data
         dft_reference = dft[0].evaluate(params0, dft[1])["loss"]
         progress(f"joint switching: DFT training loss of the start model {dft_reference:.4g}, weight "
