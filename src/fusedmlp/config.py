@@ -117,6 +117,7 @@ def _check_consistency(cfg: dict, source: str) -> None:
             fail(f"{key}.{end}", f"{cfg[key][end]:g} is above {key}.{start} = {cfg[key][start]:g}: "
                                  "the learning rate decays from start to end (swapped?)")
     _check_difftre_frames(cfg["difftre"], fail)
+    _check_control_variates(cfg["evaluation"]["elastic_hcp"], fail)
     _check_experimental_range(cfg, fail)
     fr = cfg["data"]["split"]["fractions"]
     if abs(sum(fr) - 1.0) > 1e-9:
@@ -204,6 +205,24 @@ def _check_difftre_frames(d: dict, fail) -> None:
                  f"{kept} frames per trajectory × {d['born_directions']} strain directions per frame cannot "
                  f"cover the {need} directions the targets {elastic} need: record more frames "
                  "(difftre.record_every_fs, trajectory_ps) or raise born_directions")
+
+
+def _check_control_variates(e: dict, fail) -> None:
+    """hcp control variates fit their coefficients in every block of frames: each block needs
+    MIN_FRAMES_PER_VARIATE frames per variate and MIN_BLOCK_PS of production."""
+    from .observables.control_variates import MIN_BLOCK_PS, MIN_FRAMES_PER_VARIATE, variate_count
+    if not e["control_variates"]:
+        return
+    s = e["sampling"]
+    per_block = int(s["production_ps"] * 1000 / s["record_every_fs"]) // e["n_blocks"]
+    need = MIN_FRAMES_PER_VARIATE * variate_count(2)
+    block_ps = s["production_ps"] / e["n_blocks"]
+    if per_block < need or block_ps < MIN_BLOCK_PS:
+        fail("evaluation.elastic_hcp.control_variates",
+             f"blocks of {block_ps:g} ps and {per_block} frames ({s['production_ps']:g} ps every "
+             f"{s['record_every_fs']:g} fs in {e['n_blocks']} blocks) are too short for the "
+             f"{variate_count(2)} hcp variates: each block needs {MIN_BLOCK_PS:g} ps and {need} frames "
+             "(lengthen evaluation.elastic_hcp.sampling.production_ps, or switch them off)")
 
 
 def _check_experimental_range(cfg: dict, fail) -> None:

@@ -31,6 +31,18 @@ def crystal(symbol: str, structure: str, a: float, covera: float | None = None,
     return atoms.repeat(tuple(int(k) for k in supercell))
 
 
+def sublattices(structure: str, supercell: Sequence[int] = (1, 1, 1)) -> np.ndarray:
+    """Each atom's basis atom in the primitive cell, in ``crystal``'s atom order (cell by cell, the
+    basis within each): hcp has two sublattices; the atoms of bcc's and fcc's cubic cells are
+    lattice translations of one another, one sublattice."""
+    n_cells = int(np.prod([int(k) for k in supercell]))
+    if structure == "hcp":
+        return np.tile(np.arange(2), n_cells)
+    if structure in ("bcc", "fcc"):
+        return np.zeros(n_cells * {"bcc": 2, "fcc": 4}[structure], dtype=int)
+    raise ValueError(f"unknown structure {structure!r}; expected one of {STRUCTURES}")
+
+
 @dataclasses.dataclass(frozen=True)
 class LatticeParameters:
     structure: str

@@ -25,17 +25,20 @@ from ..md.neighbors import frame_graphs
 from ..md.settings import Dynamics
 from ..md.simulate import Trajectory, lattice_site_momenta
 from ..observables.averages import block_slices, standard_covariance, standard_error
+from ..observables.control_variates import calibration_weights, sublattice_variates
 from ..observables.reweighting import BatchedQuantities, Frames
 from ..observables.stress import frame_pressure, kinetic_tensor, stress_fluctuation
-from ..structures import crystal
+from ..structures import crystal, sublattices
 from .potentials import Potential
 from .sampling import Sampling, final_atoms, measure, scan, simulate
 
 log = logging.getLogger(__name__)
 
-def born_frames(pot: Potential, atoms: Atoms, traj: Trajectory, batch_frames: int = 8) -> dict:
+def born_frames(pot: Potential, atoms: Atoms, traj: Trajectory, batch_frames: int = 8,
+                with_forces: bool = False) -> dict:
     """Per-frame Born stress (F, 6) and stiffness (F, 6, 6) (eV/Å³), potential energies (F,) and
-    kinetic tensors (F, 3, 3) (eV) of an NVT trajectory (one box)."""
+    kinetic tensors (F, 3, 3) (eV) of an NVT trajectory (one box); ``with_forces`` also the forces
+    (F, N, 3) (eV/Å), for control variates."""
     box = np.asarray(traj.boxes[0], float)
     if not np.allclose(traj.boxes, box):
         raise ValueError("stress fluctuation needs a fixed box (an NVT trajectory)")
@@ -46,32 +49,40 @@ def born_frames(pot: Potential, atoms: Atoms, traj: Trajectory, batch_frames: in
                           lambda: BatchedQuantities(pot.energy(atoms.numbers), batch_frames))
     q = per_frame.quantities(pot.params, frames, True)
     kin = jax.vmap(kinetic_tensor, (0, None))(jnp.asarray(traj.momenta), jnp.asarray(traj.masses))
-    return {"born_stress": np.asarray(q["born_stress"], float),
-            "born_stiffness": np.asarray(q["born_stiffness"], float), "energy": np.asarray(q["energy"], float),
-            "kinetic": np.asarray(kin, float), "volume": float(abs(np.linalg.det(box)))}
+    out = {"born_stress": np.asarray(q["born_stress"], float),
+           "born_stiffness": np.asarray(q["born_stiffness"], float), "energy": np.asarray(q["energy"], float),
+           "kinetic": np.asarray(kin, float), "volume": float(abs(np.linalg.det(box)))}
+    if with_forces:
+        out["forces"] = np.asarray(per_frame.forces(pot.params, frames), float)
+    return out
 
 
-def tensor_and_pressure(q: dict, n_atoms: int, temperature: float, idx=None) -> tuple[dict, float]:
+def tensor_and_pressure(q: dict, n_atoms: int, temperature: float, idx=None,
+                        variates=None) -> tuple[dict, float]:
     """Stress-fluctuation tensors ``{"adiabatic", "isothermal"}`` (6×6, GPa) and pressure (GPa) of
-    the frames ``idx`` (all if None)."""
+    the frames ``idx`` (all if None); with ``variates`` (F, p) of known mean zero, averages over
+    those frames take their calibration weights (``control_variates``)."""
     idx = slice(None) if idx is None else idx
     f = {k: jnp.asarray(q[k][idx]) for k in ("born_stress", "born_stiffness", "kinetic", "energy")}
+    w = None if variates is None else jnp.asarray(calibration_weights(np.asarray(variates)[idx]))
     c = stress_fluctuation(f["born_stress"], f["born_stiffness"], f["kinetic"], f["energy"], q["volume"],
-                           n_atoms, temperature)
-    p = frame_pressure(f["born_stress"], f["kinetic"], q["volume"])
+                           n_atoms, temperature, w)
+    p = frame_pressure(f["born_stress"], f["kinetic"], q["volume"], w)
     return ({k: np.asarray(units.ev_per_a3_to_gpa(v), float) for k, v in c.items()},
             float(units.ev_per_a3_to_gpa(np.mean(np.asarray(p)[:3]))))
 
 
-def summarize(q: dict, n_atoms: int, temperature: float, symmetry: str, n_blocks: int) -> dict:
+def summarize(q: dict, n_atoms: int, temperature: float, symmetry: str, n_blocks: int,
+              variates=None) -> dict:
     """Symmetry-reduced constants (adiabatic ``C11`` …, isothermal ``C11_T`` …), pressure and
     moduli (adiabatic) with block standard errors ``<name>_err``, and the block covariances
     ``<a>_<b>_cov`` of every pair of adiabatic constants: C11 and C12 share the optical-mode
     relaxation term, so their errors are strongly anti-correlated and any combination of the
-    constants (an RMS deviation, C11 − C12) needs them."""
+    constants (an RMS deviation, C11 − C12) needs them. With ``variates`` every estimate, the
+    blocks' included, uses its own frames' calibration weights."""
 
     def values(idx=None) -> dict:
-        c, p = tensor_and_pressure(q, n_atoms, temperature, idx)
+        c, p = tensor_and_pressure(q, n_atoms, temperature, idx, variates)
         out = {k: float(v) for k, v in elastic.reduce_stiffness(c["adiabatic"], symmetry).items()}
         out.update({f"{k}_T": float(v) for k, v in elastic.reduce_stiffness(c["isothermal"], symmetry).items()})
         out["pressure_GPa"] = p
@@ -98,19 +109,37 @@ class ElasticSettings:
     sampling: Sampling
     n_blocks: int = 4
     batch_frames: int = 8
+    control_variates: bool = False  # Stein variates of the sublattice shifts (``control_variates``)
 
 
 def elastic_at(pot: Potential, atoms: Atoms, temperature: float, rs: Dynamics, es: ElasticSettings,
                symmetry: str, seed: int = 0, progress: Callable[[str], None] = log.info,
-               at_lattice_sites: bool = False) -> dict:
+               at_lattice_sites: bool = False, sublattice=None) -> dict:
     """Stress-fluctuation constants of ``atoms`` (its box fixed) at ``temperature``;
-    ``at_lattice_sites`` as in ``sampling.measure``."""
+    ``at_lattice_sites`` as in ``sampling.measure``. With ``es.control_variates`` the averages take
+    the calibration weights of the Stein variates of the shifts between the crystal's sublattices
+    (``sublattice``: each atom's basis atom, ``structures.sublattices``), which remove most of the
+    optical-mode noise of hcp's C11 and C12; the plain estimate is logged beside it."""
     traj = measure(pot, atoms, temperature, rs, es.sampling, seed=seed, progress=progress,
                    at_lattice_sites=at_lattice_sites)
-    q = born_frames(pot, atoms, traj, es.batch_frames)
+    q = born_frames(pot, atoms, traj, es.batch_frames, with_forces=es.control_variates)
     row = {"T_K": float(temperature), "n_atoms": len(atoms), "frames": len(traj.positions),
            "T_mean_K": float(np.mean(traj.temperatures))}
-    row.update(summarize(q, len(atoms), temperature, symmetry, es.n_blocks))
+    variates = None
+    if es.control_variates:
+        if sublattice is None:
+            raise ValueError("control variates need each atom's sublattice")
+        # unwrapped positions start at the sites: displacements never jump by a lattice vector
+        variates = sublattice_variates(np.asarray(traj.positions) - atoms.positions[None], q["forces"],
+                                       sublattice, units.kT(temperature))
+        plain = summarize(q, len(atoms), temperature, symmetry, es.n_blocks)
+    row["control_variates"] = 0 if variates is None else variates.shape[1]
+    row.update(summarize(q, len(atoms), temperature, symmetry, es.n_blocks, variates))
+    if variates is not None:
+        progress(f"{temperature:g} K, {variates.shape[1]} control variates: "
+                 + "  ".join(f"{n} {row[n]:.1f} ± {row.get(n + '_err', np.nan):.2f} "
+                             f"(plain {plain[n]:.1f} ± {plain.get(n + '_err', np.nan):.2f})"
+                             for n in elastic.SYMMETRY_CONSTANTS[symmetry]))
     return row
 
 
@@ -121,7 +150,7 @@ def hcp_elastic_vs_temperature(pot: Potential, symbol: str, lattice: Callable[[f
     def at(k, t):
         a, c = lattice(float(t))
         row = elastic_at(pot, crystal(symbol, "hcp", a, c / a, supercell), t, rs, es, "hexagonal", seed=k,
-                         progress=progress, at_lattice_sites=True)
+                         progress=progress, at_lattice_sites=True, sublattice=sublattices("hcp", supercell))
         row.update(a_A=a, c_A=c)
         progress(f"{pot.name} hcp {t:g} K: "
                  + "  ".join(f"{n} {row[n]:.1f}" for n in elastic.HEXAGONAL_CONSTANTS)

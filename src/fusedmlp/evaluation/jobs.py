@@ -79,7 +79,8 @@ def elastic_hcp(cfg, model, model_path, table) -> list[dict]:
     pot = _potential(cfg, model, model_path)
     rows = hcp_elastic_vs_temperature(pot, _symbol(cfg), experimental_lattice(cfg, "elastic_hcp"),
                                       temperatures(cfg, "elastic_hcp"), e["supercell"], run_settings(cfg),
-                                      ElasticSettings(sampling(e["sampling"]), n_blocks=e["n_blocks"]))
+                                      ElasticSettings(sampling(e["sampling"]), n_blocks=e["n_blocks"],
+                                                      control_variates=e["control_variates"]))
     return _write_rows(rows, model, table, "hcp elastic constants", t0)
 
 

@@ -19,8 +19,8 @@ import numpy as np
 def frame_weights(weights, n_frames: int):
     """Per-frame weights (n_frames,), uniform when ``weights`` is None.
 
-    Concrete weights are checked (non-negative, summing to 1); traced ones (inside a DiffTRe
-    gradient) are passed through unchecked.
+    Concrete weights are checked (finite, summing to 1; control-variate calibration weights may be
+    negative); traced ones (inside a DiffTRe gradient) are passed through unchecked.
     """
     if weights is None:
         return jnp.full(n_frames, 1.0 / n_frames)
@@ -29,8 +29,8 @@ def frame_weights(weights, n_frames: int):
         raise ValueError(f"weights must have shape ({n_frames},); got {w.shape}")
     if not isinstance(w, jax.core.Tracer):
         wn = np.asarray(w, float)
-        if np.any(wn < 0) or abs(wn.sum() - 1.0) > 1e-6:
-            raise ValueError(f"weights must be non-negative and sum to 1; sum is {wn.sum():g}")
+        if not np.all(np.isfinite(wn)) or abs(wn.sum() - 1.0) > 1e-6:
+            raise ValueError(f"weights must be finite and sum to 1; sum is {wn.sum():g}")
     return w
 
 

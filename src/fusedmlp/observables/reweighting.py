@@ -57,6 +57,15 @@ def frame_quantities(energy: Callable, with_born: bool) -> Callable:
     return q
 
 
+def frame_forces(energy: Callable) -> Callable:
+    """``f(params, positions, box, graph) -> forces`` (N, 3) of one frame."""
+
+    def f(params, positions, box, graph):
+        return -jax.grad(lambda r: energy(params, r, box, graph))(positions)
+
+    return f
+
+
 def directional_quantities(energy: Callable) -> Callable:
     """``q(params, positions, box, graph, directions) -> dict`` per frame: the energy, the Born
     stress and the Born stiffness along the frame's strain ``directions`` (p, 6)
@@ -146,6 +155,7 @@ class BatchedQuantities:
         self._q = {b: Program(jax.vmap(frame_quantities(energy, b), (None, 0, None, 0)))
                    for b in (False, True)}
         self._q_directional = Program(jax.vmap(directional_quantities(energy), (None, 0, None, 0, 0)))
+        self._forces = Program(jax.vmap(frame_forces(energy), (None, 0, None, 0)))
 
     def _batches(self, n: int):
         for s in range(0, n, self.batch):
@@ -168,6 +178,12 @@ class BatchedQuantities:
                 q = self._q[with_born](params, *self._take(fr, padded))
             parts.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[:len(idx)], q))
         return {k: jnp.asarray(np.concatenate([p[k] for p in parts])) for k in parts[0]}
+
+    def forces(self, params, fr: Frames) -> np.ndarray:
+        """Forces (F, N, 3) of every frame (eV/Å)."""
+        parts = [np.asarray(self._forces(params, *self._take(fr, padded)))[:len(idx)]
+                 for idx, padded in self._batches(len(fr.positions))]
+        return np.concatenate(parts)
 
     def energies(self, params, fr: Frames) -> np.ndarray:
         return np.asarray(self.quantities(params, fr, False)["energy"])
