@@ -119,7 +119,8 @@ def elastic_at(pot: Potential, atoms: Atoms, temperature: float, rs: Dynamics, e
     ``at_lattice_sites`` as in ``sampling.measure``. With ``es.control_variates`` the averages take
     the calibration weights of the Stein variates of the shifts between the crystal's sublattices
     (``sublattice``: each atom's basis atom, ``structures.sublattices``), which remove most of the
-    optical-mode noise of hcp's C11 and C12; the plain estimate is logged beside it."""
+    optical-mode noise of hcp's C11 and C12; the plain estimate of the same frames goes beside it
+    (``C11_plain``, ``C11_plain_err`` …)."""
     traj = measure(pot, atoms, temperature, rs, es.sampling, seed=seed, progress=progress,
                    at_lattice_sites=at_lattice_sites)
     q = born_frames(pot, atoms, traj, es.batch_frames, with_forces=es.control_variates)
@@ -136,10 +137,12 @@ def elastic_at(pot: Potential, atoms: Atoms, temperature: float, rs: Dynamics, e
     row["control_variates"] = 0 if variates is None else variates.shape[1]
     row.update(summarize(q, len(atoms), temperature, symmetry, es.n_blocks, variates))
     if variates is not None:
+        names = elastic.SYMMETRY_CONSTANTS[symmetry]
+        for n in names:  # the plain estimate of the same frames beside it
+            row[f"{n}_plain"], row[f"{n}_plain_err"] = plain[n], plain.get(f"{n}_err", np.nan)
         progress(f"{temperature:g} K, {variates.shape[1]} control variates: "
                  + "  ".join(f"{n} {row[n]:.1f} ± {row.get(n + '_err', np.nan):.2f} "
-                             f"(plain {plain[n]:.1f} ± {plain.get(n + '_err', np.nan):.2f})"
-                             for n in elastic.SYMMETRY_CONSTANTS[symmetry]))
+                             f"(plain {plain[n]:.1f} ± {row[n + '_plain_err']:.2f})" for n in names))
     return row
 
 
