@@ -59,6 +59,12 @@ def test_paper_config_is_valid_and_paper_scale():
     # control variates fit per block: the demo's 1-ps runs are too short for them
     ({"evaluation": {"elastic_hcp": {"control_variates": True}}},
      ["evaluation.elastic_hcp.control_variates", "blocks of 0.25 ps and 12 frames", "2 ps and 30 frames"]),
+    ({"evaluation": {"elastic_hcp": {"control_variates": True, "sampling": {  # long blocks, few frames
+        "equilibration_ps": 0.2, "production_ps": 8.0, "record_every_fs": 500.0}}}},
+     ["evaluation.elastic_hcp.control_variates", "blocks of 2 ps and 4 frames"]),
+    ({"evaluation": {"elastic_hcp": {"control_variates": True, "sampling": {  # many frames, short blocks
+        "equilibration_ps": 0.2, "production_ps": 1.0, "record_every_fs": 5.0}}}},
+     ["evaluation.elastic_hcp.control_variates", "blocks of 0.25 ps and"]),
     # issue 19: IBI
     ({"ibi": {"correction": {"cutoff": 5.5}}}, ["ibi.correction.cutoff", "exceeds model.cutoff"]),
     ({"ibi": {"models": {"x": {"target": "nowhere.csv", "density_g_cm3": 4.0}}}},

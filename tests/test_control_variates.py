@@ -89,6 +89,7 @@ def test_control_variates_remove_the_e2g_noise_of_hcp_c11_minus_c12():
 
     cv_err = np.sqrt(cv["C11_err"] ** 2 + cv["C12_err"] ** 2 - 2 * cv["C11_C12_cov"])
     assert cv["C11"] - cv["C12"] == pytest.approx(ref["C11"] - ref["C12"], abs=max(3.0, 3 * cv_err))
+    assert cv["C11"] + cv["C12"] == pytest.approx(ref["C11"] + ref["C12"], abs=5.0)  # as test_evaluation
     # anti-correlated errors: their sum is about the error of C11 − C12
     assert cv["C11_err"] + cv["C12_err"] < 0.5 * (plain["C11_err"] + plain["C12_err"])
     for name in elastic.HEXAGONAL_CONSTANTS:

@@ -117,7 +117,7 @@ def _check_consistency(cfg: dict, source: str) -> None:
             fail(f"{key}.{end}", f"{cfg[key][end]:g} is above {key}.{start} = {cfg[key][start]:g}: "
                                  "the learning rate decays from start to end (swapped?)")
     _check_difftre_frames(cfg["difftre"], fail)
-    _check_control_variates(cfg["evaluation"]["elastic_hcp"], fail)
+    _check_control_variates(cfg["evaluation"]["elastic_hcp"], cfg["evaluation"]["md"]["timestep_fs"], fail)
     _check_experimental_range(cfg, fail)
     fr = cfg["data"]["split"]["fractions"]
     if abs(sum(fr) - 1.0) > 1e-9:
@@ -207,14 +207,16 @@ def _check_difftre_frames(d: dict, fail) -> None:
                  "(difftre.record_every_fs, trajectory_ps) or raise born_directions")
 
 
-def _check_control_variates(e: dict, fail) -> None:
+def _check_control_variates(e: dict, timestep_fs: float, fail) -> None:
     """hcp control variates fit their coefficients in every block of frames: each block needs
-    MIN_FRAMES_PER_VARIATE frames per variate and MIN_BLOCK_PS of production."""
+    MIN_FRAMES_PER_VARIATE frames per variate and MIN_BLOCK_PS of production (frames counted as
+    the simulator records them: whole recording intervals of whole steps)."""
     from .observables.control_variates import MIN_BLOCK_PS, MIN_FRAMES_PER_VARIATE, variate_count
     if not e["control_variates"]:
         return
     s = e["sampling"]
-    per_block = int(s["production_ps"] * 1000 / s["record_every_fs"]) // e["n_blocks"]
+    steps = max(1, round(s["production_ps"] * 1000 / timestep_fs))
+    per_block = steps // max(1, round(s["record_every_fs"] / timestep_fs)) // e["n_blocks"]
     need = MIN_FRAMES_PER_VARIATE * variate_count(2)
     block_ps = s["production_ps"] / e["n_blocks"]
     if per_block < need or block_ps < MIN_BLOCK_PS:
