@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import units
 from ..compilation import Program
+from ..quantity import energy_forces_virial
 from .born_directions import born_directions
 from .stress import born_cotangent, born_directional, born_terms, kinetic_tensor
 from .structure import rdf_frames
@@ -58,10 +59,12 @@ def frame_quantities(energy: Callable, with_born: bool) -> Callable:
 
 
 def frame_forces(energy: Callable) -> Callable:
-    """``f(params, positions, box, graph) -> forces`` (N, 3) of one frame."""
+    """``f(params, positions, box, graph) -> forces`` (N, 3) of one frame (``quantity``'s forces;
+    the unused virial drops out of the compiled program)."""
 
     def f(params, positions, box, graph):
-        return -jax.grad(lambda r: energy(params, r, box, graph))(positions)
+        efv = energy_forces_virial(lambda r, b, graph: energy(params, r, b, graph))
+        return efv(positions, box, graph=graph)[1]
 
     return f
 
