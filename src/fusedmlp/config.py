@@ -184,13 +184,16 @@ def _check_ibi(cfg: dict, fail) -> None:
                                                      "(here or ibi.density_g_cm3): IBI runs NVT")
 
 
+def _recorded_frames(ps: float, record_every_fs: float, timestep_fs: float) -> int:
+    """Frames an MD run of ``ps`` records: whole recording intervals of whole steps."""
+    return max(1, round(ps * 1000 / timestep_fs)) // max(1, round(record_every_fs / timestep_fs))
+
+
 def _check_difftre_frames(d: dict, fail) -> None:
     """A DiffTRe trajectory must keep frames after its equilibration (as training.top_down counts
     them: whole recording intervals of the trajectory, less the rounded equilibration)."""
-    dt = d["timestep_fs"]
-    steps = max(1, round(d["trajectory_ps"] * 1000 / dt))
-    every = max(1, round(d["record_every_fs"] / dt))
-    kept = steps // every - round(d["equilibration_ps"] * 1000 / d["record_every_fs"])
+    kept = (_recorded_frames(d["trajectory_ps"], d["record_every_fs"], d["timestep_fs"])
+            - round(d["equilibration_ps"] * 1000 / d["record_every_fs"]))
     if d["equilibration_ps"] >= d["trajectory_ps"] or kept < 1:
         fail("difftre.equilibration_ps",
              f"{d['equilibration_ps']:g} ps leaves no frame of a {d['trajectory_ps']:g} ps trajectory "
@@ -215,8 +218,7 @@ def _check_control_variates(e: dict, timestep_fs: float, fail) -> None:
     if not e["control_variates"]:
         return
     s = e["sampling"]
-    steps = max(1, round(s["production_ps"] * 1000 / timestep_fs))
-    per_block = steps // max(1, round(s["record_every_fs"] / timestep_fs)) // e["n_blocks"]
+    per_block = _recorded_frames(s["production_ps"], s["record_every_fs"], timestep_fs) // e["n_blocks"]
     need = MIN_FRAMES_PER_VARIATE * variate_count(2)
     block_ps = s["production_ps"] / e["n_blocks"]
     if per_block < need or block_ps < MIN_BLOCK_PS:
