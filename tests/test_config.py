@@ -52,6 +52,10 @@ def test_paper_config_is_valid_and_paper_scale():
     ({"difftre": {"trajectory_ps": 0.21, "equilibration_ps": 0.2}}, ["difftre.equilibration_ps", "no frame"]),
     ({"difftre": {"trajectory_ps": 0.4, "equilibration_ps": 0.2, "record_every_fs": 40.0}},
      ["difftre.born_directions", "5 frames per trajectory", "cover the 9 directions"]),
+    # a pressure slope reads the normal block of the stiffness: 9 directions with C44, not 2
+    ({"difftre": {"targets": ["C44", "pressure_c_slope"], "trajectory_ps": 0.4, "equilibration_ps": 0.2,
+                  "record_every_fs": 100.0}},
+     ["difftre.born_directions", "2 frames per trajectory", "cover the 9 directions"]),
     ({"difftre": {"temperatures": [323, 1500]}}, ["difftre.temperatures", "1500 K outside", "lattice_constants"]),
     ({"evaluation": {"elastic_hcp": {"temperatures": [323, 2000]}}},
      ["evaluation.elastic_hcp.temperatures", "2000 K outside", "4-973 K"]),

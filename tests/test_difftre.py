@@ -148,6 +148,28 @@ def test_constant_energy_shift_leaves_weights_unchanged(rattled):
         assert float(moved[3][k]) == pytest.approx(float(base[3][k]), rel=1e-9)
 
 
+def numpy_isothermal(q, w, fr, sp):
+    """B^T (6×6, eV/Å³), T λ (6,) and C_V/k_B of weighted frames, written out in numpy."""
+    v, n = abs(np.linalg.det(sp.box)), len(sp.positions)
+    s, cb = q["born_stress"], q["born_stiffness"]
+    ds, du = s - w @ s, q["energy"] - w @ q["energy"]
+    kt = units.KB * sp.temperature
+    k_mean = fr.fixed["kinetic"].mean(0) / v  # θ-independent: plain mean
+    c = np.einsum("f,fij->ij", w, cb) - (v / kt) * np.einsum("f,fi,fj->ij", w, ds, ds)
+    # kinetic term and Birch correction in index form, σ the mean Cauchy stress
+    pairs = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
+    sigma = np.array([[(w @ s)[pairs.index(tuple(sorted((a, b))))] for b in range(3)] for a in range(3)]) - k_mean
+    d = np.eye(3)
+    for x, (i, j) in enumerate(pairs):
+        for y, (k, l) in enumerate(pairs):
+            for t in (k_mean, sigma):
+                c[x, y] += 0.5 * (t[i, k] * d[j, l] + t[j, k] * d[i, l] + t[i, l] * d[j, k] + t[j, l] * d[i, k])
+            c[x, y] -= sigma[i, j] * d[k, l]
+    lam = (w @ (ds * du[:, None])) / kt - (n * kt / v) * np.r_[1.0, 1, 1, 0, 0, 0]
+    cv = 1.5 * n + (w @ du**2) / kt**2
+    return c, lam, cv
+
+
 def test_reweighted_averages_match_numpy(rattled):
     """At θ ≠ θ̂ the predictions and ESS equal an explicit numpy computation: softmax weights of
     −β(U_θ − U_θ̂), the weighted pressure, the weighted adiabatic stress-fluctuation C11/C12/C44
@@ -171,22 +193,8 @@ def test_reweighted_averages_match_numpy(rattled):
     assert pred["pressure_c"] == pytest.approx(p_normal[2], rel=1e-10)
     assert abs(pred["pressure_c"] - pred["pressure_a"]) > 1e-3  # the rattled frames are anisotropic
 
-    s, cb = q["born_stress"], q["born_stiffness"]
-    ds, du = s - w @ s, q["energy"] - w @ q["energy"]
+    c, lam, cv = numpy_isothermal(q, w, fr, sp)
     kt = units.KB * sp.temperature
-    k_mean = fr.fixed["kinetic"].mean(0) / v  # θ-independent: plain mean
-    c = np.einsum("f,fij->ij", w, cb) - (v / kt) * np.einsum("f,fi,fj->ij", w, ds, ds)
-    # kinetic term and Birch correction in index form, σ the mean Cauchy stress
-    pairs = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
-    sigma = np.array([[(w @ s)[pairs.index(tuple(sorted((a, b))))] for b in range(3)] for a in range(3)]) - k_mean
-    d = np.eye(3)
-    for x, (i, j) in enumerate(pairs):
-        for y, (k, l) in enumerate(pairs):
-            for t in (k_mean, sigma):
-                c[x, y] += 0.5 * (t[i, k] * d[j, l] + t[j, k] * d[i, l] + t[i, l] * d[j, k] + t[j, l] * d[i, k])
-            c[x, y] -= sigma[i, j] * d[k, l]
-    lam = (w @ (ds * du[:, None])) / kt - (n * kt / v) * np.r_[1.0, 1, 1, 0, 0, 0]
-    cv = 1.5 * n + (w @ du**2) / kt**2
     c = units.ev_per_a3_to_gpa(c + v / (kt * cv) * np.outer(lam, lam))
     assert pred["C11"] == pytest.approx(np.trace(c[:3, :3]) / 3, rel=1e-10)
     off = c[:3, :3][~np.eye(3, dtype=bool)]  # B_IJ ≠ B_JI under anisotropic stress: all six
@@ -198,6 +206,46 @@ def test_reweighted_averages_match_numpy(rattled):
                    for k in ("pressure", "pressure_c", "C11", "C12", "C44"))
     expected += sp.weights["rdf"] * np.mean((pred["rdf"] - sp.targets["rdf"][1]) ** 2)
     assert loss == pytest.approx(expected, rel=1e-10)
+
+
+EXPANSION = np.array([2e-4, 3e-4, 4e-4, 0.0, 0.0, 0.0])  # 1/K: anisotropic, so a, c slopes differ
+
+
+def test_reweighted_pressure_slopes(rattled):
+    """Pressure slopes along a lattice expansion α (with one elastic target, C44, that reads no
+    entry of the normal block): at θ ≠ θ̂ they equal −λ − B^T α written out in numpy (MPa/K), with
+    the Born stiffness as full tensors and as every needed strain direction per frame; their
+    loss's gradient equals a central finite difference."""
+    sp0, fr, rw = rattled
+    sp = dataclasses.replace(sp0, targets={"pressure_c_slope": 1.0, "pressure_a_slope": -2.0, "C44": 70.0},
+                             weights={"pressure_c_slope": 0.5, "pressure_a_slope": 0.2, "C44": 1e-3},
+                             expansion=EXPANSION)
+    assert sp.stiffness_constants == ["C44", "C11", "C12"]
+    theta = {"D": D0 * 1.04, "alpha": ALPHA0 * 0.98, "c": 0.1}
+    loss, pred, ess, grad = rw.evaluate(theta, fr, sp)
+    q = {k: np.asarray(v) for k, v in rw.quantities(theta, fr, True).items()}
+    x = -(q["energy"] - fr.u_ref) / (units.KB * sp.temperature)
+    w = np.exp(x - x.max())
+    w /= w.sum()
+    c, lam, _ = numpy_isothermal(q, w, fr, sp)
+    slope = units.ev_per_a3_to_mpa(-(lam / sp.temperature + c @ EXPANSION))[:3]
+    assert pred["pressure_c_slope"] == pytest.approx(slope[2], rel=1e-9)
+    assert pred["pressure_a_slope"] == pytest.approx(slope[:2].mean(), rel=1e-9)
+    assert pred["pressure_slope"] == pytest.approx(slope.mean(), rel=1e-9)
+    assert abs(slope[2] - slope[:2].mean()) > 0.1  # the expansion's anisotropy shows
+    fd_h = 1e-5 * theta["D"]
+    up, down = ({**theta, "D": theta["D"] + d} for d in (fd_h, -fd_h))
+    fd = (rw.evaluate(up, fr, sp, gradient=False)[0] - rw.evaluate(down, fr, sp, gradient=False)[0]) / (2 * fd_h)
+    assert float(grad["D"]) == pytest.approx(fd, rel=1e-5)
+    assert abs(fd) > 1e-3 * loss
+    dirs = born_directions(sp.symmetry, sp.stiffness_constants)
+    sp_all = dataclasses.replace(sp, born_directions=dirs.count)
+    fr_all, _ = directional_frames(sp_all, fr, dirs.count)
+    pred_all = rw.evaluate(theta, fr_all, sp_all, gradient=False)[1]
+    for k in ("pressure_c_slope", "pressure_a_slope", "C44"):
+        assert pred_all[k] == pytest.approx(pred[k], rel=1e-9), k
+    with pytest.raises(ValueError, match="expansion"):
+        dataclasses.replace(sp, expansion=None)
 
 
 def test_rdf_bins_without_a_target_stay_out_of_the_loss_and_its_gradient(rattled):
@@ -271,7 +319,7 @@ def directional_frames(sp, fr, per_frame, offset=0, n_frames=None):
     ``offset``."""
     n = len(fr.positions) if n_frames is None else n_frames
     fr = subset(fr, slice(0, n))
-    dirs = born_directions(sp.symmetry, sp.elastic_targets)
+    dirs = born_directions(sp.symmetry, sp.stiffness_constants)
     index = dirs.assign(n, per_frame, offset)
     fixed = dict(fr.fixed, born_index=index, born_vectors=dirs.vectors[index])
     return dataclasses.replace(fr, fixed=fixed), dirs

@@ -54,6 +54,20 @@ def test_at_temperature_interpolates_and_names_the_setting_outside_the_table(tmp
     assert "lat.csv" in str(err.value) and err.value.field == "T_K"
 
 
+def test_expansion_is_the_tables_logarithmic_derivative(tmp_path):
+    """d ln c/dT at a row of an unevenly spaced table: exact for a quadratic c(T) (second-order
+    differences); outside the table, the same error as the values'."""
+    p = tmp_path / "lat.csv"
+    t = np.array([300.0, 400.0, 600.0])
+    c = 4.68 + 1e-7 * (t - 300) ** 2 + 2e-5 * (t - 300)
+    p.write_text("T_K,a_A,c_A\n" + "".join(f"{ti:g},2.95,{ci:.12f}\n" for ti, ci in zip(t, c)))
+    lat = experiment.lattice_constants(p)
+    assert experiment.expansion_at(lat, p, "c_A", 400.0, "x") == pytest.approx((2e-7 * 100 + 2e-5) / c[1], rel=1e-6)
+    assert abs(experiment.expansion_at(lat, p, "a_A", 500.0, "x")) < 1e-15
+    with pytest.raises(InputError, match="difftre.temperatures"):
+        experiment.expansion_at(lat, p, "c_A", 700.0, "difftre.temperatures")
+
+
 @pytest.mark.parametrize("temperatures, lines", [((323, 4, 623), "line 4 has 323 K, line 5 4 K"),
                                                  ((4, 323, 323), "line 5 has 323 K, line 6 323 K")])
 def test_table_out_of_temperature_order_or_repeating_one_is_rejected(tmp_path, temperatures, lines):

@@ -9,6 +9,9 @@
   K_T = (3/2) g N k_BT/V, (∂P/∂T)_V = (3/2) g N k_B/V, C_V = 3N k_B and
   K_S − K_T = T V (∂P/∂T)²/C_V = (3/4) g² N k_BT/V. The configurational thermal stress and
   var(U) carry the adiabatic correction here (the kinetic parts alone would give another number).
+  Its pressure P = (3/2) g N k_BT/V − a depends on T and V alone, so along boxes that expand at
+  linear rates α (V'/V = α_1 + α_2 + α_3) it changes at dP/dT = (3/2) g N k_B/V (1 − T Σα): the
+  slope ``pressure_path_slope`` takes from the thermal stress and B^T.
 * Finite temperature, finite strain (slow): NVT of the reference EAM, hcp Ti at 1200 K; the mean
   Cauchy stress of boxes strained by ±δ (same seeds) gives ∂σ/∂ε = B^T by central differences.
 """
@@ -18,7 +21,8 @@ import numpy as np
 import pytest
 
 from fusedmlp import elastic, units
-from fusedmlp.observables.stress import born_terms, kinetic_tensor, stress_fluctuation, volume
+from fusedmlp.observables.stress import (born_terms, kinetic_tensor, pressure_path_slope, stress_fluctuation,
+                                        thermal_stress, volume)
 
 T = 600.0
 N = 8
@@ -65,10 +69,9 @@ def test_volume_only_energy_has_no_shear_stiffness(pressure_factor):
     assert abs(np.trace(k) / 3 - np.mean(sb[:, :3]) - (p - a)) < 0.1 * p
 
 
-@pytest.mark.parametrize("g", [pytest.param(2.0, marks=pytest.mark.slow), 0.5])  # ~20 s each
-def test_tethered_harmonic_isothermal_and_adiabatic_bulk_moduli(g):
-    """B^T = K_T δδ and B^S = K_S δδ with the analytic K_T, K_S of the module docstring, from
-    exactly sampled frames (statistical tolerance ~6 standard errors of 8 blocks)."""
+def tethered_frames(g, n_frames=40000):
+    """Exactly sampled frames of the tethered harmonic model (module docstring) at T: the Born
+    terms, kinetic tensors, energies and the box volume."""
     rng = np.random.default_rng(2)
     box0 = np.diag([8.0, 8.0, 8.0]) + np.array([[0, 0.4, 0], [0, 0, 0.3], [0, 0, 0]])
     v0 = abs(np.linalg.det(box0))
@@ -80,9 +83,16 @@ def test_tethered_harmonic_isothermal_and_adiabatic_bulk_moduli(g):
         kappa = kappa0 * (v0 / vol) ** g
         return a * vol + 0.5 * kappa * jnp.sum((r - sites @ b) ** 2)
 
-    n_frames = 40000
     pos = sites @ box0 + rng.normal(scale=np.sqrt(units.kT(T) / kappa0), size=(n_frames, N, 3))
-    sb, cb, kin, u = frames(energy, jnp.asarray(pos), jnp.asarray(box0), seed=3)
+    return frames(energy, jnp.asarray(pos), jnp.asarray(box0), seed=3) + (v0,)
+
+
+@pytest.mark.parametrize("g", [pytest.param(2.0, marks=pytest.mark.slow), 0.5])  # ~20 s each
+def test_tethered_harmonic_isothermal_and_adiabatic_bulk_moduli(g):
+    """B^T = K_T δδ and B^S = K_S δδ with the analytic K_T, K_S of the module docstring, from
+    exactly sampled frames (statistical tolerance ~6 standard errors of 8 blocks)."""
+    n_frames = 40000
+    sb, cb, kin, u, v0 = tethered_frames(g, n_frames)
     p = N * units.kT(T) / v0
     want = {"isothermal": 1.5 * g * p, "adiabatic": 1.5 * g * p + 0.75 * g**2 * p}
     blocks = np.array_split(np.arange(n_frames), 8)
@@ -97,6 +107,32 @@ def test_tethered_harmonic_isothermal_and_adiabatic_bulk_moduli(g):
               f"shear {got[9:].round(3)}, err ≤ {err.max():.3f}")
         np.testing.assert_array_less(np.abs(got - expected), 6 * err + 1e-9)
         assert err.max() < 0.05 * want["isothermal"] / p  # the test resolves K_T and K_S − K_T
+
+
+def test_pressure_slope_along_an_expanding_lattice():
+    """dP/dT = −λ − B^T α along boxes expanding at α (anisotropic, with T Σα ≈ 0.5 so that the
+    B^T α term is half the thermal stress's) against the analytic (3/2) g N k_B/V (1 − T Σα) of
+    the tethered harmonic model; the fixed-box part T λ = −(3/2) g N k_BT/V on its own
+    (statistical tolerance ~6 standard errors of 8 blocks)."""
+    g, n_frames = 0.5, 40000
+    sb, cb, kin, u, v0 = tethered_frames(g, n_frames)
+    alpha = np.array([2e-4, 3e-4, 3.5e-4, 0.0, 0.0, 0.0])  # 1/K
+    dp_dt_v = 1.5 * g * N * units.KB / v0
+    want = dp_dt_v * (1 - T * alpha.sum())
+
+    def of(idx):
+        b_t = stress_fluctuation(sb[idx], cb[idx], kin[idx], u[idx], v0, N, T)["isothermal"]
+        t_lambda = thermal_stress(sb[idx], u[idx], v0, N, T)
+        return np.r_[np.asarray(pressure_path_slope(t_lambda, b_t, jnp.asarray(alpha), T)),
+                     -np.asarray(t_lambda)[:3] / T]
+
+    got = of(np.arange(n_frames))
+    err = np.std([of(b) for b in np.array_split(np.arange(n_frames), 8)], axis=0, ddof=1) / np.sqrt(8)
+    expected = np.r_[np.full(3, want), np.full(3, dp_dt_v)]
+    print(f"dP/dT along the path {got[:3] / want} x analytic, (dP/dT)_V {got[3:] / dp_dt_v} x, "
+          f"err ≤ {err.max() / want:.3f}")
+    np.testing.assert_array_less(np.abs(got - expected), 6 * err + 1e-12)
+    assert err.max() < 0.05 * want  # resolves the B^T α term (half of (dP/dT)_V)
 
 
 @pytest.mark.slow

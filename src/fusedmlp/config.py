@@ -199,9 +199,10 @@ def _check_difftre_frames(d: dict, fail) -> None:
              f"{d['equilibration_ps']:g} ps leaves no frame of a {d['trajectory_ps']:g} ps trajectory "
              f"(difftre.trajectory_ps, recorded every {d['record_every_fs']:g} fs): the trajectory "
              "includes the equilibration, so it must be longer by at least one recording interval")
-    elastic = [t for t in d["targets"] if t.startswith("C")]
+    from .observables.born_directions import born_directions, stiffness_constants  # the state points are hcp
+    elastic = stiffness_constants("hexagonal", [t for t in d["targets"] if t.startswith("C")],
+                                  any(t.endswith("_slope") for t in d["targets"]))
     if d["born_directions"] and elastic and kept >= 1:
-        from .observables.born_directions import born_directions  # the state points are hcp
         need = born_directions("hexagonal", elastic).count
         if kept * min(d["born_directions"], need) < need:
             fail("difftre.born_directions",

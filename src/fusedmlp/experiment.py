@@ -82,6 +82,16 @@ def at_temperature(table: pd.DataFrame, path, column: str, t: float, requested_b
     return float(np.interp(t, table["T_K"], table[column]))
 
 
+def expansion_at(table: pd.DataFrame, path, column: str, t: float, requested_by: str) -> float:
+    """d ln x/dT (1/K) of ``column`` x at ``t`` K: the table's derivative (second-order differences
+    between its rows, ``np.gradient``) linearly interpolated, over the value there."""
+    x = at_temperature(table, path, column, t, requested_by)
+    if len(table) < 2:
+        raise InputError(path, "T_K", f"one row: a derivative in temperature ({requested_by}) needs two")
+    slope = np.gradient(table[column].to_numpy(float), table["T_K"].to_numpy(float))
+    return float(np.interp(t, table["T_K"], slope)) / x
+
+
 def elastic_constants(path) -> pd.DataFrame:
     return load_table(path, ELASTIC_COLUMNS)
 

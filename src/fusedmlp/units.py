@@ -54,6 +54,11 @@ def ev_per_a3_to_gpa(x):
     return x * EV_PER_A3_IN_GPA
 
 
+def ev_per_a3_to_mpa(x):
+    """Stress or pressure from eV/Å³ to MPa (a thermal pressure coefficient: eV/Å³/K to MPa/K)."""
+    return x * (1e3 * EV_PER_A3_IN_GPA)
+
+
 def gpa_to_ev_per_a3(x):
     """Stress or pressure from GPa to eV/Å³."""
     return x * GPA

@@ -85,6 +85,17 @@ def needed_entries(symmetry: str, constants) -> list[tuple[int, int]]:
     return out
 
 
+def stiffness_constants(symmetry: str, constants, normal_block: bool = False) -> list[str]:
+    """``constants``, and with ``normal_block`` every other constant of ``symmetry`` that reads an
+    entry of the normal-stress block (a, b < 3; what B α of a thermal expansion α needs)."""
+    from ..elastic import SYMMETRY_CONSTANTS
+    out = list(constants)
+    if normal_block:
+        out += [c for c in SYMMETRY_CONSTANTS[symmetry] if c not in out
+                and any(a < 3 and b < 3 for a, b in needed_entries(symmetry, [c]))]
+    return out
+
+
 def born_directions(symmetry: str, constants) -> BornDirections:
     """The directions and reconstruction for the constants ``constants`` of a crystal of
     ``symmetry`` (module docstring)."""

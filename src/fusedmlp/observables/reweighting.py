@@ -129,8 +129,8 @@ def make_frames(positions, momenta, masses_u, box, graphs, u_ref, sp) -> Frames:
     fixed = {"kinetic": kin}
     per_frame = getattr(sp, "born_directions", 0)
     if per_frame and getattr(sp, "needs_born", False):
-        if sp.elastic_targets:
-            dirs = born_directions(sp.symmetry, sp.elastic_targets)
+        if sp.stiffness_constants:
+            dirs = born_directions(sp.symmetry, sp.stiffness_constants)
             index = dirs.assign(len(positions), min(per_frame, dirs.count))
             vectors = dirs.vectors[index]
         else:  # the pressure needs the Born stress only

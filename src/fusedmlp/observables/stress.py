@@ -180,11 +180,38 @@ def stress_fluctuation(born_stress, born_stiffness, kinetic, energy, volume_a3, 
            + _pair_sym(kin))
     sigma = voigt_to_tensor(mean(born_stress)) - kin  # mean Cauchy stress
     b_t = c_t + _pair_sym(sigma) - jnp.outer(tensor_to_voigt(sigma), jnp.array([1.0, 1, 1, 0, 0, 0]))
-    t_lambda = (mean(ds * du[:, None]) / kT
-                - (n_atoms * kT / volume_a3) * jnp.array([1.0, 1, 1, 0, 0, 0]))
+    t_lambda = thermal_stress(born_stress, energy, volume_a3, n_atoms, temperature, weights)
     cv = 1.5 * n_atoms + mean(du * du) / kT**2  # C_V / k_B
     b_s = b_t + (volume_a3 / (kT * cv)) * jnp.outer(t_lambda, t_lambda)
     return {"isothermal": b_t, "adiabatic": b_s}
+
+
+def thermal_stress(born_stress, energy, volume_a3, n_atoms: int, temperature: float, weights=None):
+    """T λ = T (∂σ/∂T)_V (Voigt 6-vector, eV/Å³) of NVT frames at one box (module docstring):
+    the configurational part from the covariance of the Born stress with the potential energy,
+    the kinetic part that of free momenta."""
+    kT = units.kT(temperature)
+
+    def mean(x):
+        return weighted_average(x, weights)
+
+    ds = born_stress - mean(born_stress)
+    du = energy - mean(energy)
+    return mean(ds * du[:, None]) / kT - (n_atoms * kT / volume_a3) * jnp.array([1.0, 1, 1, 0, 0, 0])
+
+
+def pressure_path_slope(t_lambda, b_isothermal, expansion, temperature: float):
+    """dP_I/dT (I = xx, yy, zz; eV/Å³/K) along a path of boxes that expand at the linear strain
+    rate ``expansion`` (Voigt 6-vector, 1/K; e.g. d ln a/dT of a measured lattice): with
+    σ(T, ε), dσ/dT = λ + B^T dε/dT and P = −σ on the diagonal,
+
+        dP/dT = −λ − B^T α,
+
+    ``t_lambda`` = T λ (``thermal_stress``), ``b_isothermal`` the isothermal stress–strain
+    coefficients B^T (6×6, eV/Å³; ``stress_fluctuation``) at the same box. Along the zero-pressure
+    lattice of experiment it vanishes: a model whose slope is positive there expands more than
+    the crystal measured."""
+    return -(t_lambda / temperature + b_isothermal @ expansion)[:3]
 
 
 def frame_pressure(born_stress, kinetic, volume_a3, weights=None):

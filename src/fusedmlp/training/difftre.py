@@ -23,7 +23,11 @@ Observables and targets are configuration: a state point names targets (``C11`` 
 stress-fluctuation tensor, reduced by the crystal's symmetry, adiabatic or isothermal as the state
 point's ``elastic_constants`` says; ``pressure``; the normal pressures ``pressure_a`` (in the xy
 plane, the mean of P_xx and P_yy) and ``pressure_c`` (P_zz), whose zero at the experimental lattice
-fixes a and c and not only the volume; or an ``rdf`` table);
+fixes a and c and not only the volume; their slopes ``pressure_slope``, ``pressure_a_slope``,
+``pressure_c_slope`` (MPa/K) along the measured lattice's expansion with temperature (the
+state point's ``expansion``; ``stress.pressure_path_slope``), whose zero fixes how a and c change
+with temperature where the pressures alone fix them only at the state points; or an ``rdf``
+table);
 each target has a weight, and the state point's loss is Σ_k weight_k (pred_k − target_k)².
 """
 
@@ -40,13 +44,16 @@ import numpy as np
 from .. import units
 from ..compilation import Program
 from ..elastic import SYMMETRY_CONSTANTS, reduce_stiffness
-from ..observables.born_directions import born_directions
+from ..observables.born_directions import born_directions, stiffness_constants
 from ..observables.reweighting import (BatchedQuantities, Frames, directional_gradient, effective_sample_size,
                                        frame_quantities, reweighting_weights)
-from ..observables.stress import ELASTIC_KINDS, frame_pressure, stress_fluctuation
+from ..observables.stress import (ELASTIC_KINDS, frame_pressure, pressure_path_slope, stress_fluctuation,
+                                  thermal_stress)
 
 # P, and the normal pressures in the xy plane (a axes of a hexagonal cell) and along z (its c axis)
 PRESSURE_TARGETS = ("pressure", "pressure_a", "pressure_c")
+# their temperature derivatives along the state point's lattice expansion (MPa/K)
+SLOPE_TARGETS = ("pressure_slope", "pressure_a_slope", "pressure_c_slope")
 
 
 class _Targets:
@@ -57,9 +64,19 @@ class _Targets:
         return [k for k in self.targets if k.startswith("C")]
 
     @property
+    def slope_targets(self) -> list[str]:
+        return [k for k in self.targets if k in SLOPE_TARGETS]
+
+    @property
+    def stiffness_constants(self) -> list[str]:
+        """The constants of the symmetry whose Born stiffness entries the targets read: the elastic
+        targets, and for a pressure slope (B^T α) those of the normal-stress block."""
+        return stiffness_constants(self.symmetry, self.elastic_targets, bool(self.slope_targets))
+
+    @property
     def needs_born(self) -> bool:
         """Whether the targets need the Born stress (pressure) or stiffness (elastic constants)."""
-        return bool(self.elastic_targets) or any(k in self.targets for k in PRESSURE_TARGETS)
+        return bool(self.stiffness_constants) or any(k in self.targets for k in PRESSURE_TARGETS)
 
 
 @dataclasses.dataclass
@@ -82,6 +99,10 @@ class StatePoint(_Targets):
     # momenta of the first trajectory (a melted liquid's); None: a crystal at its lattice sites
     # (``md.simulate.lattice_site_momenta``)
     momenta: np.ndarray | None = None
+    # the linear strain rate of the measured lattice with temperature at this state point
+    # (Voigt 6-vector, 1/K: d ln a/dT, d ln a/dT, d ln c/dT, 0, 0, 0 for hcp); the pressure
+    # slopes are taken along it
+    expansion: np.ndarray | None = None
 
     def __post_init__(self):
         if self.born_directions < 0:
@@ -92,7 +113,7 @@ class StatePoint(_Targets):
         if self.symmetry not in SYMMETRY_CONSTANTS:
             raise ValueError(f"state point {self.name}: symmetry {self.symmetry!r}, expected one of "
                              f"{tuple(SYMMETRY_CONSTANTS)}")
-        allowed = set(SYMMETRY_CONSTANTS[self.symmetry]) | set(PRESSURE_TARGETS) | {"rdf"}
+        allowed = set(SYMMETRY_CONSTANTS[self.symmetry]) | set(PRESSURE_TARGETS) | set(SLOPE_TARGETS) | {"rdf"}
         unknown = set(self.targets) - allowed
         if unknown:
             raise ValueError(f"state point {self.name}: unknown targets {sorted(unknown)} for "
@@ -103,22 +124,27 @@ class StatePoint(_Targets):
         extra = set(self.weights) - set(self.targets)
         if extra:
             raise ValueError(f"state point {self.name}: loss weights {sorted(extra)} have no target")
+        if self.slope_targets and (self.expansion is None or np.shape(self.expansion) != (6,)):
+            raise ValueError(f"state point {self.name}: targets {self.slope_targets} need the lattice's "
+                             "expansion with temperature (a Voigt 6-vector, 1/K)")
 
     def spec(self, dtype=None) -> "StateSpec":
         dtype = np.asarray(self.positions).dtype if dtype is None else dtype
         targets = {k: np.asarray(v[1] if k == "rdf" else v, dtype) for k, v in self.targets.items()}
         return StateSpec(np.asarray(self.temperature, dtype), np.asarray(abs(np.linalg.det(self.box)), dtype),
                          targets, {k: np.asarray(v, dtype) for k, v in self.weights.items()},
-                         self.symmetry, len(self.positions), self.elastic_constants)
+                         self.symmetry, len(self.positions), self.elastic_constants,
+                         np.asarray(np.zeros(6) if self.expansion is None else self.expansion, dtype))
 
 
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["temperature", "volume", "targets", "weights"],
+                   data_fields=["temperature", "volume", "targets", "weights", "expansion"],
                    meta_fields=["symmetry", "n_atoms", "elastic_constants"])
 @dataclasses.dataclass(frozen=True)
 class StateSpec(_Targets):
     """What the loss needs of a state point, as arrays (traced in compiled programs): the
-    temperature (K), volume (Å³), target values (the RDF target as g on its bins) and weights."""
+    temperature (K), volume (Å³), target values (the RDF target as g on its bins), weights and
+    the lattice's expansion with temperature (1/K)."""
 
     temperature: jnp.ndarray
     volume: jnp.ndarray
@@ -127,6 +153,7 @@ class StateSpec(_Targets):
     symmetry: str
     n_atoms: int
     elastic_constants: str = "adiabatic"
+    expansion: jnp.ndarray | None = None
 
 
 def _spec(sp) -> StateSpec:
@@ -134,7 +161,8 @@ def _spec(sp) -> StateSpec:
 
 
 def predictions(q: dict, fixed: dict, weights, sp: StatePoint | StateSpec) -> dict:
-    """Reweighted observables of one state point (GPa; ``rdf`` as an array)."""
+    """Reweighted observables of one state point (GPa; pressure slopes MPa/K; ``rdf`` as an
+    array)."""
     out = {}
     sp = _spec(sp)
     volume = sp.volume
@@ -146,15 +174,21 @@ def predictions(q: dict, fixed: dict, weights, sp: StatePoint | StateSpec) -> di
         out["pressure"] = units.ev_per_a3_to_gpa(jnp.mean(p[:3]))
         out["pressure_a"] = units.ev_per_a3_to_gpa(jnp.mean(p[:2]))
         out["pressure_c"] = units.ev_per_a3_to_gpa(p[2])
-    if sp.elastic_targets:
+    if sp.stiffness_constants:
         if "born_directional" in q:  # sampled along strain directions: their weighted means
-            born = born_directions(sp.symmetry, sp.elastic_targets).mean_stiffness(
+            born = born_directions(sp.symmetry, sp.stiffness_constants).mean_stiffness(
                 q["born_directional"], fixed["born_index"], weights)
         else:
             born = q["born_stiffness"]
         c = stress_fluctuation(q["born_stress"], born, kin, q["energy"], volume, sp.n_atoms,
-                               sp.temperature, weights)[sp.elastic_constants]
-        out.update(reduce_stiffness(units.ev_per_a3_to_gpa(c), sp.symmetry))
+                               sp.temperature, weights)
+        if sp.elastic_targets:
+            out.update(reduce_stiffness(units.ev_per_a3_to_gpa(c[sp.elastic_constants]), sp.symmetry))
+        if sp.slope_targets:
+            t_lambda = thermal_stress(q["born_stress"], q["energy"], volume, sp.n_atoms, sp.temperature, weights)
+            s = units.ev_per_a3_to_mpa(pressure_path_slope(t_lambda, c["isothermal"], sp.expansion,
+                                                           sp.temperature))
+            out.update(pressure_slope=jnp.mean(s), pressure_a_slope=jnp.mean(s[:2]), pressure_c_slope=s[2])
     if "rdf" in sp.targets:
         out["rdf"] = jnp.tensordot(weights, fixed["rdf"], axes=1)
     return out

@@ -23,7 +23,7 @@ from ..model.file import load_model, save_model
 from ..model.settings import ModelSettings, dtype, model_settings
 from ..structures import crystal
 from .dft import dft_trainer
-from .difftre import PRESSURE_TARGETS, StatePoint
+from .difftre import PRESSURE_TARGETS, SLOPE_TARGETS, StatePoint
 from .settings import dft_trainer_settings
 from .top_down import ExpTrainerSettings, SchemeSettings, fit_top_down
 
@@ -47,12 +47,14 @@ def fused_dft_settings(cfg: dict, epochs: int):
 def state_point_record(sp: StatePoint) -> dict:
     """What of a state point decides its updates (a checkpoint's key)."""
     return dict(name=sp.name, box=np.asarray(sp.box).tolist(), targets=sp.targets, weights=sp.weights,
-                elastic_constants=sp.elastic_constants, born_directions=sp.born_directions)
+                elastic_constants=sp.elastic_constants, born_directions=sp.born_directions,
+                expansion=None if sp.expansion is None else np.asarray(sp.expansion).tolist())
 
 
 def state_points(cfg: dict, settings: ModelSettings) -> list[StatePoint]:
     """hcp boxes at the experimental lattice constants of each temperature, with the
-    experimental elastic constants and zero pressure as targets."""
+    experimental elastic constants, zero pressure and zero pressure slopes along the measured
+    expansion as targets."""
     d = cfg["difftre"]
     symbol = cfg["species"][0]
     lat_path, el_path = cfg["experiment"]["lattice_constants"], cfg["experiment"]["elastic_constants"]
@@ -61,11 +63,15 @@ def state_points(cfg: dict, settings: ModelSettings) -> list[StatePoint]:
     out = []
     for t in d["temperatures"]:
         a, c = (experiment.at_temperature(lat, lat_path, col, t, "difftre.temperatures") for col in ("a_A", "c_A"))
+        alpha_a, alpha_c = (experiment.expansion_at(lat, lat_path, col, t, "difftre.temperatures")
+                            for col in ("a_A", "c_A"))
         atoms = crystal(symbol, d["structure"], a, c / a, d["supercell"])
         targets, weights = {}, {}
         for name in d["targets"]:
             if name in PRESSURE_TARGETS:
                 targets[name], weights[name] = 0.0, d["pressure_weight"]
+            elif name in SLOPE_TARGETS:
+                targets[name], weights[name] = 0.0, d["pressure_slope_weight"]
             else:
                 targets[name] = experiment.at_temperature(el, el_path, f"{name}_GPa", t, "difftre.temperatures")
                 weights[name] = d["elastic_weight"] / n_el  # the mean over the constants
@@ -73,7 +79,8 @@ def state_points(cfg: dict, settings: ModelSettings) -> list[StatePoint]:
                               box=np.asarray(atoms.cell), species=species_index(atoms.numbers, settings.species),
                               masses=np.full(len(atoms), atomic_masses[atomic_numbers[symbol]]),
                               targets=targets, weights=weights, symmetry="hexagonal",
-                              elastic_constants=d["elastic_constants"], born_directions=d["born_directions"]))
+                              elastic_constants=d["elastic_constants"], born_directions=d["born_directions"],
+                              expansion=np.array([alpha_a, alpha_a, alpha_c, 0.0, 0.0, 0.0])))
     return out
 
 

@@ -45,7 +45,8 @@ from .steps import Penalty, dft_batch_step, dft_epoch_step, dft_penalty, dft_sta
 
 log = logging.getLogger(__name__)
 
-_SHORT = {"pressure": "P", "pressure_a": "Pa", "pressure_c": "Pc"}  # progress lines' names
+_SHORT = {"pressure": "P", "pressure_a": "Pa", "pressure_c": "Pc",  # progress lines' names
+          "pressure_slope": "dP/dT", "pressure_a_slope": "dPa/dT", "pressure_c_slope": "dPc/dT"}
 STEPS = ("exp", "dft")  # the update steps a top-down scheme composes (config `schemes.<name>.steps`)
 
 
@@ -291,9 +292,8 @@ class ExpTrainer:
                            f"{sp.name}_trajectory_updates": int(walker.served)}, **rep["extra"])
             scalars = scalar_predictions(rep["pred"])
             report.update({f"{sp.name}_{n}": v for n, v in scalars.items()})
-            progress(f"epoch {epoch + 1} {sp.name}: " + "  ".join(
-                f"{n} {v:.1f}" if n.startswith("C") else f"{_SHORT.get(n, n)} {v:+.3f}" for n, v in scalars.items())
-                + (" GPa  " if scalars else "") + f"loss {rep['loss']:.4g}  ESS {rep['ess']:.3f}"
+            progress(f"epoch {epoch + 1} {sp.name}: " + "".join(f"{_shown(n, v)}  " for n, v in scalars.items())
+                + f"loss {rep['loss']:.4g}  ESS {rep['ess']:.3f}"
                 + ("" if int(walker.served) == 1 else f"  (trajectory reused, update {int(walker.served)})"))
             walkers = state.walkers[:k] + (walker,) + state.walkers[k + 1:]
             return params, ExpState(opt_state, walkers), report
@@ -320,6 +320,13 @@ class ExpTrainer:
             return params, state, report
 
         return loop.Step("exp score", "exp", apply)
+
+
+def _shown(name: str, value: float) -> str:
+    """One prediction on a progress line, with its unit."""
+    if name.startswith("C"):
+        return f"{name} {value:.1f} GPa"
+    return f"{_SHORT.get(name, name)} {value:+.3f} " + ("MPa/K" if name.endswith("_slope") else "GPa")
 
 
 def scalar_predictions(pred: dict) -> dict:
