@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from fusedmlp import elastic, units
+from fusedmlp.evaluation.elasticity import summarize
 from fusedmlp.observables.stress import (born_terms, kinetic_tensor, pressure_path_slope, stress_fluctuation,
                                         thermal_stress, volume)
 
@@ -133,6 +134,14 @@ def test_pressure_slope_along_an_expanding_lattice():
           f"err ≤ {err.max() / want:.3f}")
     np.testing.assert_array_less(np.abs(got - expected), 6 * err + 1e-12)
     assert err.max() < 0.05 * want  # resolves the B^T α term (half of (dP/dT)_V)
+    # the evaluation table's columns (MPa/K), with their block errors
+    row = summarize({"born_stress": sb, "born_stiffness": cb, "kinetic": kin, "energy": u, "volume": v0},
+                    N, T, "cubic", 8, expansion=alpha)
+    mpa = units.ev_per_a3_to_mpa
+    for name, value in (("dPa_dT_MPa_K", want), ("dPc_dT_MPa_K", want), ("dPa_dT_V_MPa_K", dp_dt_v),
+                        ("dPc_dT_V_MPa_K", dp_dt_v)):
+        assert abs(row[name] - mpa(value)) < 6 * row[f"{name}_err"], name
+        assert row[f"{name}_err"] < 0.05 * mpa(value)
 
 
 @pytest.mark.slow

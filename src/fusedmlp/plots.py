@@ -154,13 +154,16 @@ def rdf_difftre_curve(rows, state_point: str, path, title: str = "") -> None:
 
 def top_down_curve(rows, state_points, path, title: str = "") -> None:
     """DiffTRe training: losses, predicted elastic constants and pressure per state point with
-    their experimental targets, and the effective sample size, per epoch."""
+    their experimental targets, the pressure slopes where they are targets, and the effective
+    sample size, per epoch."""
     import pandas as pd
 
     df = pd.DataFrame(list(rows))
     names = HEXAGONAL_CONSTANTS
+    slopes = any(sp.slope_targets for sp in state_points)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 4, figsize=(18, 4.2), gridspec_kw={"wspace": 0.3})
+        fig, axes = plt.subplots(1, 5 if slopes else 4, figsize=(22.5 if slopes else 18, 4.2),
+                                 gridspec_kw={"wspace": 0.3})
         ax = axes[0]
         ax.semilogy(df["epoch"], df["exp_loss"], label="EXP loss during the epoch")
         if "exp_loss_end" in df:
@@ -196,6 +199,10 @@ def top_down_curve(rows, state_points, path, title: str = "") -> None:
                              label=f"P {sp.name} at the epoch's end")
             if f"{sp.name}_ess" in df:
                 axes[3].plot(df["epoch"], df[f"{sp.name}_ess"], ls=ls, label=sp.name)
+            for n, colour, short in (("pressure_slope", "k", "dP/dT"), ("pressure_a_slope", "C0", "dP_a/dT"),
+                                     ("pressure_c_slope", "C3", "dP_c/dT")):
+                if slopes and n in sp.targets and f"{sp.name}_{n}" in df:
+                    axes[4].plot(df["epoch"], df[f"{sp.name}_{n}"], ls=ls, color=colour, label=f"{short} {sp.name}")
         axes[1].set_xlabel("epoch")
         axes[1].set_ylabel("elastic constant (GPa)")
         axes[1].set_title("line style = state point; ◀ = experiment", fontsize=9)
@@ -208,6 +215,12 @@ def top_down_curve(rows, state_points, path, title: str = "") -> None:
         axes[3].set_ylabel("effective sample size after the update")
         axes[3].set_ylim(0, 1.05)
         axes[3].legend(fontsize=8)
+        if slopes:
+            axes[4].axhline(0.0, color="0.5", lw=0.8)
+            axes[4].set_xlabel("epoch")
+            axes[4].set_ylabel("dP/dT along the experimental lattice (MPa/K)")
+            axes[4].set_title("0 = the measured thermal expansion", fontsize=9)
+            axes[4].legend(fontsize=8)
         _mark_selected(axes, df)
         fig.suptitle(title)
         save(fig, path)

@@ -27,7 +27,8 @@ from ..md.simulate import Trajectory, lattice_site_momenta
 from ..observables.averages import block_slices, standard_covariance, standard_error
 from ..observables.control_variates import calibration_weights, sublattice_variates
 from ..observables.reweighting import BatchedQuantities, Frames
-from ..observables.stress import frame_pressure, kinetic_tensor, stress_fluctuation
+from ..observables.stress import (frame_pressure, kinetic_tensor, pressure_path_slope, stress_fluctuation,
+                                  thermal_stress)
 from ..structures import crystal, sublattices
 from .potentials import Potential
 from .sampling import Sampling, final_atoms, measure, scan, simulate
@@ -58,34 +59,45 @@ def born_frames(pot: Potential, atoms: Atoms, traj: Trajectory, batch_frames: in
 
 
 def tensor_and_pressure(q: dict, n_atoms: int, temperature: float, idx=None,
-                        variates=None) -> tuple[dict, float]:
-    """Stress-fluctuation tensors ``{"adiabatic", "isothermal"}`` (6×6, GPa) and pressure (GPa) of
-    the frames ``idx`` (all if None); with ``variates`` (F, p) of known mean zero, averages over
-    those frames take their calibration weights (``control_variates``)."""
+                        variates=None) -> tuple[dict, float, np.ndarray]:
+    """Stress-fluctuation tensors ``{"adiabatic", "isothermal"}`` (6×6, GPa), pressure (GPa) and
+    thermal stress λ = (∂σ/∂T)_V (Voigt, MPa/K) of the frames ``idx`` (all if None); with
+    ``variates`` (F, p) of known mean zero, averages over those frames take their calibration
+    weights (``control_variates``)."""
     idx = slice(None) if idx is None else idx
     f = {k: jnp.asarray(q[k][idx]) for k in ("born_stress", "born_stiffness", "kinetic", "energy")}
     w = None if variates is None else jnp.asarray(calibration_weights(np.asarray(variates)[idx]))
     c = stress_fluctuation(f["born_stress"], f["born_stiffness"], f["kinetic"], f["energy"], q["volume"],
                            n_atoms, temperature, w)
     p = frame_pressure(f["born_stress"], f["kinetic"], q["volume"], w)
+    t_lambda = thermal_stress(f["born_stress"], f["energy"], q["volume"], n_atoms, temperature, w)
     return ({k: np.asarray(units.ev_per_a3_to_gpa(v), float) for k, v in c.items()},
-            float(units.ev_per_a3_to_gpa(np.mean(np.asarray(p)[:3]))))
+            float(units.ev_per_a3_to_gpa(np.mean(np.asarray(p)[:3]))),
+            np.asarray(units.ev_per_a3_to_mpa(t_lambda), float) / temperature)
 
 
 def summarize(q: dict, n_atoms: int, temperature: float, symmetry: str, n_blocks: int,
-              variates=None) -> dict:
-    """Symmetry-reduced constants (adiabatic ``C11`` …, isothermal ``C11_T`` …), pressure and
-    moduli (adiabatic) with block standard errors ``<name>_err``, and the block covariances
+              variates=None, expansion=None) -> dict:
+    """Symmetry-reduced constants (adiabatic ``C11`` …, isothermal ``C11_T`` …), pressure, moduli
+    (adiabatic), the fixed-box thermal pressure coefficients ``dPa_dT_V_MPa_K`` (basal plane, the
+    mean of xx and yy) and ``dPc_dT_V_MPa_K`` (z), and with a lattice ``expansion`` (Voigt, 1/K)
+    the pressure slopes along it, ``dPa_dT_MPa_K`` and ``dPc_dT_MPa_K``
+    (``stress.pressure_path_slope``, what the DiffTRe slope targets ask for), with block
+    standard errors ``<name>_err``, and the block covariances
     ``<a>_<b>_cov`` of every pair of adiabatic constants: C11 and C12 share the optical-mode
     relaxation term, so their errors are strongly anti-correlated and any combination of the
     constants (an RMS deviation, C11 − C12) needs them. With ``variates`` every estimate, the
     blocks' included, uses its own frames' calibration weights."""
 
     def values(idx=None) -> dict:
-        c, p = tensor_and_pressure(q, n_atoms, temperature, idx, variates)
+        c, p, lam = tensor_and_pressure(q, n_atoms, temperature, idx, variates)
         out = {k: float(v) for k, v in elastic.reduce_stiffness(c["adiabatic"], symmetry).items()}
         out.update({f"{k}_T": float(v) for k, v in elastic.reduce_stiffness(c["isothermal"], symmetry).items()})
         out["pressure_GPa"] = p
+        out["dPa_dT_V_MPa_K"], out["dPc_dT_V_MPa_K"] = -float(np.mean(lam[:2])), -float(lam[2])
+        if expansion is not None:  # B^T in GPa, so B^T α in GPa/K
+            slope = pressure_path_slope(lam * temperature, 1e3 * c["isothermal"], np.asarray(expansion), temperature)
+            out["dPa_dT_MPa_K"], out["dPc_dT_MPa_K"] = float(np.mean(slope[:2])), float(slope[2])
         # bulk modulus named B as in the paper (elastic.moduli calls it K)
         out.update({k.replace("K_", "B_"): v for k, v in
                     elastic.moduli(elastic.symmetric_matrix(out, symmetry)).items()})
@@ -114,13 +126,13 @@ class ElasticSettings:
 
 def elastic_at(pot: Potential, atoms: Atoms, temperature: float, rs: Dynamics, es: ElasticSettings,
                symmetry: str, seed: int = 0, progress: Callable[[str], None] = log.info,
-               at_lattice_sites: bool = False, sublattice=None) -> dict:
+               at_lattice_sites: bool = False, sublattice=None, expansion=None) -> dict:
     """Stress-fluctuation constants of ``atoms`` (its box fixed) at ``temperature``;
     ``at_lattice_sites`` as in ``sampling.measure``. With ``es.control_variates`` the averages take
     the calibration weights of the Stein variates of the shifts between the crystal's sublattices
     (``sublattice``: each atom's basis atom, ``structures.sublattices``), which remove most of the
     optical-mode noise of hcp's C11 and C12; the plain estimate of the same frames goes beside it
-    (``C11_plain``, ``C11_plain_err`` …)."""
+    (``C11_plain``, ``C11_plain_err`` …). ``expansion``: as in ``summarize``."""
     traj = measure(pot, atoms, temperature, rs, es.sampling, seed=seed, progress=progress,
                    at_lattice_sites=at_lattice_sites)
     q = born_frames(pot, atoms, traj, es.batch_frames, with_forces=es.control_variates)
@@ -135,7 +147,7 @@ def elastic_at(pot: Potential, atoms: Atoms, temperature: float, rs: Dynamics, e
                                        sublattice, units.kT(temperature))
         plain = summarize(q, len(atoms), temperature, symmetry, es.n_blocks)
     row["control_variates"] = 0 if variates is None else variates.shape[1]
-    row.update(summarize(q, len(atoms), temperature, symmetry, es.n_blocks, variates))
+    row.update(summarize(q, len(atoms), temperature, symmetry, es.n_blocks, variates, expansion))
     if variates is not None:
         names = elastic.SYMMETRY_CONSTANTS[symmetry]
         for n in names:  # the plain estimate of the same frames beside it
@@ -148,17 +160,21 @@ def elastic_at(pot: Potential, atoms: Atoms, temperature: float, rs: Dynamics, e
 
 def hcp_elastic_vs_temperature(pot: Potential, symbol: str, lattice: Callable[[float], tuple[float, float]],
                                temperatures, supercell, rs: Dynamics, es: ElasticSettings,
-                               progress: Callable[[str], None] = log.info) -> list[dict]:
-    """hcp C_ij, P, B, G, ν at each temperature, in a box at ``lattice(T) = (a, c)`` (Å)."""
+                               progress: Callable[[str], None] = log.info, expansion=None) -> list[dict]:
+    """hcp C_ij, P, B, G, ν at each temperature, in a box at ``lattice(T) = (a, c)`` (Å); with
+    ``expansion(T)`` (the lattice's linear strain rates, Voigt, 1/K) the pressure slopes along it."""
     def at(k, t):
         a, c = lattice(float(t))
         row = elastic_at(pot, crystal(symbol, "hcp", a, c / a, supercell), t, rs, es, "hexagonal", seed=k,
-                         progress=progress, at_lattice_sites=True, sublattice=sublattices("hcp", supercell))
+                         progress=progress, at_lattice_sites=True, sublattice=sublattices("hcp", supercell),
+                         expansion=None if expansion is None else expansion(float(t)))
         row.update(a_A=a, c_A=c)
         progress(f"{pot.name} hcp {t:g} K: "
                  + "  ".join(f"{n} {row[n]:.1f}" for n in elastic.HEXAGONAL_CONSTANTS)
                  + f"  P {row['pressure_GPa']:+.3f} GPa  B {row['B_V']:.1f}  G {row['G_V']:.1f}"
-                 + f"  ν {row['nu_V']:.3f}")
+                 + f"  ν {row['nu_V']:.3f}"
+                 + (f"  dPa/dT {row['dPa_dT_MPa_K']:+.2f}  dPc/dT {row['dPc_dT_MPa_K']:+.2f} MPa/K"
+                    if "dPc_dT_MPa_K" in row else ""))
         return row
 
     return scan(temperatures, at, "T_K", f"{pot.name} hcp elastic constants")

@@ -51,6 +51,20 @@ def experimental_lattice(cfg: dict, section: str):
                            for col in ("a_A", "c_A"))
 
 
+def experimental_expansion(cfg: dict, section: str):
+    """The experimental hcp lattice's linear strain rates at T (Voigt: d ln a/dT twice, d ln c/dT;
+    1/K)."""
+    path = cfg["experiment"]["lattice_constants"]
+    lat = experiment.lattice_constants(path)
+
+    def at(t):
+        alpha_a, alpha_c = (experiment.expansion_at(lat, path, col, t, f"evaluation.{section}.temperatures")
+                            for col in ("a_A", "c_A"))
+        return np.array([alpha_a, alpha_a, alpha_c, 0.0, 0.0, 0.0])
+
+    return at
+
+
 def _potential(cfg, model, model_path) -> Potential:
     pot = load_potential(cfg, model, model_path)
     log.info("evaluating %s (cutoff %.2f Å)", model, pot.cutoff)
@@ -80,7 +94,8 @@ def elastic_hcp(cfg, model, model_path, table) -> list[dict]:
     rows = hcp_elastic_vs_temperature(pot, _symbol(cfg), experimental_lattice(cfg, "elastic_hcp"),
                                       temperatures(cfg, "elastic_hcp"), e["supercell"], run_settings(cfg),
                                       ElasticSettings(sampling(e["sampling"]), n_blocks=e["n_blocks"],
-                                                      control_variates=e["control_variates"]))
+                                                      control_variates=e["control_variates"]),
+                                      expansion=experimental_expansion(cfg, "elastic_hcp"))
     return _write_rows(rows, model, table, "hcp elastic constants", t0)
 
 
