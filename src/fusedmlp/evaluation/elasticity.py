@@ -95,7 +95,7 @@ def summarize(q: dict, n_atoms: int, temperature: float, symmetry: str, n_blocks
         out.update({f"{k}_T": float(v) for k, v in elastic.reduce_stiffness(c["isothermal"], symmetry).items()})
         out["pressure_GPa"] = p
         out["dPa_dT_V_MPa_K"], out["dPc_dT_V_MPa_K"] = -float(np.mean(lam[:2])), -float(lam[2])
-        if expansion is not None:  # B^T in GPa, so B^T α in GPa/K
+        if expansion is not None:  # λ in MPa/K and B^T in MPa: the slope in MPa/K
             slope = pressure_path_slope(lam * temperature, 1e3 * c["isothermal"], np.asarray(expansion), temperature)
             out["dPa_dT_MPa_K"], out["dPc_dT_MPa_K"] = float(np.mean(slope[:2])), float(slope[2])
         # bulk modulus named B as in the paper (elastic.moduli calls it K)
