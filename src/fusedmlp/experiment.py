@@ -83,8 +83,10 @@ def at_temperature(table: pd.DataFrame, path, column: str, t: float, requested_b
 
 
 def expansion_at(table: pd.DataFrame, path, column: str, t: float, requested_by: str) -> float:
-    """d ln x/dT (1/K) of ``column`` x at ``t`` K: the table's derivative (second-order differences
-    between its rows, ``np.gradient``) linearly interpolated, over the value there."""
+    """d ln x/dT (1/K) of ``column`` x at ``t`` K: the table's derivative (``np.gradient``:
+    second-order differences between its rows, first-order at its ends) linearly interpolated,
+    over the value there. A derivative feels every row beside ``t``: near a suspect row it is
+    worse than the interpolated value itself."""
     x = at_temperature(table, path, column, t, requested_by)
     if len(table) < 2:
         raise InputError(path, "T_K", f"one row: a derivative in temperature ({requested_by}) needs two")

@@ -53,9 +53,12 @@ def experimental_lattice(cfg: dict, section: str):
 
 def experimental_expansion(cfg: dict, section: str):
     """The experimental hcp lattice's linear strain rates at T (Voigt: d ln a/dT twice, d ln c/dT;
-    1/K)."""
+    1/K); None (and a log line) for a table of one row, which has no derivative."""
     path = cfg["experiment"]["lattice_constants"]
     lat = experiment.lattice_constants(path)
+    if len(lat) < 2:
+        log.info("%s has one row: no thermal expansion, so no pressure slopes in the table", path)
+        return None
 
     def at(t):
         alpha_a, alpha_c = (experiment.expansion_at(lat, path, col, t, f"evaluation.{section}.temperatures")

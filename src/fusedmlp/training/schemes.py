@@ -48,7 +48,7 @@ def state_point_record(sp: StatePoint) -> dict:
     """What of a state point decides its updates (a checkpoint's key)."""
     return dict(name=sp.name, box=np.asarray(sp.box).tolist(), targets=sp.targets, weights=sp.weights,
                 elastic_constants=sp.elastic_constants, born_directions=sp.born_directions,
-                expansion=None if sp.expansion is None else np.asarray(sp.expansion).tolist())
+                **({} if sp.expansion is None else {"expansion": np.asarray(sp.expansion).tolist()}))
 
 
 def state_points(cfg: dict, settings: ModelSettings) -> list[StatePoint]:
@@ -63,8 +63,11 @@ def state_points(cfg: dict, settings: ModelSettings) -> list[StatePoint]:
     out = []
     for t in d["temperatures"]:
         a, c = (experiment.at_temperature(lat, lat_path, col, t, "difftre.temperatures") for col in ("a_A", "c_A"))
-        alpha_a, alpha_c = (experiment.expansion_at(lat, lat_path, col, t, "difftre.temperatures")
-                            for col in ("a_A", "c_A"))
+        expansion = None
+        if any(name in SLOPE_TARGETS for name in d["targets"]):  # d ln a/dT, d ln c/dT of the table
+            alpha_a, alpha_c = (experiment.expansion_at(lat, lat_path, col, t, "difftre.temperatures")
+                                for col in ("a_A", "c_A"))
+            expansion = np.array([alpha_a, alpha_a, alpha_c, 0.0, 0.0, 0.0])
         atoms = crystal(symbol, d["structure"], a, c / a, d["supercell"])
         targets, weights = {}, {}
         for name in d["targets"]:
@@ -80,7 +83,7 @@ def state_points(cfg: dict, settings: ModelSettings) -> list[StatePoint]:
                               masses=np.full(len(atoms), atomic_masses[atomic_numbers[symbol]]),
                               targets=targets, weights=weights, symmetry="hexagonal",
                               elastic_constants=d["elastic_constants"], born_directions=d["born_directions"],
-                              expansion=np.array([alpha_a, alpha_a, alpha_c, 0.0, 0.0, 0.0])))
+                              expansion=expansion))
     return out
 
 
