@@ -94,6 +94,13 @@ def expansion_at(table: pd.DataFrame, path, column: str, t: float, requested_by:
     return float(np.interp(t, table["T_K"], slope)) / x
 
 
+def hcp_expansion_at(table: pd.DataFrame, path, t: float, requested_by: str) -> np.ndarray:
+    """The hcp lattice's linear strain rates at ``t`` K as a Voigt 6-vector (1/K): d ln a/dT on
+    xx and yy, d ln c/dT on zz (``expansion_at``)."""
+    alpha_a, alpha_c = (expansion_at(table, path, col, t, requested_by) for col in ("a_A", "c_A"))
+    return np.array([alpha_a, alpha_a, alpha_c, 0.0, 0.0, 0.0])
+
+
 def elastic_constants(path) -> pd.DataFrame:
     return load_table(path, ELASTIC_COLUMNS)
 

@@ -60,12 +60,7 @@ def experimental_expansion(cfg: dict, section: str):
         log.info("%s has one row: no thermal expansion, so no pressure slopes in the table", path)
         return None
 
-    def at(t):
-        alpha_a, alpha_c = (experiment.expansion_at(lat, path, col, t, f"evaluation.{section}.temperatures")
-                            for col in ("a_A", "c_A"))
-        return np.array([alpha_a, alpha_a, alpha_c, 0.0, 0.0, 0.0])
-
-    return at
+    return lambda t: experiment.hcp_expansion_at(lat, path, t, f"evaluation.{section}.temperatures")
 
 
 def _potential(cfg, model, model_path) -> Potential:

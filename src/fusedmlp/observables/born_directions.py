@@ -31,7 +31,7 @@ import dataclasses
 
 import numpy as np
 
-from ..elastic import reduce_stiffness
+from ..elastic import SYMMETRY_CONSTANTS, reduce_stiffness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +88,6 @@ def needed_entries(symmetry: str, constants) -> list[tuple[int, int]]:
 def stiffness_constants(symmetry: str, constants, normal_block: bool = False) -> list[str]:
     """``constants``, and with ``normal_block`` every other constant of ``symmetry`` that reads an
     entry of the normal-stress block (a, b < 3; what B α of a thermal expansion α needs)."""
-    from ..elastic import SYMMETRY_CONSTANTS
     out = list(constants)
     if normal_block:
         out += [c for c in SYMMETRY_CONSTANTS[symmetry] if c not in out

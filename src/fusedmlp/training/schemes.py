@@ -63,11 +63,8 @@ def state_points(cfg: dict, settings: ModelSettings) -> list[StatePoint]:
     out = []
     for t in d["temperatures"]:
         a, c = (experiment.at_temperature(lat, lat_path, col, t, "difftre.temperatures") for col in ("a_A", "c_A"))
-        expansion = None
-        if any(name in SLOPE_TARGETS for name in d["targets"]):  # d ln a/dT, d ln c/dT of the table
-            alpha_a, alpha_c = (experiment.expansion_at(lat, lat_path, col, t, "difftre.temperatures")
-                                for col in ("a_A", "c_A"))
-            expansion = np.array([alpha_a, alpha_a, alpha_c, 0.0, 0.0, 0.0])
+        expansion = (experiment.hcp_expansion_at(lat, lat_path, t, "difftre.temperatures")
+                     if any(name in SLOPE_TARGETS for name in d["targets"]) else None)
         atoms = crystal(symbol, d["structure"], a, c / a, d["supercell"])
         targets, weights = {}, {}
         for name in d["targets"]:
