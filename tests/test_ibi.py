@@ -253,3 +253,26 @@ def test_a_simulated_target_carries_its_standard_error(tmp_path):
         load_rdf_target(path)
     path.write_text("r_A,g\n2.0,0.5\n3.0,2.0\n")
     np.testing.assert_array_equal(load_rdf_target(path).error_on([2.0, 2.5]), [0.0, 0.0])
+
+
+@pytest.mark.slow  # ~2 min: three 128-atom liquids, each 8 trajectories of 0.4 ps
+def test_validation_noise_explains_the_error_of_the_true_potential_alone(tmp_path):
+    """``IBITrainer.validate`` pools consecutive trajectories: against a target sampled
+    independently from the true Lennard-Jones potential, the true potential's RDF error is its
+    pooled sampling noise (E[error²] = noise²: 51 bins, the ratio within 0.7-1.4), and a potential
+    with σ 5 % short has an error well beyond it. (Pooling each trajectory's own block errors, 2
+    frames per block, gave a ratio of 1.44: blocks shorter than the liquid's correlation time.)"""
+    s = lj_settings(production_ps=0.4, equilibration_ps=0.08, melt_ps=0.16, record_every_fs=40.0)
+    params = {"pair": {"u": jnp.zeros(LJ_PC.n_points)}}
+    dummy = RDFTarget(np.array([0.0, 9.0]), np.ones(2), "none")
+    true = IBITrainer(lj_plus_correction(SIGMA, LJ_PC), RC, (18,), LJ_PC, dummy, s, "Ar", progress=lambda m: None)
+    state = true.melt(params, true.init(jnp.float64))
+    _, g, g_err, state = true.validate(params, state, 8, part=2)
+    target = RDFTarget(true.r_bins, g, "true Lennard-Jones", g_err)
+    for sigma, part in ((SIGMA, 3), (0.95 * SIGMA, 4)):
+        tr = IBITrainer(lj_plus_correction(sigma, LJ_PC), RC, (18,), LJ_PC, target, s, "Ar", progress=lambda m: None)
+        report, *_ = tr.validate(params, state, 8, part=part)
+        ratio = report["rdf_rmse"] / report["rdf_noise"]
+        print(f"sigma {sigma:.3f}: RDF error {report['rdf_rmse']:.4f}, noise {report['rdf_noise']:.4f}")
+        assert report["frames"] == 8 * 10 and report["production_ps"] == pytest.approx(3.2)
+        assert (0.7 < ratio < 1.4) if sigma == SIGMA else ratio > 3

@@ -143,6 +143,10 @@ def test_editing_a_training_setting_reruns_that_training_and_everything_downstre
     jobs = dry_run_with(finished_campaign, {"difftre": {"lr_start": 3e-3}})
     assert jobs == {"train_top_down": 2, **{f"evaluate_{p}": 2 for p in PROPERTIES}, "dft_errors": 2,
                     "compare": 1, "figures": 1, "all": 1}
+    # an IBI setting: the IBI model, not its target (the reference level's liquid)
+    assert dry_run_with(finished_campaign, {"ibi": {"iterations": 6}}) == {
+        "train_ibi": 1, **{f"evaluate_{p}": 1 for p in PROPERTIES}, "dft_errors": 1, "compare": 1, "figures": 1,
+        "all": 1}
     # one scheme's own setting: that model only
     jobs = dry_run_with(finished_campaign, {"schemes": {"sequential": {"steps": ["exp"], "selection_dft_weight": 0.5},
                                                         "fused": {"steps": ["exp", "dft"], "selection_dft_weight": 1.0}}})

@@ -226,10 +226,12 @@ def top_down_curve(rows, state_points, path, title: str = "") -> None:
         save(fig, path)
 
 
-def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: int, path, title: str = "") -> None:
+def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: int, path, title: str = "",
+               validation=()) -> None:
     """Iterative Boltzmann Inversion: g(r) of every iteration against the target, the learned
     correction v(r) per iteration (the selected one bold), and the RDF error and pressure per
-    iteration."""
+    iteration, with the validation runs' errors (rows of model "start" and "kept") beside the
+    iterations that sampled those potentials."""
     import pandas as pd
 
     df = pd.DataFrame(list(rows))
@@ -286,6 +288,11 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
         if "rdf_noise" in df:  # older logs lack it
             ax.plot(it, df["rdf_noise"], ":", color="C0", lw=1.5, label="sampling noise")
             ax.plot(it, df["rdf_excess"], "^-", color="C2", ms=4, lw=1.0, label="beyond noise")
+        for v in validation:
+            x = 1 if v["model"] == "start" else best_iteration + 1
+            ax.errorbar([x + 0.2], [v["rdf_rmse"]], yerr=[v["rdf_noise"]], fmt="D", ms=6, color="C1",
+                        mfc="white" if v["model"] == "start" else "C1", capsize=3,
+                        label=f"validation, {v['model']} ({v['production_ps']:g} ps; bar: noise)")
         ax.set_ylim(0, 1.6 * float(df["rdf_rmse"].max()))  # the legend above the curves
         ax.set_xlabel("iteration")
         ax.set_ylabel("RDF error")

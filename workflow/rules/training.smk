@@ -79,8 +79,10 @@ rule ibi_target:
     wildcard_constraints:
         ibi="|".join(m for m in IBI_MODELS if ibi_reference_target(m)) or "^$",
     params:
+        # what `ibi_reference_target` reads: editing the IBI's update or iterations keeps the target
         settings=lambda wc: settings(
-            *MODEL_KEYS, "ibi", "reference.potential", "reference.element",
+            *MODEL_KEYS, f"ibi.models.{wc.ibi}", "ibi.temperature", "ibi.supercell", "ibi.target_sampling",
+            "ibi.rdf_r_max", "ibi.rdf_bin_A", "reference.potential", "reference.element",
             f"reference.levels.{ibi_reference_target(wc.ibi)}", "evaluation.md", "evaluation.liquid"),
     threads: config["compute"]["threads"]
     priority: CRITICAL_PATH
@@ -103,6 +105,7 @@ rule train_ibi:
         log_csv="results/{ibi}/training_log.csv",
         rdf_csv="results/{ibi}/ibi_rdf.csv",
         correction_csv="results/{ibi}/ibi_correction.csv",
+        validation_csv="results/{ibi}/ibi_validation.csv",
         figure=report("results/{ibi}/training_curve.png", category="Training",
                       caption="../report/ibi_curve.rst"),
     log:

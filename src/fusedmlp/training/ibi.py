@@ -210,6 +210,11 @@ def rdf_noise(r, g_err, g_target, g_target_err, r_range: tuple[float, float]) ->
     return float(np.sqrt(np.mean(var[use])))
 
 
+def rdf_excess(error: float, noise: float) -> float:
+    """The part of an RDF error that noise does not explain: E[error²] = systematic² + noise²."""
+    return float(np.sqrt(max(error**2 - noise**2, 0.0))) if np.isfinite(noise) else float("nan")
+
+
 def _bins_used(r, g_target, r_range):
     r = np.asarray(r, float)
     use = (r >= r_range[0]) & (r <= r_range[1]) & np.isfinite(np.asarray(g_target, float))
@@ -378,11 +383,16 @@ class IBITrainer:
                                    momenta=jnp.asarray(traj.final["momenta"], dt), started=np.asarray(True),
                                    graph_capacity=np.asarray(traj.stats["capacity"]))
 
-    def sample(self, params, state: IBIState, epoch: int):
+    def sample(self, params, state: IBIState, epoch: int, part: int = 1):
         """One NVT trajectory: (g on the bins and its standard error, pressure GPa, mean T, new
-        state, frames kept, MD steps/s)."""
+        state, frames kept, MD steps/s). ``part`` 1 is an iteration's; others seed other streams."""
+        g, p, t_mean, state, rate = self._trajectory(params, state, epoch, part)
+        return np.mean(g, axis=0), block_errors(g, self.s.n_blocks), p, t_mean, state, len(g), rate
+
+    def _trajectory(self, params, state: IBIState, epoch: int, part: int):
+        """(g per frame kept, pressure GPa, mean T, new state, MD steps/s) of one NVT trajectory."""
         traj = self.sim.run(state.positions, self.box, params=params, momenta=state.momenta,
-                            progress=self.progress, seed=self._seed(epoch + 1, 1), temperature=self.s.temperature,
+                            progress=self.progress, seed=self._seed(epoch + 1, part), temperature=self.s.temperature,
                             capacity=int(state.graph_capacity))
         pos, mom = traj.positions[self.skip:], traj.momenta[self.skip:]
         _, g = rdf_frames(pos, self.box, self.r_max, self.n_bins)
@@ -402,8 +412,28 @@ class IBITrainer:
                                   frame_capacity=np.asarray(graphs.neighbors.shape[-1]))
         steps_per_s = traj.stats["steps"] / traj.stats["wall_s"]
         pressure = float(units.ev_per_a3_to_gpa(np.mean(p)))
-        return (np.mean(g, axis=0), block_errors(g, self.s.n_blocks), pressure, float(np.mean(traj.temperatures)),
-                new, len(pos), steps_per_s)
+        return g, pressure, float(np.mean(traj.temperatures)), new, steps_per_s
+
+    def validate(self, params, state: IBIState, runs: int, part: int):
+        """The RDF error of ``params`` from ``runs`` consecutive trajectories (each as long as an
+        iteration's, so the compiled simulator serves), continuing from ``state``: the before/after
+        measurement the iterations cannot give (each of theirs is one short sample, and the kept
+        iteration is the lowest of noisy errors). Returns (report, g, its standard error, state)."""
+        gs, ps, ts = [], [], []
+        for k in range(runs):
+            g, p, t_mean, state, _ = self._trajectory(params, state, k, part)
+            gs.append(g), ps.append(p), ts.append(t_mean)
+        # the trajectories continue one another: their frames are one time series, whose blocks
+        # are ``runs`` times longer than one trajectory's (blocks of one short trajectory are too
+        # short for the liquid's correlation time and understate the error)
+        frames = np.concatenate(gs)
+        g, g_err = np.mean(frames, axis=0), block_errors(frames, self.s.n_blocks)
+        err = rdf_error(self.r_bins, g, self.g_target, self.r_range)
+        noise = rdf_noise(self.r_bins, g_err, self.g_target, self.g_target_err, self.r_range)
+        report = dict(rdf_rmse=err, rdf_noise=noise, rdf_excess=rdf_excess(err, noise),
+                      pressure_gpa=float(np.mean(ps)), T_mean_K=float(np.mean(ts)), frames=len(frames),
+                      production_ps=runs * self.s.production_ps)
+        return report, g, g_err, state
 
     def step(self) -> loop.Step:
         """One IBI iteration: sample with the current correction, measure, update the table."""
@@ -422,9 +452,8 @@ class IBITrainer:
             state = dataclasses.replace(state, rdf=rdf_hist, tables=tables)
             new = {**params, "pair": {"u": jnp.asarray(u_now + du, params["pair"]["u"].dtype)}}
             peak = int(np.argmax(g))
-            # the part of the error that noise does not explain (E[err²] = systematic² + noise²)
-            excess = float(np.sqrt(max(err**2 - noise**2, 0.0))) if np.isfinite(noise) else float("nan")
-            report = dict(rdf_rmse=err, rdf_noise=noise, rdf_excess=excess, pressure_gpa=p, T_mean_K=t_mean,
+            report = dict(rdf_rmse=err, rdf_noise=noise, rdf_excess=rdf_excess(err, noise), pressure_gpa=p,
+                          T_mean_K=t_mean,
                           density_g_cm3=s.density_per_a3 * float(np.mean(self.masses)) * units.AMU_PER_A3_TO_G_CM3,
                           rdf_peak_g=float(g[peak]), rdf_peak_r_A=float(self.r_bins[peak]),
                           correction_min_meV=1e3 * float(np.min(u_now - u_now[-1])),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -96,8 +97,25 @@ def _mass(cfg) -> float:
     return float(atomic_masses[atomic_numbers[cfg["species"][0]]])
 
 
+def validation_runs(cfg: dict, s: IBISettings) -> int:
+    """Trajectories of one iteration's length that cover ``ibi.validation_ps`` (0: no validation)."""
+    return math.ceil(round(cfg["ibi"]["validation_ps"] / s.production_ps, 9))
+
+
+def validate(trainer, models: dict, state, runs: int) -> tuple[pd.DataFrame, dict]:
+    """Each of ``models`` (name: params) sampled for ``runs`` trajectories at the state point,
+    one after the other from the IBI's last liquid: a table of RDF error, noise and the error
+    beyond it per model, and g(r) with its standard error per model."""
+    rows, gs = [], {}
+    for part, (label, params) in enumerate(models.items(), start=2):
+        report, g, g_err, state = trainer.validate(params, state, runs, part)
+        rows.append({"model": label, **report})
+        gs[label] = (g, g_err)
+    return pd.DataFrame(rows), gs
+
+
 def train_ibi(cfg: dict, name: str, model_in, target_rdf, target_state, model_out, log_csv, rdf_csv,
-              correction_csv, checkpoint_path, figure_path=None, max_epochs_this_run=None):
+              correction_csv, checkpoint_path, validation_csv=None, figure_path=None, max_epochs_this_run=None):
     t0 = time.time()
     settings, params, meta = load_model(model_in, expected=model_settings(cfg))
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype(cfg)), params)
@@ -116,15 +134,30 @@ def train_ibi(cfg: dict, name: str, model_in, target_rdf, target_state, model_ou
                   max_epochs_this_run=max_epochs_this_run)
     n = len(res.rows)
     state = res.states["ibi"]
+    runs = validation_runs(cfg, s)
+    validation, g_val = (validate(trainer, {"start": params, "kept": res.best_params}, state, runs) if runs
+                         else (pd.DataFrame(columns=["model", "rdf_rmse", "rdf_noise", "rdf_excess"]), {}))
+    if runs:
+        v = validation.set_index("model")
+        log.info("IBI %s validation (%g ps each): RDF error %.4f (noise %.4f) with the start model, %.4f "
+                 "(noise %.4f) with the kept correction, %.1fx lower; beyond noise %.4f -> %.4f",
+                 name, v.loc["start", "production_ps"], v.loc["start", "rdf_rmse"], v.loc["start", "rdf_noise"],
+                 v.loc["kept", "rdf_rmse"], v.loc["kept", "rdf_noise"],
+                 v.loc["start", "rdf_rmse"] / v.loc["kept", "rdf_rmse"], v.loc["start", "rdf_excess"],
+                 v.loc["kept", "rdf_excess"])
     save_model(model_out, settings, res.best_params, metadata={
         "ibi": name, "started_from": str(model_in), "target": target.source, "temperature_K": s.temperature,
         "density_per_A3": s.density_per_a3, "best_iteration": res.best_epoch, "iterations_run": n,
-        "rdf_rmse": [r["rdf_rmse"] for r in res.rows], "ibi_settings": dataclasses.asdict(s),
-        "pretrained_metadata": meta})
+        "rdf_rmse": [r["rdf_rmse"] for r in res.rows], "validation": validation.to_dict("records"),
+        "ibi_settings": dataclasses.asdict(s), "pretrained_metadata": meta})
+    if validation_csv is not None:
+        write_table(validation, csv_path=validation_csv)
     # g(r) of every iteration beside the target, and the correction each sampled with
     g = np.asarray(state.rdf)[:n]
     write_table(pd.DataFrame({"r_A": trainer.r_bins, "g_target": trainer.g_target,
-                              **{f"g_iter{k + 1}": g[k] for k in range(n)}}), csv_path=rdf_csv)
+                              **{f"g_iter{k + 1}": g[k] for k in range(n)},
+                              **{f"g_validation_{k}": v[0] for k, v in g_val.items()},
+                              **{f"g_validation_{k}_err": v[1] for k, v in g_val.items()}}), csv_path=rdf_csv)
     grid = settings.pair_correction.grid
     tables = np.asarray(state.tables)[:n]
     curves = {f"v_iter{k + 1}_eV": correction_curve(settings, {"pair": {"u": jnp.asarray(tables[k])}}, grid)
@@ -135,7 +168,8 @@ def train_ibi(cfg: dict, name: str, model_in, target_rdf, target_state, model_ou
     if figure_path is not None:
         from ..plots import ibi_figure
         ibi_figure(trainer.r_bins, trainer.g_target, g, grid, curves, res.rows, res.best_epoch, figure_path,
-                   title=f"{name}: IBI toward {Path(target.source).name} at {s.temperature:g} K")
+                   title=f"{name}: IBI toward {Path(target.source).name} at {s.temperature:g} K",
+                   validation=validation.to_dict("records"))
     log.info("IBI %s: RDF error %s; kept the correction of iteration %d (after %d updates); wrote %s (%.1f min)",
              name, " → ".join(f"{r['rdf_rmse']:.4f}" for r in res.rows), res.best_epoch + 1, res.best_epoch,
              model_out, (time.time() - t0) / 60)
