@@ -62,6 +62,10 @@ def test_close_contacts_the_target_never_has_get_a_repulsive_update():
     assert du[at] == pytest.approx(want, rel=1e-9)
     # the step falls from the bump toward the valid region: a force that pushes the pair apart
     assert du[at] - du[np.argmin(np.abs(grid - 2.0))] > 0.5 * KT
+    # and never falls inward of it (the core below the bump's edge at 1.6 Å carried that
+    # edge's lower value, a slope that pulled pairs into the hole), so it stays at the bump's top
+    core = grid < 2.2
+    assert np.all(np.diff(du[core]) <= 0) and du[grid < 1.7].min() == pytest.approx(du[core].max())
     np.testing.assert_allclose(clean, 0.0, atol=1e-15)
 
 
@@ -266,12 +270,12 @@ def test_validation_noise_explains_the_error_of_the_true_potential_alone(tmp_pat
     params = {"pair": {"u": jnp.zeros(LJ_PC.n_points)}}
     dummy = RDFTarget(np.array([0.0, 9.0]), np.ones(2), "none")
     true = IBITrainer(lj_plus_correction(SIGMA, LJ_PC), RC, (18,), LJ_PC, dummy, s, "Ar", progress=lambda m: None)
-    state = true.melt(params, true.init(jnp.float64))
-    _, g, g_err, state = true.validate(params, state, 8, part=2)
+    liquid = true.melt(params, true.init(jnp.float64))
+    _, g, g_err = true.validate(params, liquid, 8, part=2)
     target = RDFTarget(true.r_bins, g, "true Lennard-Jones", g_err)
     for sigma, part in ((SIGMA, 3), (0.95 * SIGMA, 4)):
         tr = IBITrainer(lj_plus_correction(sigma, LJ_PC), RC, (18,), LJ_PC, target, s, "Ar", progress=lambda m: None)
-        report, *_ = tr.validate(params, state, 8, part=part)
+        report, *_ = tr.validate(params, liquid, 8, part=part)
         ratio = report["rdf_rmse"] / report["rdf_noise"]
         print(f"sigma {sigma:.3f}: RDF error {report['rdf_rmse']:.4f}, noise {report['rdf_noise']:.4f}")
         assert report["frames"] == 8 * 10 and report["production_ps"] == pytest.approx(3.2)

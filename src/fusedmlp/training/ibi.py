@@ -20,7 +20,9 @@ from a poor start (``ibi_update``, in this order):
    repulsive pair potentials: here the core would otherwise carry a constant, no force, and the
    close contacts would stay);
 2. elsewhere the nearest such value carried over: inward from the first peak into the g ≈ 0
-   core (a constant shift there, no force), outward to the cutoff, linearly across gaps;
+   core (a constant shift there, no force), outward to the cutoff, linearly across gaps; inward
+   of the target's first pairs the step is made non-increasing in r (its running maximum from
+   there inward), so that it never pulls pairs into the core (not in VOTCA, for the same reason);
 3. triangular smoothing of the update ([1 2 1]/4 passes; of the update, not of g or v);
 4. the update shifted to zero at the correction's cutoff;
 5. damping α, constant or α0 (1 − r/r_c) (msibi's, which leaves the tail alone);
@@ -184,6 +186,14 @@ def ibi_update(r, g, g_target, kT: float, correction: PairCorrectionSettings, s:
     on_grid = np.interp(grid, np.r_[r_in, rc], np.r_[du, 0.0])  # constant below the first bin
     alpha = s.alpha * (1.0 - grid / rc) if s.alpha_ramp else np.full_like(grid, s.alpha)
     step = np.clip(alpha * on_grid, -s.max_update_kT * kT, s.max_update_kT * kT)
+    # Inward of the target's first pairs the step never falls: a step that fell inward of a
+    # close-contact bump (the bump raised, the core carried at the bump's inner edge) would pull
+    # the pairs it is meant to push out deeper into the network's hole (seen in the demo: pairs at
+    # 1.7 Å that grew over the iterations). A correction that starts at zero then stays
+    # non-increasing in r there.
+    target_from = r_in[np.isfinite(gt_in) & (gt_in > s.g_floor)][0]
+    core = grid < target_from
+    step[core] = np.maximum.accumulate(step[core][::-1])[::-1]
     ramp = 0.0
     if s.pressure_correction and pressure_gpa is not None:
         ramp = pressure_ramp_amplitude(pressure_gpa, s, kT)
@@ -414,15 +424,21 @@ class IBITrainer:
         pressure = float(units.ev_per_a3_to_gpa(np.mean(p)))
         return g, pressure, float(np.mean(traj.temperatures)), new, steps_per_s
 
-    def validate(self, params, state: IBIState, runs: int, part: int):
+    def validate(self, params, liquid: IBIState, runs: int, part: int):
         """The RDF error of ``params`` from ``runs`` consecutive trajectories (each as long as an
-        iteration's, so the compiled simulator serves), continuing from ``state``: the before/after
-        measurement the iterations cannot give (each of theirs is one short sample, and the kept
-        iteration is the lowest of noisy errors). Returns (report, g, its standard error, state)."""
+        iteration's, so the compiled simulator serves) after one more that is discarded, starting
+        from ``liquid``: the before/after measurement the iterations cannot give (each of theirs is
+        one short sample, and the kept iteration is the lowest of noisy errors). Every model should
+        start from the same liquid: the job passes the start model's melt, where the first
+        iteration began (a potential with a deeper well may not melt the crystal in ``melt_ps``,
+        and the last iteration's liquid holds that iteration's history). Returns (report, g, its
+        standard error)."""
+        state = liquid
         gs, ps, ts = [], [], []
-        for k in range(runs):
+        for k in range(runs + 1):
             g, p, t_mean, state, _ = self._trajectory(params, state, k, part)
-            gs.append(g), ps.append(p), ts.append(t_mean)
+            if k:  # the first lets the liquid adapt to ``params``
+                gs.append(g), ps.append(p), ts.append(t_mean)
         # the trajectories continue one another: their frames are one time series, whose blocks
         # are ``runs`` times longer than one trajectory's (blocks of one short trajectory are too
         # short for the liquid's correlation time and understate the error)
@@ -433,7 +449,7 @@ class IBITrainer:
         report = dict(rdf_rmse=err, rdf_noise=noise, rdf_excess=rdf_excess(err, noise),
                       pressure_gpa=float(np.mean(ps)), T_mean_K=float(np.mean(ts)), frames=len(frames),
                       production_ps=runs * self.s.production_ps)
-        return report, g, g_err, state
+        return report, g, g_err
 
     def step(self) -> loop.Step:
         """One IBI iteration: sample with the current correction, measure, update the table."""

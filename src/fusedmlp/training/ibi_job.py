@@ -102,13 +102,15 @@ def validation_runs(cfg: dict, s: IBISettings) -> int:
     return math.ceil(round(cfg["ibi"]["validation_ps"] / s.production_ps, 9))
 
 
-def validate(trainer, models: dict, state, runs: int) -> tuple[pd.DataFrame, dict]:
-    """Each of ``models`` (name: params) sampled for ``runs`` trajectories at the state point,
-    one after the other from the IBI's last liquid: a table of RDF error, noise and the error
-    beyond it per model, and g(r) with its standard error per model."""
+def validate(trainer, models: dict, runs: int, float_dtype) -> tuple[pd.DataFrame, dict]:
+    """Each of ``models`` (name: params; the first is the start model) sampled for ``runs``
+    trajectories at the state point from the start model's melt (``IBITrainer.validate``): a
+    table of RDF error, noise and the error beyond it per model, and g(r) with its standard error
+    per model."""
     rows, gs = [], {}
+    liquid = trainer.melt(next(iter(models.values())), trainer.init(float_dtype))
     for part, (label, params) in enumerate(models.items(), start=2):
-        report, g, g_err, state = trainer.validate(params, state, runs, part)
+        report, g, g_err = trainer.validate(params, liquid, runs, part)
         rows.append({"model": label, **report})
         gs[label] = (g, g_err)
     return pd.DataFrame(rows), gs
@@ -135,7 +137,7 @@ def train_ibi(cfg: dict, name: str, model_in, target_rdf, target_state, model_ou
     n = len(res.rows)
     state = res.states["ibi"]
     runs = validation_runs(cfg, s)
-    validation, g_val = (validate(trainer, {"start": params, "kept": res.best_params}, state, runs) if runs
+    validation, g_val = (validate(trainer, {"start": params, "kept": res.best_params}, runs, dtype(cfg)) if runs
                          else (pd.DataFrame(columns=["model", "rdf_rmse", "rdf_noise", "rdf_excess"]), {}))
     if runs:
         v = validation.set_index("model")
