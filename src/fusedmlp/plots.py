@@ -293,7 +293,8 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
             ax.errorbar([x + 0.2], [v["rdf_rmse"]], yerr=[v["rdf_noise"]], fmt="D", ms=6, color="C1",
                         mfc="white" if v["model"] == "start" else "C1", capsize=3,
                         label=f"validation, {v['model']} ({v['production_ps']:g} ps; bar: noise)")
-        ax.set_ylim(0, 1.6 * float(df["rdf_rmse"].max()))  # the legend above the curves
+        top = max([float(df["rdf_rmse"].max())] + [v["rdf_rmse"] + v["rdf_noise"] for v in validation])
+        ax.set_ylim(0, 1.6 * top)  # the legend above the curves
         ax.set_xlabel("iteration")
         ax.set_ylabel("RDF error")
         ax.set_xticks(it)
