@@ -1,6 +1,7 @@
 """The `train_ibi` job: the pre-trained model plus a pair correction fitted by Iterative Boltzmann
 Inversion (``training.ibi``) to a target g(r) at one state point, a model file, the per-iteration
-log, g(r) and correction tables, and a figure.
+log, g(r) and correction tables, the validation of the start model and the kept correction
+(``ibi.validation_ps``), and a figure.
 
 A target is a reference level (its g(r) and zero-pressure density measured at the state point by
 the `ibi_target` job, ``evaluation.jobs.ibi_reference_target``: a known answer) or a user table of
