@@ -292,7 +292,7 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
             x = 1 if v["model"] == "start" else best_iteration + 1
             ax.errorbar([x + 0.2], [v["rdf_rmse"]], yerr=[v["rdf_noise"]], fmt="D", ms=6, color="C1",
                         mfc="white" if v["model"] == "start" else "C1", capsize=3,
-                        label=f"validation, {v['model']} ({v['production_ps']:g} ps; bar: noise)")
+                        label=f"validation, {v['model']} ({v['production_ps']:g} ps)")
         top = max([float(df["rdf_rmse"].max())] + [v["rdf_rmse"] + v["rdf_noise"] for v in validation])
         ax.set_ylim(0, 1.6 * top)  # the legend above the curves
         ax.set_xlabel("iteration")
