@@ -220,11 +220,6 @@ def rdf_noise(r, g_err, g_target, g_target_err, r_range: tuple[float, float]) ->
     return float(np.sqrt(np.mean(var[use])))
 
 
-def rdf_excess(error: float, noise: float) -> float:
-    """The part of an RDF error that noise does not explain: E[error²] = systematic² + noise²."""
-    return float(np.sqrt(max(error**2 - noise**2, 0.0))) if np.isfinite(noise) else float("nan")
-
-
 def _bins_used(r, g_target, r_range):
     r = np.asarray(r, float)
     use = (r >= r_range[0]) & (r <= r_range[1]) & np.isfinite(np.asarray(g_target, float))
@@ -424,6 +419,14 @@ class IBITrainer:
         pressure = float(units.ev_per_a3_to_gpa(np.mean(p)))
         return g, pressure, float(np.mean(traj.temperatures)), new, steps_per_s
 
+    def rdf_errors(self, g, g_err) -> dict:
+        """The RDF error of ``g`` against the target, the error noise alone would give, and the
+        part noise does not explain (E[error²] = systematic² + noise²)."""
+        err = rdf_error(self.r_bins, g, self.g_target, self.r_range)
+        noise = rdf_noise(self.r_bins, g_err, self.g_target, self.g_target_err, self.r_range)
+        excess = float(np.sqrt(max(err**2 - noise**2, 0.0))) if np.isfinite(noise) else float("nan")
+        return dict(rdf_rmse=err, rdf_noise=noise, rdf_excess=excess)
+
     def validate(self, params, liquid: IBIState, runs: int, part: int):
         """The RDF error of ``params`` from ``runs`` consecutive trajectories (each as long as an
         iteration's, so the compiled simulator serves) after one more that is discarded, starting
@@ -444,10 +447,7 @@ class IBITrainer:
         # short for the liquid's correlation time and understate the error)
         frames = np.concatenate(gs)
         g, g_err = np.mean(frames, axis=0), block_errors(frames, self.s.n_blocks)
-        err = rdf_error(self.r_bins, g, self.g_target, self.r_range)
-        noise = rdf_noise(self.r_bins, g_err, self.g_target, self.g_target_err, self.r_range)
-        report = dict(rdf_rmse=err, rdf_noise=noise, rdf_excess=rdf_excess(err, noise),
-                      pressure_gpa=float(np.mean(ps)), T_mean_K=float(np.mean(ts)), frames=len(frames),
+        report = dict(**self.rdf_errors(g, g_err), pressure_gpa=float(np.mean(ps)), T_mean_K=float(np.mean(ts)), frames=len(frames),
                       production_ps=runs * self.s.production_ps)
         return report, g, g_err
 
@@ -459,8 +459,7 @@ class IBITrainer:
             if not bool(state.started):
                 state = self.melt(params, state)
             g, g_err, p, t_mean, state, n_frames, rate = self.sample(params, state, epoch)
-            err = rdf_error(self.r_bins, g, self.g_target, self.r_range)
-            noise = rdf_noise(self.r_bins, g_err, self.g_target, self.g_target_err, self.r_range)
+            errors = self.rdf_errors(g, g_err)
             du, info = ibi_update(self.r_bins, g, self.g_target, self.kT, self.correction, s.update, p)
             u_now = np.asarray(params["pair"]["u"], float)
             rdf_hist, tables = np.array(state.rdf), np.array(state.tables)
@@ -468,14 +467,14 @@ class IBITrainer:
             state = dataclasses.replace(state, rdf=rdf_hist, tables=tables)
             new = {**params, "pair": {"u": jnp.asarray(u_now + du, params["pair"]["u"].dtype)}}
             peak = int(np.argmax(g))
-            report = dict(rdf_rmse=err, rdf_noise=noise, rdf_excess=rdf_excess(err, noise), pressure_gpa=p,
-                          T_mean_K=t_mean,
+            report = dict(**errors, pressure_gpa=p, T_mean_K=t_mean,
                           density_g_cm3=s.density_per_a3 * float(np.mean(self.masses)) * units.AMU_PER_A3_TO_G_CM3,
                           rdf_peak_g=float(g[peak]), rdf_peak_r_A=float(self.r_bins[peak]),
                           correction_min_meV=1e3 * float(np.min(u_now - u_now[-1])),
                           correction_max_meV=1e3 * float(np.max(u_now - u_now[-1])),
                           frames=n_frames, md_steps_per_s=rate, **info)
-            self.progress(f"iteration {epoch + 1}: RDF error {err:.4f} (noise {noise:.4f})  P {p:+.3f} GPa  "
+            self.progress(f"iteration {epoch + 1}: RDF error {errors['rdf_rmse']:.4f} "
+                          f"(noise {errors['rdf_noise']:.4f})  P {p:+.3f} GPa  "
                           f"T {t_mean:.0f} K  "
                           f"peak g {report['rdf_peak_g']:.2f} at {report['rdf_peak_r_A']:.2f} Å  "
                           f"max |Δv| {info['update_max_meV']:.1f} meV")
