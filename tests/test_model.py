@@ -233,6 +233,36 @@ def test_repulsion_is_smooth_at_its_reach_and_one_term_per_pair():
                                float(phi(1.3)), rtol=1e-12)
 
 
+def test_pair_approach_follows_the_closest_periodic_image_and_finds_a_hole():
+    """The closest pair is found across the cell boundary, and pushing it together along that
+    edge gives a dimer energy φ(r) exactly; ``hole_depth`` is zero for a profile that only rises
+    and the depth of the well for one that dips on the way in."""
+    from fusedmlp.model.repulsion import approach_profile, closest_pair, hole_depth
+
+    box = np.diag([9.0, 10.0, 11.0])
+    pos = np.array([[0.3, 5.0, 5.0], [8.1, 5.4, 5.0], [4.5, 1.0, 9.0]])  # 0-1: 1.2 + 0.4 across x
+    nbr, shf, msk = G.neighbor_table(pos, box, 4.0)
+    pair = closest_pair(pos[None], box[None], nbr[None], shf[None], msk[None])
+    d01 = np.array([8.1 - 9.0 - 0.3, 0.4, 0.0])
+    assert pair.index == 0 and pair.i in (0, 1)
+    np.testing.assert_allclose(pair.distance, np.linalg.norm(d01))
+    np.testing.assert_allclose(np.abs(pair.d), np.abs(d01))
+
+    def mic(x):  # the pair's minimum-image distance, computed independently of the graph
+        dx = x[1] - x[0]
+        dx -= np.round(dx / np.diag(box)) * np.diag(box)
+        return np.linalg.norm(dx)
+
+    phi = lambda r: 4 * ((1.15 / r) ** 12 - (1.15 / r) ** 6)  # noqa: E731  Lennard-Jones, σ = 1.15 Å
+    r = np.linspace(pair.distance, 0.6 * pair.distance, 9)
+    e = approach_profile(lambda x: phi(mic(x)), pos, pair, r)
+    np.testing.assert_allclose(e, phi(r), rtol=1e-12)
+    assert hole_depth(r, e) == (0.0, float(r[0]))  # inside its minimum (1.29 Å) LJ only rises
+    well = np.array([0.0, 1.0, 2.0, 1.5, 1.2, 3.0])  # on the way in: rises, dips by 0.8, rises
+    depth, at = hole_depth(np.linspace(2.0, 1.0, 6)[::-1], well[::-1])  # order of the grid is free
+    np.testing.assert_allclose((depth, at), (0.8, 1.2))
+
+
 def test_repulsion_enters_the_one_energy_and_its_forces(model):
     """With the prior, energy_fn adds exactly Σ φ, and forces stay −∇U (finite differences)."""
     from fusedmlp.model.repulsion import RepulsionSettings

@@ -18,7 +18,7 @@ from ..model.batch import prepare
 from ..model.dimenet import species_index
 from ..model.file import save_model
 from ..model.params import EnergyScale, fit_energy_scale, init_params
-from ..model.repulsion import shortest_distance
+from ..model.repulsion import approach_profile, closest_pair, hole_depth
 from ..model.settings import dtype, model_settings
 from . import loop
 from .dft import dft_trainer
@@ -39,10 +39,10 @@ def pretrain(cfg: dict, dataset_path, split_path, model_path, log_csv, checkpoin
     data = prepare(ds, settings, progress=log.info)
     train = split["train"]
     # mean number of neighbours within the cutoff: the aggregation normalisation of the network
-    settings, r_min = data_derived(settings, data, train)
+    settings, pair = data_derived(settings, data, train)
     if settings.repulsion is not None:
         log.info("short-range repulsion below %.2f Å (shortest training distance %.3f Å), "
-                 "%.1f eV at half that", settings.repulsion.r_inner, r_min, settings.repulsion.energy)
+                 "%.1f eV at half that", settings.repulsion.r_inner, pair.distance, settings.repulsion.energy)
     sub = ds.subset(train)
     counts = np.stack([np.bincount(species_index(sub.species[sub.atoms_slice(i)], settings.species),
                                    minlength=len(settings.species)) for i in range(len(sub))])
@@ -64,7 +64,8 @@ def pretrain(cfg: dict, dataset_path, split_path, model_path, log_csv, checkpoin
         "split_sha256": inputs["split_sha256"],
         "scheme": "pretrained (bottom-up)", "best_epoch": result.best_epoch,
         "epochs_run": len(result.rows), "stopped_early": result.stopped_early,
-        "trainer": dataclasses.asdict(ts)})
+        "trainer": dataclasses.asdict(ts),
+        "pair_approach": pair_approach(settings, result.best_params, ds, train, pair)})
     Path(checkpoint_path).unlink(missing_ok=True)  # done: a later run of this job starts afresh
     if figure_path is not None:
         from ..plots import training_curve
@@ -78,16 +79,47 @@ def data_derived(settings, data, train):
     """``settings`` with what the training configurations ``train`` decide: the mean number of
     neighbours within the cutoff (the network's aggregation normalisation) and, with a repulsion
     prior, its reach (the shortest training distance, rounded down: the prior acts only below the
-    data). Returns (settings, shortest distance or None)."""
+    data). Returns (settings, the closest training pair: ``ClosestPair``, index into ``train``)."""
     nbrs = data.neighbor_mask[train].sum(-1)[data.atom_mask[train]]
     settings = dataclasses.replace(settings, dimenet=dataclasses.replace(
         settings.dimenet, aggregation_scale=round(float(nbrs.mean()), 2)))
+    pair = closest_pair(data.positions[train], data.box[train], data.neighbors[train],
+                        data.shifts[train], data.neighbor_mask[train])
     if settings.repulsion is None:
-        return settings, None
-    r_min = shortest_distance(data.positions[train], data.box[train], data.neighbors[train],
-                              data.shifts[train], data.neighbor_mask[train])
+        return settings, pair
     return dataclasses.replace(settings, repulsion=dataclasses.replace(
-        settings.repulsion, r_inner=math.floor(100 * r_min) / 100)), r_min
+        settings.repulsion, r_inner=math.floor(100 * pair.distance) / 100)), pair
+
+
+def pair_approach(settings, params, ds, train, pair, step_A: float = 0.02, warn_ev: float = 0.025) -> dict:
+    """The trained model's energy as the closest pair of the training data is pushed together,
+    from its distance to half of it, every other atom fixed: the region below the data where only
+    the network's extrapolation and the prior act. A fall on the way in is a hole that MD can
+    fall into (the demo's network with a weak prior held a pair at 1.8 Å in every 2000 K melt);
+    one deeper than ``warn_ev`` (k_BT at 290 K) is logged as a warning. ``pair`` is the closest
+    pair of ``data_derived`` (its index counts within ``train``). Returns the profile for the
+    model file's metadata."""
+    from ..model.api import Potential
+
+    index = int(train[pair.index])
+    atoms = ds.atoms_slice(index)
+    pot = Potential(settings, params)
+    r = np.arange(pair.distance, 0.5 * pair.distance, -step_A)
+    e = approach_profile(lambda x: pot(x, ds.box[index], ds.species[atoms])[0], ds.positions[atoms], pair, r)
+    e = e - e[0]
+    depth, at = hole_depth(r, e)
+    prior = (f"the repulsion prior (model.repulsion_ev {settings.repulsion.energy:g} eV)"
+             if settings.repulsion is not None else "no repulsion prior (model.repulsion_ev 0)")
+    if depth > warn_ev:
+        log.warning("pair approach (training configuration %d, atom %d): the energy falls by %.3f eV on the way "
+                    "in, to %.2f Å, below the data's shortest distance %.2f Å: a hole that hot MD can fall into, "
+                    "with %s; a stronger prior closes it", index, pair.i, depth, at, pair.distance, prior)
+    else:
+        log.info("pair approach (training configuration %d, atom %d): the energy rises by %.2f eV from %.2f to "
+                 "%.2f Å with no fall on the way in (deepest %.3f eV), with %s", index, pair.i, e[-1],
+                 r[0], r[-1], depth, prior)
+    return {"configuration": index, "atom": pair.i, "r_A": np.round(r, 4).tolist(),
+            "energy_eV": np.round(e, 5).tolist(), "hole_eV": depth, "hole_at_A": at}
 
 
 def fit_dft(settings, params, data, split: dict, ts, checkpoint_path, log_csv=None, dtype=jnp.float32,
