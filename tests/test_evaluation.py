@@ -202,6 +202,17 @@ def test_compare_and_figures_from_synthetic_models(cfg, tmp_path):
     fit_cfg = {**cfg, "ibi": {**cfg["ibi"], "models": {"fused": {"target": str(target), "method": "difftre"}}}}
     compare.write_all(inputs, fit_cfg, md)
     fits = pd.read_csv(tmp_path / "cmp" / "rdf_fits.csv").iloc[0]
+    assert np.isnan(fits["D_gk_m2_s_target"])  # a table target has no potential of its own
+    # a known answer (a reference level's g(r)): the level's own liquid, measured as reference@<level>
+    known = tmp_path / "diffusion_reference_ref_hard.csv"
+    pd.DataFrame({"model": "reference@ref_hard", "T_K": [2000.0], "D_gk_m2_s": [4.0e-9], "D_gk_err_m2_s": 1e-10,
+                  "D_einstein_m2_s": [4.1e-9], "D_einstein_err_m2_s": 1e-10,
+                  "density_per_A3": [0.0503]}).to_csv(known, index=False)
+    known_cfg = {**cfg, "ibi": {**cfg["ibi"], "models": {"fused": {"target": "ref_hard"}}}}
+    compare.write_all(inputs | {"diffusion__reference@ref_hard__table": str(known)}, known_cfg, md)
+    known_fit = pd.read_csv(tmp_path / "cmp" / "rdf_fits.csv").iloc[0]
+    assert (known_fit["D_gk_m2_s_target"], known_fit["density_per_A3_target"]) == pytest.approx((4.0e-9, 0.0503))
+    assert known_fit["method"] == "ibi" and known_fit["D_gk_m2_s"] == pytest.approx(5.3e-9)
     assert fits["model"] == "fused" and fits["method"] == "difftre" and fits["start"] == "pretrained"
     assert fits["rdf_rms_to_target"] == pytest.approx(np.sqrt((0.5**2 + 0.2**2) / 3))
     assert fits["rdf_rms_to_target_start"] == pytest.approx(np.sqrt((0.75**2 + 0.12**2) / 3))

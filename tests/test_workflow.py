@@ -41,15 +41,19 @@ def dry_run_jobs(res):
 def test_default_dry_run_lists_the_dag():
     jobs = dry_run_jobs(smk("-n", "--forceall"))
     # four models (pre-trained, two DiffTRe schemes, IBI toward ref_hard's liquid, whose target
-    # `ibi_target` measures); the reference potential only with evaluation.include_reference
-    evaluations = {f"evaluate_{p}": 4 for p in ("elastic_hcp", "lattice_temperature", "lattice_pressure",
-                                                 "phonons", "liquid", "diffusion", "elastic_bcc")}
+    # `ibi_target` measures); the reference potential only with evaluation.include_reference, but
+    # the level IBI targets gets its liquid and diffusion measured (reference@ref_hard)
+    evaluations = {f"evaluate_{p}": 4 + (p in ("liquid", "diffusion"))
+                   for p in ("elastic_hcp", "lattice_temperature", "lattice_pressure", "phonons", "liquid",
+                             "diffusion", "elastic_bcc")}
     # the multi-fidelity model: its dataset of both levels (split, summary), its training, its test
     # errors at each head (multifidelity@ref, multifidelity@ref_hard) and its 0 K elastic constants
     assert jobs == {"reference_configurations": 1, "label_reference": 2, "multifidelity_dataset": 1, "split": 3,
                     "dataset_summary": 3, "pretrain": 1, "train_top_down": 2, "ibi_target": 1, "train_ibi": 1,
                     "train_multifidelity": 1, "dft_errors": 6, "multifidelity_elastic": 1, **evaluations,
                     "compare": 1, "figures": 1, "all": 1}
+    res = smk("-n", "--forceall")
+    assert "results/reference@ref_hard/diffusion.csv" in res.stdout and "results/reference@ref_hard/liquid.csv" in res.stdout
 
 
 def test_ibi_experiment_overlay_adds_a_table_target_model():
@@ -60,7 +64,8 @@ def test_ibi_experiment_overlay_adds_a_table_target_model():
     jobs = dry_run_jobs(res)
     assert jobs["train_ibi"] == 2 and jobs["train_rdf_difftre"] == 1 and jobs["ibi_target"] == 1
     assert jobs["dft_errors"] == 8
-    assert all(jobs[f"evaluate_{p}"] == 6 for p in ("liquid", "diffusion", "elastic_hcp", "phonons"))
+    assert all(jobs[f"evaluate_{p}"] == 6 for p in ("elastic_hcp", "phonons"))
+    assert all(jobs[f"evaluate_{p}"] == 7 for p in ("liquid", "diffusion"))  # and reference@ref_hard's
     for path in ("results/ibi_exp/model.npz", "results/difftre_exp/model.npz", "results/ibi/target_rdf.csv",
                  "results/comparison/rdf_fits.md"):
         assert path in res.stdout
@@ -91,7 +96,8 @@ def test_reference_potential_evaluated_on_request():
     """The overlay named in the README adds the reference potential to every property job and keeps
     the rest of the demo configuration."""
     jobs = dry_run_jobs(smk("-n", "--forceall", "--configfile", "config/with_reference.yaml"))
-    assert all(jobs[f"evaluate_{p}"] == 5 for p in ("elastic_hcp", "phonons", "diffusion", "elastic_bcc"))
+    assert all(jobs[f"evaluate_{p}"] == 5 for p in ("elastic_hcp", "phonons", "elastic_bcc"))
+    assert jobs["evaluate_diffusion"] == 6  # and reference@ref_hard's, the IBI target level
     assert jobs["dft_errors"] == 6  # the reference potential has no test errors against itself
     assert jobs["train_top_down"] == 2 and jobs["reference_configurations"] == 1
 
@@ -155,16 +161,18 @@ def test_editing_a_training_setting_reruns_that_training_and_everything_downstre
 
 
 def test_editing_an_evaluation_setting_reruns_only_that_evaluation_and_the_products(finished_campaign):
+    # four models and the IBI target level's own liquid (reference@ref_hard)
     assert dry_run_with(finished_campaign, {"evaluation": {"diffusion": {"max_lag_ps": 0.3}}}) == {
-        "evaluate_diffusion": 4, "compare": 1, "figures": 1, "all": 1}
+        "evaluate_diffusion": 5, "compare": 1, "figures": 1, "all": 1}
     # the IBI model, trained toward ref_hard's liquid (prepared as evaluation.liquid and run with
     # evaluation.md), is trained again, and everything measured of it
     ibi_model = {**{f"evaluate_{p}": 1 for p in PROPERTIES}, "ibi_target": 1, "train_ibi": 1, "dft_errors": 1}
     # the liquid's settings also melt the diffusion runs' liquid
     assert dry_run_with(finished_campaign, {"evaluation": {"liquid": {"melt_ps": 0.5}}}) == {
-        **ibi_model, "evaluate_liquid": 4, "evaluate_diffusion": 4, "compare": 1, "figures": 1, "all": 1}
+        **ibi_model, "evaluate_liquid": 5, "evaluate_diffusion": 5, "compare": 1, "figures": 1, "all": 1}
     assert dry_run_with(finished_campaign, {"evaluation": {"md": {"friction_per_ps": 5.0}}}) == {
-        **ibi_model, **{f"evaluate_{p}": 4 for p in PROPERTIES}, "compare": 1, "figures": 1, "all": 1}
+        **ibi_model, **{f"evaluate_{p}": 4 + (p in ("liquid", "diffusion")) for p in PROPERTIES},
+        "compare": 1, "figures": 1, "all": 1}
 
 
 @pytest.mark.slow  # ~30 s; edits that rerun exactly their dependents are checked by the tests beside it

@@ -103,6 +103,15 @@ def ibi_reference_target(model):
     return target if target in config["reference"]["levels"] else None
 
 
+# The reference levels that IBI models target (known answers): their liquid and diffusion are
+# measured as `reference@<level>` (results/reference@ref_hard/diffusion.csv), beside the models
+# fitted to their g(r), so the comparison gives the target's own density and D.
+TARGET_LEVELS = (sorted({ibi_reference_target(m) for m in IBI_MODELS} - {None})
+                 if config["data"]["source"] == "reference" else [])
+TARGET_REFERENCES = [f"{REFERENCE}@{lvl}" for lvl in TARGET_LEVELS]
+TARGET_PROPERTIES = ("liquid", "diffusion")
+
+
 def ibi_target_table(model):
     """The g(r) table IBI model ``model`` fits: a reference level's, measured by `ibi_target`, or
     the configured table."""
@@ -176,8 +185,9 @@ def evaluation_settings(prop):
 
     def keys(wildcards):
         extra = ()
-        if wildcards.model == REFERENCE:
-            level = config["reference"]["training_level"]
+        model, _, head = wildcards.model.partition("@")
+        if model == REFERENCE:
+            level = head or config["reference"]["training_level"]
             extra = ("reference.potential", "reference.element", "reference.training_level",
                      f"reference.levels.{level}")
         return settings(*MODEL_KEYS, "experiment", "evaluation.md", f"evaluation.{prop}",
@@ -191,9 +201,13 @@ def property_outputs(prop, model="{model}"):
 
 
 def evaluation_tables(models=None):
+    """Every property table of ``models`` (default: every evaluated model, and the liquid and
+    diffusion of the reference levels IBI models target)."""
+    targets = {} if models else {f"{prop}__{m}__{k}": path for prop in TARGET_PROPERTIES for m in TARGET_REFERENCES
+                                 for k, path in property_outputs(prop, m).items()}
     models = models or EVAL_MODELS
     return {f"{prop}__{m}__{k}": path for prop in PROPERTY_OUTPUTS for m in models
-            for k, path in property_outputs(prop, m).items()}
+            for k, path in property_outputs(prop, m).items()} | targets
 
 
 def reference_tables():

@@ -44,7 +44,7 @@ for _prop in PROPERTY_OUTPUTS:
         log:
             f"results/logs/{_prop}_{{model}}.log",
         wildcard_constraints:
-            model="|".join(EVAL_MODELS + HEAD_MODELS),
+            model="|".join(EVAL_MODELS + HEAD_MODELS + TARGET_REFERENCES),
         params:
             prop=_prop,
             settings=evaluation_settings(_prop),

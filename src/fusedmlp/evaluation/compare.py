@@ -167,12 +167,14 @@ def first(df: pd.DataFrame, model: str, column: str) -> float:
 
 def rdf_fits(fits: dict, start: str, rdf_paths: dict, diff: pd.DataFrame, el: pd.DataFrame,
              errors: pd.DataFrame) -> pd.DataFrame:
-    """Models fitted to a g(r) (``fits``: ``{model: (method, target table)}``, IBI's pair correction
-    or DiffTRe of the whole network), each beside the model ``start`` they began from, as the
-    evaluation rules measured them: the RMS difference of the liquid's g(r) (``evaluation.liquid``)
-    to the model's target over the target's points, the Green–Kubo diffusion coefficient, the RMS
-    deviation of the five hcp constants from experiment over temperature (``el``: the
-    ``elastic_hcp`` comparison), and the reference-test errors."""
+    """Models fitted to a g(r) (``fits``: ``{model: (method, target table, target potential or
+    None)}``, IBI's pair correction or DiffTRe of the whole network), each beside the model
+    ``start`` they began from, as the evaluation rules measured them: the RMS difference of the
+    liquid's g(r) (``evaluation.liquid``) to the model's target over the target's points, the
+    Green–Kubo diffusion coefficient and zero-pressure density of the liquid (first temperature of
+    ``evaluation.diffusion``), the RMS deviation of the five hcp constants from experiment over
+    temperature (``el``: the ``elastic_hcp`` comparison), and the reference-test errors. A known
+    answer (a reference level's g(r)) adds that potential's own D and density (``_target``)."""
     def rdf_err(model, ref):
         cur = pd.read_csv(rdf_paths[model])
         return float(np.sqrt(np.nanmean((interpolate(cur, "r_A", "g", ref["r_A"]) - ref["g"]) ** 2)))
@@ -183,15 +185,19 @@ def rdf_fits(fits: dict, start: str, rdf_paths: dict, diff: pd.DataFrame, el: pd
         return float(np.sqrt(np.nanmean(dev**2))) if dev.size else float("nan")
 
     rows = []
-    for model, (method, target) in fits.items():
+    for model, (method, target, known) in fits.items():
         row = {"model": model, "method": method, "target": str(target), "start": start}
         ref = experiment.load_table(target, ("r_A", "g"))
         for sfx, m in (("_start", start), ("", model)):
             row[f"rdf_rms_to_target{sfx}"] = rdf_err(m, ref)
             row[f"D_gk_m2_s{sfx}"] = first(diff, m, "D_gk_m2_s")
+            row[f"D_gk_err_m2_s{sfx}"] = first(diff, m, "D_gk_err_m2_s")
+            row[f"density_per_A3{sfx}"] = first(diff, m, "density_per_A3")
             row[f"Cij_rms_dev_GPa{sfx}"] = cij_rms(m)
             row[f"forces_rmse_meV_A{sfx}"] = first(errors, m, "forces_rmse_meV_A")
             row[f"energy_rmse_no_offset_meV_atom{sfx}"] = first(errors, m, "energy_rmse_no_offset_meV_atom")
+        for col in ("D_gk_m2_s", "D_gk_err_m2_s", "density_per_A3"):
+            row[f"{col}_target"] = first(diff, known, col) if known else float("nan")
         row["T_liquid_K"] = first(diff, model, "T_K")
         rows.append(row)
     return pd.DataFrame(rows)
@@ -331,7 +337,10 @@ def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
                          "Top-down targets at the training temperatures and the cost on the reference test, "
                          "beside the pre-trained model")
     if "rdf_fits" in outputs:
-        fits = {m: (e.get("method", "ibi"), inputs[f"ibi_target__{m}"]) for m, e in cfg["ibi"]["models"].items()}
+        diff_models = set(models("diffusion", "table"))  # a reference level's: `reference@<level>`
+        fits = {m: (e.get("method", "ibi"), inputs[f"ibi_target__{m}"],
+                    next((k for k in diff_models if k == f"reference@{e['target']}"), None))
+                for m, e in cfg["ibi"]["models"].items()}
         tables["rdf_fits"] = (rdf_fits(fits, "pretrained", models("liquid", "rdf"), tables["diffusion"][0], cmp_el,
                                        tables["test_errors"][0]),
                               "Fitted to a g(r): IBI (pair correction) and DiffTRe (whole network) beside their start")
