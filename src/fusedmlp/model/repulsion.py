@@ -77,11 +77,6 @@ def closest_pair(positions, box, neighbors, shifts, mask) -> ClosestPair:
     return best
 
 
-def shortest_distance(positions, box, neighbors, shifts, mask) -> float:
-    """Shortest edge length (Å) of padded configurations (as ``closest_pair``)."""
-    return closest_pair(positions, box, neighbors, shifts, mask).distance
-
-
 def approach_profile(energy: Callable[[np.ndarray], float], positions, pair: ClosestPair, r_values):
     """Energies (eV) as atom ``pair.i`` moves along its edge ``pair.d`` until the pair is
     ``r_values`` (Å) apart, every other atom fixed; ``energy(positions)`` evaluates a whole
