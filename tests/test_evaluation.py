@@ -209,10 +209,17 @@ def test_compare_and_figures_from_synthetic_models(cfg, tmp_path):
                   "D_einstein_m2_s": [4.1e-9], "D_einstein_err_m2_s": 1e-10,
                   "density_per_A3": [0.0503]}).to_csv(known, index=False)
     known_cfg = {**cfg, "ibi": {**cfg["ibi"], "models": {"fused": {"target": "ref_hard"}}}}
-    compare.write_all(inputs | {"diffusion__reference@ref_hard__table": str(known)}, known_cfg, md)
+    # its liquid as the evaluation measured it is what the models' liquids are compared with
+    level_rdf = tmp_path / "liquid_rdf_reference_ref_hard.csv"
+    pd.DataFrame({"r_A": [2.0, 3.0, 4.0], "g": [0.0, 2.6, 0.9]}).to_csv(level_rdf, index=False)
+    compare.write_all(inputs | {"diffusion__reference@ref_hard__table": str(known),
+                                "liquid__reference@ref_hard__rdf": str(level_rdf)}, known_cfg, md)
     known_fit = pd.read_csv(tmp_path / "cmp" / "rdf_fits.csv").iloc[0]
     assert (known_fit["D_gk_m2_s_target"], known_fit["density_per_A3_target"]) == pytest.approx((4.0e-9, 0.0503))
     assert known_fit["method"] == "ibi" and known_fit["D_gk_m2_s"] == pytest.approx(5.3e-9)
+    assert known_fit["rdf_compared_to"].startswith("reference@ref_hard")
+    assert known_fit["rdf_rms_to_target"] == pytest.approx(np.sqrt((0.1**2 + 0.1**2) / 3))
+    assert known_fit["rdf_rms_to_target_start"] == pytest.approx(np.sqrt((0.15**2 + 0.02**2) / 3))
     assert fits["model"] == "fused" and fits["method"] == "difftre" and fits["start"] == "pretrained"
     assert fits["rdf_rms_to_target"] == pytest.approx(np.sqrt((0.5**2 + 0.2**2) / 3))
     assert fits["rdf_rms_to_target_start"] == pytest.approx(np.sqrt((0.75**2 + 0.12**2) / 3))

@@ -174,7 +174,10 @@ def rdf_fits(fits: dict, start: str, rdf_paths: dict, diff: pd.DataFrame, el: pd
     Green–Kubo diffusion coefficient and zero-pressure density of the liquid (first temperature of
     ``evaluation.diffusion``), the RMS deviation of the five hcp constants from experiment over
     temperature (``el``: the ``elastic_hcp`` comparison), and the reference-test errors. A known
-    answer (a reference level's g(r)) adds that potential's own D and density (``_target``)."""
+    answer (a reference level's g(r), ``target potential`` its evaluated name) is compared as the
+    evaluation measured that potential's liquid, at the same state point as the models' (the IBI
+    target may be at another temperature and density), and adds its own D and density
+    (``_target``); ``rdf_compared_to`` names the g(r) each error is taken against."""
     def rdf_err(model, ref):
         cur = pd.read_csv(rdf_paths[model])
         return float(np.sqrt(np.nanmean((interpolate(cur, "r_A", "g", ref["r_A"]) - ref["g"]) ** 2)))
@@ -187,7 +190,9 @@ def rdf_fits(fits: dict, start: str, rdf_paths: dict, diff: pd.DataFrame, el: pd
     rows = []
     for model, (method, target, known) in fits.items():
         row = {"model": model, "method": method, "target": str(target), "start": start}
-        ref = experiment.load_table(target, ("r_A", "g"))
+        level_liquid = known if known in rdf_paths else None
+        ref = pd.read_csv(rdf_paths[level_liquid]) if level_liquid else experiment.load_table(target, ("r_A", "g"))
+        row["rdf_compared_to"] = f"{level_liquid} (evaluation.liquid)" if level_liquid else str(target)
         for sfx, m in (("_start", start), ("", model)):
             row[f"rdf_rms_to_target{sfx}"] = rdf_err(m, ref)
             row[f"D_gk_m2_s{sfx}"] = first(diff, m, "D_gk_m2_s")
@@ -337,7 +342,7 @@ def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
                          "Top-down targets at the training temperatures and the cost on the reference test, "
                          "beside the pre-trained model")
     if "rdf_fits" in outputs:
-        diff_models = set(models("diffusion", "table"))  # a reference level's: `reference@<level>`
+        diff_models = set(models("diffusion", "table")) | set(models("liquid", "rdf"))  # `reference@<level>`
         fits = {m: (e.get("method", "ibi"), inputs[f"ibi_target__{m}"],
                     next((k for k in diff_models if k == f"reference@{e['target']}"), None))
                 for m, e in cfg["ibi"]["models"].items()}
