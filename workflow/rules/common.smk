@@ -200,14 +200,12 @@ def property_outputs(prop, model="{model}"):
     return {k: f"results/{model}/{v}" for k, v in PROPERTY_OUTPUTS[prop].items()}
 
 
-def evaluation_tables(models=None):
-    """Every property table of ``models`` (default: every evaluated model, and the liquid and
-    diffusion of the reference levels IBI models target)."""
-    targets = {} if models else {f"{prop}__{m}__{k}": path for prop in TARGET_PROPERTIES for m in TARGET_REFERENCES
-                                 for k, path in property_outputs(prop, m).items()}
-    models = models or EVAL_MODELS
-    return {f"{prop}__{m}__{k}": path for prop in PROPERTY_OUTPUTS for m in models
-            for k, path in property_outputs(prop, m).items()} | targets
+def evaluation_tables():
+    """Every property table of every evaluated model, and the liquid and diffusion of the
+    reference levels IBI models target, keyed ``<prop>__<model>__<name>``."""
+    pairs = [(prop, m) for prop in PROPERTY_OUTPUTS for m in EVAL_MODELS]
+    pairs += [(prop, m) for prop in TARGET_PROPERTIES for m in TARGET_REFERENCES]
+    return {f"{prop}__{m}__{k}": path for prop, m in pairs for k, path in property_outputs(prop, m).items()}
 
 
 def reference_tables():

@@ -202,7 +202,7 @@ def rdf_fits(fits: dict, start: str, rdf_paths: dict, diff: pd.DataFrame, el: pd
             row[f"forces_rmse_meV_A{sfx}"] = first(errors, m, "forces_rmse_meV_A")
             row[f"energy_rmse_no_offset_meV_atom{sfx}"] = first(errors, m, "energy_rmse_no_offset_meV_atom")
         for col in ("D_gk_m2_s", "D_gk_err_m2_s", "density_per_A3"):
-            row[f"{col}_target"] = first(diff, known, col) if known else float("nan")
+            row[f"{col}_target"] = first(diff, known, col)  # NaN without a known answer
         row["T_liquid_K"] = first(diff, model, "T_K")
         rows.append(row)
     return pd.DataFrame(rows)
@@ -342,9 +342,10 @@ def write_all(inputs: dict, cfg: dict, outputs: dict[str, str]) -> None:
                          "Top-down targets at the training temperatures and the cost on the reference test, "
                          "beside the pre-trained model")
     if "rdf_fits" in outputs:
-        diff_models = set(models("diffusion", "table")) | set(models("liquid", "rdf"))  # `reference@<level>`
+        evaluated = set(models("diffusion", "table")) | set(models("liquid", "rdf"))
+        known = {m: f"reference@{e['target']}" for m, e in cfg["ibi"]["models"].items()}  # a level's name
         fits = {m: (e.get("method", "ibi"), inputs[f"ibi_target__{m}"],
-                    next((k for k in diff_models if k == f"reference@{e['target']}"), None))
+                    known[m] if known[m] in evaluated else None)
                 for m, e in cfg["ibi"]["models"].items()}
         tables["rdf_fits"] = (rdf_fits(fits, "pretrained", models("liquid", "rdf"), tables["diffusion"][0], cmp_el,
                                        tables["test_errors"][0]),
