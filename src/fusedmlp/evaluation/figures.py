@@ -19,8 +19,10 @@ def colours(models) -> dict:
     return {m: cmap(k % 10) for k, m in enumerate(models)}
 
 
-def _label(model: str) -> str:
-    return LABELS.get(model, model)
+def _label(name: str) -> str:
+    """Legend name of a potential: ``<model>`` or ``<model>@<head>`` (a reference level, a head)."""
+    model, _, head = name.partition("@")
+    return f"{LABELS.get(model, model)} ({head})" if head else LABELS.get(model, model)
 
 
 def _series(ax, df, x, y, colour, label, err=None, **kw):
@@ -158,7 +160,7 @@ def liquid_structure(rdf: dict[str, pd.DataFrame], adf: dict[str, pd.DataFrame],
         a1.axhline(1.0, color="0.6", lw=0.6)
         a2.set_xlabel("bond angle θ (degrees)")
         a2.set_ylabel("p(θ) (1/degree)")
-        a1.legend()
+        a1.legend(loc="center left", fontsize=8)  # the empty core, r below the first peak
         fig.suptitle(f"liquid structure at {temperature:g} K")
         save(fig, path)
 
