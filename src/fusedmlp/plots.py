@@ -226,12 +226,14 @@ def top_down_curve(rows, state_points, path, title: str = "") -> None:
         save(fig, path)
 
 
-def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: int, path, title: str = "",
-               validation=()) -> None:
+def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: int | None, path, title: str = "",
+               validation=(), g_kept=None) -> None:
     """Iterative Boltzmann Inversion: g(r) of every iteration against the target, the learned
-    correction v(r) per iteration (the selected one bold), and the RDF error and pressure per
+    correction v(r) per iteration (the kept one bold), and the RDF error and pressure per
     iteration, with the validation runs' errors (rows of model "start" and "kept") beside the
-    iterations that sampled those potentials."""
+    iterations that sampled those potentials. ``best_iteration`` is the 0-based iteration whose
+    table was kept, or None for a kept mean of tables (no iteration sampled it: its validation
+    stands after the last iteration, and ``g_kept``, its validation's g, is drawn)."""
     import pandas as pd
 
     df = pd.DataFrame(list(rows))
@@ -245,6 +247,8 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
         for k in range(n):
             ax.plot(r, g_iter[k], color=shade[k], lw=2.0 if k in (0, best_iteration) else 0.9,
                     label=f"iteration {k + 1}" if k in (0, n - 1, best_iteration) else None)
+        if g_kept is not None:
+            ax.plot(r, g_kept, color="k", lw=1.4, ls="--", label="kept (validation)")
         ax.plot(r[has], g_target[has], "o", color="crimson", ms=2.5, label="target", zorder=5)
         ax.set_xlabel("r (Å)")
         ax.set_ylabel("g(r)")
@@ -263,8 +267,11 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
             lo, hi = int(near[0]), int(near[-1]) + 1
             for k in range(n):
                 ins.plot(r[lo:hi], g_iter[k][lo:hi], color=shade[k], lw=1.8 if k == best_iteration else 0.8)
+            if g_kept is not None:
+                ins.plot(r[lo:hi], g_kept[lo:hi], color="k", lw=1.4, ls="--")
             ins.plot(r[lo:hi][has[lo:hi]], g_target[lo:hi][has[lo:hi]], "o", color="crimson", ms=2.5)
-            top = max(float(np.max(g_iter[:, lo:hi])), float(np.nanmax(g_target[lo:hi])))
+            top = max(float(np.max(g_iter[:, lo:hi])), float(np.nanmax(g_target[lo:hi])),
+                      float(np.max(g_kept[lo:hi])) if g_kept is not None else 0.0)
             ins.set_ylim(0.75 * top, 1.03 * top)
             ins.tick_params(labelsize=7)
             ins.set_title("first peak", fontsize=7)
@@ -274,7 +281,8 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
             ax.plot(grid, 1e3 * np.asarray(curves[c]), color=shade[k], lw=0.9)
         if "v_selected_eV" in curves:
             ax.plot(grid, 1e3 * np.asarray(curves["v_selected_eV"]), color="k", lw=2.2,
-                    label=f"kept (sampled in iteration {best_iteration + 1})")
+                    label=(f"kept (sampled in iteration {best_iteration + 1})" if best_iteration is not None
+                           else "kept (mean of the last tables)"))
         # the last update's table is not sampled; the tables shown are the ones each iteration ran with
         ax.axhline(0.0, color="0.6", lw=0.8)
         ax.set_xlabel("r (Å)")
@@ -284,12 +292,13 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
         ax = axes[2]
         it = df["epoch"].to_numpy()
         ax.plot(it, df["rdf_rmse"], "o-", color="C0", label="RDF error (RMS of g)")
-        ax.plot([best_iteration + 1], [df["rdf_rmse"].iloc[best_iteration]], "*", ms=14, color="C0", label="kept")
+        if best_iteration is not None:
+            ax.plot([best_iteration + 1], [df["rdf_rmse"].iloc[best_iteration]], "*", ms=14, color="C0", label="kept")
         if "rdf_noise" in df:  # older logs lack it
             ax.plot(it, df["rdf_noise"], ":", color="C0", lw=1.5, label="sampling noise")
             ax.plot(it, df["rdf_excess"], "^-", color="C2", ms=4, lw=1.0, label="beyond noise")
         for v in validation:
-            x = 1 if v["model"] == "start" else best_iteration + 1
+            x = 1 if v["model"] == "start" else (best_iteration + 1 if best_iteration is not None else n + 1)
             ax.errorbar([x + 0.2], [v["rdf_rmse"]], yerr=[v["rdf_noise"]], fmt="D", ms=6, color="C1",
                         mfc="white" if v["model"] == "start" else "C1", capsize=3,
                         label=f"validation, {v['model']} ({v['production_ps']:g} ps)")
@@ -297,7 +306,9 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
         ax.set_ylim(0, 1.6 * top)  # the legend above the curves
         ax.set_xlabel("iteration")
         ax.set_ylabel("RDF error")
-        ax.set_xticks(it)
+        ax.set_xticks(list(it) + ([n + 1] if best_iteration is None and validation else []))
+        if best_iteration is None and validation:
+            ax.set_xticklabels([str(i) for i in it] + ["kept"])
         ax2 = ax.twinx()
         ax2.plot(it, df["pressure_gpa"], "s--", color="C3", ms=4, label="pressure")
         ax2.set_ylabel("pressure (GPa)", color="C3")

@@ -67,6 +67,10 @@ FIGURES = ["elastic_constants", "moduli", "lattice_temperature", "lattice_pressu
 # Data and training lie on the campaign's critical path: the scheduler starts them before the
 # evaluation jobs of models that already exist (the reference potential's, in the demo).
 CRITICAL_PATH = 10
+# The IBI's jobs (its target, its training) feed only their own evaluations: below the top-down
+# trainings, which two cores otherwise wait on (measured: train_ibi held a core for 3 min of the
+# fused training's start), above the evaluation jobs.
+SIDE_PATH = CRITICAL_PATH - 1
 
 
 def settings(*keys):

@@ -85,7 +85,7 @@ rule ibi_target:
             "ibi.rdf_r_max", "ibi.rdf_bin_A", "reference.potential", "reference.element",
             f"reference.levels.{ibi_reference_target(wc.ibi)}", "evaluation.md", "evaluation.liquid"),
     threads: config["compute"]["threads"]
-    priority: CRITICAL_PATH
+    priority: SIDE_PATH
     resources:
         **compute("gpu"),
     conda:
@@ -116,7 +116,7 @@ rule train_ibi:
         settings=ibi_settings,
         checkpoint="results/checkpoints/{ibi}/ibi.npz",
     threads: config["compute"]["threads"]
-    priority: CRITICAL_PATH
+    priority: SIDE_PATH
     resources:
         **compute("gpu"),
     conda:
@@ -144,7 +144,7 @@ rule train_rdf_difftre:
         settings=ibi_settings,
         checkpoint="results/checkpoints/{ibi}/rdf_difftre.npz",
     threads: config["compute"]["threads"]
-    priority: CRITICAL_PATH
+    priority: SIDE_PATH
     resources:
         **compute("gpu"),
     conda:

@@ -34,8 +34,12 @@ from a poor start (``ibi_update``, in this order):
 Each iteration is one ``training.loop`` step (checkpoints, resume, the per-iteration CSV and
 progress come from the loop): an NVT trajectory with the current correction, continuing from the
 previous iteration's final state, its g(r), pressure and RDF error, and the update. The error of
-iteration n belongs to the correction it sampled with; the model keeps the measured correction
-with the lowest error, and the run stops once the error is at or below the tolerance.
+iteration n belongs to the correction it sampled with, and the run stops once the error is at or
+below the tolerance. Each g is one short sample, so the tables do not converge: they scatter about
+IBI's fixed point by the sampling noise of g, and the lowest of the noisy errors picks a lucky
+sample more than a good table. The model therefore keeps the mean of the chain's last tables
+(Polyak-Ruppert averaging of a stochastic fixed-point iteration, ``kept_correction``), or, with
+``average_last`` 0, the measured correction with the lowest error.
 """
 
 from __future__ import annotations
@@ -249,6 +253,7 @@ class IBISettings:
     iterations: int = 8
     tolerance: float = 0.0  # stop once the RDF error (RMS of g) is at or below this
     n_blocks: int = 5  # consecutive blocks of an iteration's frames for the standard error of g
+    average_last: int = 0  # keep the mean of the chain's last tables (0: the lowest-error iteration's)
     seed: int = 0
     update: UpdateSettings = UpdateSettings()
 
@@ -320,8 +325,9 @@ def melt_liquid(energy: Callable, graph_cutoff: float, species: tuple, s: IBISet
 @dataclasses.dataclass(frozen=True)
 class IBIState:
     """Where the next trajectory starts, the graph capacities (they only grow, so a resumed run
-    compiles the same shapes), and per iteration the measured g(r) and the table it was sampled
-    with (the figure and the CSVs of g and v per iteration read them)."""
+    compiles the same shapes), per iteration the measured g(r), and the chain of tables: row k the
+    table iteration k + 1 sampled with, the row after the last iteration's the table its update
+    made (the figure, the CSVs of g and v per iteration and ``kept_correction`` read them)."""
 
     positions: jnp.ndarray  # (N, 3)
     momenta: jnp.ndarray  # (N, 3)
@@ -329,7 +335,7 @@ class IBIState:
     graph_capacity: np.ndarray  # () int
     frame_capacity: np.ndarray  # () int
     rdf: np.ndarray  # (iterations, bins)
-    tables: np.ndarray  # (iterations, n_points)
+    tables: np.ndarray  # (iterations + 1, n_points)
 
 
 class IBITrainer:
@@ -375,7 +381,7 @@ class IBITrainer:
         n = self.positions0.shape
         return IBIState(jnp.asarray(self.positions0, dtype), jnp.zeros(n, dtype), np.asarray(False),
                         np.asarray(0), np.asarray(0), np.zeros((self.s.iterations, self.n_bins)),
-                        np.zeros((self.s.iterations, self.correction.n_points)))
+                        np.zeros((self.s.iterations + 1, self.correction.n_points)))
 
     def _seed(self, epoch: int, part: int) -> int:
         return int(np.random.default_rng([self.s.seed, epoch, part]).integers(2**31))
@@ -463,7 +469,7 @@ class IBITrainer:
             du, info = ibi_update(self.r_bins, g, self.g_target, self.kT, self.correction, s.update, p)
             u_now = np.asarray(params["pair"]["u"], float)
             rdf_hist, tables = np.array(state.rdf), np.array(state.tables)
-            rdf_hist[epoch], tables[epoch] = g, u_now
+            rdf_hist[epoch], tables[epoch], tables[epoch + 1] = g, u_now, u_now + du
             state = dataclasses.replace(state, rdf=rdf_hist, tables=tables)
             new = {**params, "pair": {"u": jnp.asarray(u_now + du, params["pair"]["u"].dtype)}}
             peak = int(np.argmax(g))
@@ -490,6 +496,29 @@ def selection() -> loop.Selection:
         return loop.Candidate(start, epoch, row["rdf_rmse"], {})
 
     return select
+
+
+def kept_correction(params, res: loop.FitResult, s: IBISettings) -> tuple[dict, str]:
+    """(the corrected parameters to keep, what they are) after ``fit_ibi`` from ``params``.
+
+    With ``s.average_last`` k > 0: the mean of the last k tables of the chain v_1 (the start) …
+    v_{n+1} (after the n-th, last update), which holds every sample's information. Near the fixed
+    point v* the iteration is v_{m+1} − v* ≈ (1 − α)(v_m − v*) + α·ξ_m, with ξ_m the sampling
+    noise of one iteration's g (variance σ²): one table is an exponential average of about
+    (2 − α)/α samples (variance σ² α/(2 − α)), the mean of k tables one of about k samples
+    (σ²/k once k ≫ (2 − α)/α), and a table that a lucky sample scored low is not preferred.
+    The first tables carry the start's error, decaying as (1 − α)^m: k should leave them out.
+    Without a sample of its own the mean is measured by the validation. With k = 0: the loop's
+    selection, the measured table with the lowest error."""
+    if s.average_last == 0:
+        return res.best_params, f"the table of iteration {res.best_epoch + 1}, whose sample had the lowest error"
+    n = len(res.rows)
+    tables = np.asarray(res.states["ibi"].tables)[: n + 1]
+    k = min(s.average_last, n + 1)
+    u = jnp.asarray(tables[-k:].mean(axis=0), params["pair"]["u"].dtype)
+    first = n + 2 - k  # 1-based position in the chain of the first table averaged
+    return {**res.best_params, "pair": {"u": u}}, (f"the mean of the last {k} tables (tables {first}-{n + 1}: "
+                                                    f"the last {k - 1} iterations' and the last update's)")
 
 
 def model_trainer(settings: ModelSettings, target: RDFTarget, s: IBISettings, symbol: str,

@@ -29,7 +29,8 @@ from ..model.pair_correction import PairCorrectionSettings
 from ..model.params import with_pair_correction
 from ..model.settings import dtype, model_settings
 from ..tables import write_table
-from .ibi import IBISettings, UpdateSettings, correction_curve, fit_ibi, load_rdf_target, model_trainer
+from .ibi import (IBISettings, UpdateSettings, correction_curve, fit_ibi, kept_correction, load_rdf_target,
+                  model_trainer)
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def ibi_settings(cfg: dict, name: str, density_per_a3: float) -> IBISettings:
                          pressure_correction=p["enabled"], target_pressure_gpa=p["target_gpa"],
                          pressure_scale_per_gpa=p["scale_per_gpa"], pressure_max_kT=p["max_kT"])
     return dataclasses.replace(state_point_settings(cfg, name, density_per_a3), iterations=i["iterations"],
-                               tolerance=i["tolerance"], update=upd)
+                               tolerance=i["tolerance"], average_last=i["average_last"], update=upd)
 
 
 def density_per_a3(cfg: dict, name: str, target_state) -> float:
@@ -137,8 +138,10 @@ def train_ibi(cfg: dict, name: str, model_in, target_rdf, target_state, model_ou
                   max_epochs_this_run=max_epochs_this_run)
     n = len(res.rows)
     state = res.states["ibi"]
+    kept, kept_is = kept_correction(params, res, s)
+    log.info("IBI %s: keeping %s", name, kept_is)
     runs = validation_runs(cfg, s)
-    validation, g_val = (validate(trainer, {"start": params, "kept": res.best_params}, runs, dtype(cfg)) if runs
+    validation, g_val = (validate(trainer, {"start": params, "kept": kept}, runs, dtype(cfg)) if runs
                          else (pd.DataFrame(columns=["model", "rdf_rmse", "rdf_noise", "rdf_excess"]), {}))
     if runs:
         v = validation.set_index("model")
@@ -148,9 +151,9 @@ def train_ibi(cfg: dict, name: str, model_in, target_rdf, target_state, model_ou
                  v.loc["kept", "rdf_rmse"], v.loc["kept", "rdf_noise"],
                  v.loc["start", "rdf_rmse"] / v.loc["kept", "rdf_rmse"], v.loc["start", "rdf_excess"],
                  v.loc["kept", "rdf_excess"])
-    save_model(model_out, settings, res.best_params, metadata={
+    save_model(model_out, settings, kept, metadata={
         "ibi": name, "started_from": str(model_in), "target": target.source, "temperature_K": s.temperature,
-        "density_per_A3": s.density_per_a3, "best_iteration": res.best_epoch, "iterations_run": n,
+        "density_per_A3": s.density_per_a3, "kept": kept_is, "iterations_run": n,
         "rdf_rmse": [r["rdf_rmse"] for r in res.rows], "validation": validation.to_dict("records"),
         "ibi_settings": dataclasses.asdict(s), "pretrained_metadata": meta})
     if validation_csv is not None:
@@ -162,18 +165,20 @@ def train_ibi(cfg: dict, name: str, model_in, target_rdf, target_state, model_ou
                               **{f"g_validation_{k}": v[0] for k, v in g_val.items()},
                               **{f"g_validation_{k}_err": v[1] for k, v in g_val.items()}}), csv_path=rdf_csv)
     grid = settings.pair_correction.grid
-    tables = np.asarray(state.tables)[:n]
+    tables = np.asarray(state.tables)[:n + 1]
     curves = {f"v_iter{k + 1}_eV": correction_curve(settings, {"pair": {"u": jnp.asarray(tables[k])}}, grid)
               for k in range(n)}
-    curves["v_selected_eV"] = correction_curve(settings, res.best_params, grid)
+    curves["v_after_last_update_eV"] = correction_curve(settings, {"pair": {"u": jnp.asarray(tables[n])}}, grid)
+    curves["v_selected_eV"] = correction_curve(settings, kept, grid)
     write_table(pd.DataFrame({"r_A": grid, **curves}), csv_path=correction_csv)
     Path(checkpoint_path).unlink(missing_ok=True)  # done: a later run of this job starts afresh
     if figure_path is not None:
         from ..plots import ibi_figure
-        ibi_figure(trainer.r_bins, trainer.g_target, g, grid, curves, res.rows, res.best_epoch, figure_path,
+        ibi_figure(trainer.r_bins, trainer.g_target, g, grid, curves, res.rows,
+                   None if s.average_last else res.best_epoch, figure_path,
                    title=f"{name}: IBI toward {Path(target.source).name} at {s.temperature:g} K",
-                   validation=validation.to_dict("records"))
-    log.info("IBI %s: RDF error %s; kept the correction of iteration %d (after %d updates); wrote %s (%.1f min)",
-             name, " → ".join(f"{r['rdf_rmse']:.4f}" for r in res.rows), res.best_epoch + 1, res.best_epoch,
-             model_out, (time.time() - t0) / 60)
+                   validation=validation.to_dict("records"),
+                   g_kept=g_val["kept"][0] if s.average_last and "kept" in g_val else None)
+    log.info("IBI %s: RDF error %s; kept %s; wrote %s (%.1f min)", name,
+             " → ".join(f"{r['rdf_rmse']:.4f}" for r in res.rows), kept_is, model_out, (time.time() - t0) / 60)
     return res
