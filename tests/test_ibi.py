@@ -256,7 +256,7 @@ def test_kept_correction_is_the_mean_of_the_chains_last_tables():
         np.testing.assert_allclose(np.asarray(kept["pair"]["u"]), rows.mean(axis=0), rtol=1e-12)
         np.testing.assert_array_equal(np.asarray(kept["net"]), np.ones(2))  # the network untouched
         assert f"last {min(k, n + 1)} tables" in what
-    kept, what = kept_correction(params, res, s)  # average_last 0
+    kept, what = kept_correction(params, res, dataclasses.replace(s, average_last=0))
     np.testing.assert_array_equal(np.asarray(kept["pair"]["u"]), chain[2])
     assert "iteration 3" in what
 

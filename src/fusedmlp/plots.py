@@ -283,7 +283,10 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
             ax.plot(grid, 1e3 * np.asarray(curves["v_selected_eV"]), color="k", lw=2.2,
                     label=(f"kept (sampled in iteration {best_iteration + 1})" if best_iteration is not None
                            else "kept (mean of the last tables)"))
-        # the last update's table is not sampled; the tables shown are the ones each iteration ran with
+        # the tables each iteration ran with; the last update's (dashed) was not sampled
+        if "v_after_last_update_eV" in curves:
+            ax.plot(grid, 1e3 * np.asarray(curves["v_after_last_update_eV"]), color=shade[-1], lw=0.9, ls="--",
+                    label="after the last update")
         ax.axhline(0.0, color="0.6", lw=0.8)
         ax.set_xlabel("r (Å)")
         ax.set_ylabel("pair correction v(r) (meV)")
@@ -298,7 +301,7 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
             ax.plot(it, df["rdf_noise"], ":", color="C0", lw=1.5, label="sampling noise")
             ax.plot(it, df["rdf_excess"], "^-", color="C2", ms=4, lw=1.0, label="beyond noise")
         for v in validation:
-            x = 1 if v["model"] == "start" else (best_iteration + 1 if best_iteration is not None else n + 1)
+            x = 1 if v["model"] == "start" else (best_iteration + 1 if best_iteration is not None else n + 1.5)
             ax.errorbar([x + 0.2], [v["rdf_rmse"]], yerr=[v["rdf_noise"]], fmt="D", ms=6, color="C1",
                         mfc="white" if v["model"] == "start" else "C1", capsize=3,
                         label=f"validation, {v['model']} ({v['production_ps']:g} ps)")
@@ -306,9 +309,10 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
         ax.set_ylim(0, 1.6 * top)  # the legend above the curves
         ax.set_xlabel("iteration")
         ax.set_ylabel("RDF error")
-        ax.set_xticks(list(it) + ([n + 1] if best_iteration is None and validation else []))
-        if best_iteration is None and validation:
-            ax.set_xticklabels([str(i) for i in it] + ["kept"])
+        shown = list(it[::max(1, -(-len(it) // 10))])  # at most ~10 labelled iterations
+        ticks = shown + ([n + 1.5] if best_iteration is None and validation else [])
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(i) for i in shown] + ["kept"] * (len(ticks) - len(shown)))
         ax2 = ax.twinx()
         ax2.plot(it, df["pressure_gpa"], "s--", color="C3", ms=4, label="pressure")
         ax2.set_ylabel("pressure (GPa)", color="C3")

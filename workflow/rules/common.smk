@@ -133,7 +133,7 @@ def ibi_inputs(wildcards):
 
 # ibi keys that only the pair-correction update reads, and those only DiffTRe on g(r) reads
 IBI_UPDATE_KEYS = ("correction", "alpha", "alpha_ramp", "g_floor", "smoothing_passes", "max_update_kT",
-                   "pressure_correction", "iterations", "tolerance", "validation_ps")
+                   "pressure_correction", "iterations", "tolerance", "average_last", "validation_ps")
 RDF_DIFFTRE_KEYS = ("difftre",)
 
 

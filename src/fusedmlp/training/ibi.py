@@ -253,7 +253,7 @@ class IBISettings:
     iterations: int = 8
     tolerance: float = 0.0  # stop once the RDF error (RMS of g) is at or below this
     n_blocks: int = 5  # consecutive blocks of an iteration's frames for the standard error of g
-    average_last: int = 0  # keep the mean of the chain's last tables (0: the lowest-error iteration's)
+    average_last: int = 6  # keep the mean of the chain's last tables (0: the lowest-error iteration's)
     seed: int = 0
     update: UpdateSettings = UpdateSettings()
 
@@ -437,7 +437,7 @@ class IBITrainer:
         """The RDF error of ``params`` from ``runs`` consecutive trajectories (each as long as an
         iteration's, so the compiled simulator serves) after one more that is discarded, starting
         from ``liquid``: the before/after measurement the iterations cannot give (each of theirs is
-        one short sample, and the kept iteration is the lowest of noisy errors). Every model should
+        one short sample, and a kept mean of tables has none). Every model should
         start from the same liquid: the job passes the start model's melt, where the first
         iteration began (a potential with a deeper well may not melt the crystal in ``melt_ps``,
         and the last iteration's liquid holds that iteration's history). Returns (report, g, its
@@ -508,17 +508,18 @@ def kept_correction(params, res: loop.FitResult, s: IBISettings) -> tuple[dict, 
     (2 − α)/α samples (variance σ² α/(2 − α)), the mean of k tables one of about k samples
     (σ²/k once k ≫ (2 − α)/α), and a table that a lucky sample scored low is not preferred.
     The first tables carry the start's error, decaying as (1 − α)^m: k should leave them out.
-    Without a sample of its own the mean is measured by the validation. With k = 0: the loop's
-    selection, the measured table with the lowest error."""
-    if s.average_last == 0:
-        return res.best_params, f"the table of iteration {res.best_epoch + 1}, whose sample had the lowest error"
+    Without a sample of its own the mean is measured by the validation. With k = 0, or when the
+    run stopped at the tolerance: the loop's selection, the measured table with the lowest error
+    (the one that met the tolerance)."""
     n = len(res.rows)
+    if s.average_last == 0 or (s.tolerance > 0 and res.rows[-1]["rdf_rmse"] <= s.tolerance):
+        return res.best_params, f"the table of iteration {res.best_epoch + 1}, whose sample had the lowest error"
     tables = np.asarray(res.states["ibi"].tables)[: n + 1]
     k = min(s.average_last, n + 1)
     u = jnp.asarray(tables[-k:].mean(axis=0), params["pair"]["u"].dtype)
     first = n + 2 - k  # 1-based position in the chain of the first table averaged
-    return {**res.best_params, "pair": {"u": u}}, (f"the mean of the last {k} tables (tables {first}-{n + 1}: "
-                                                    f"the last {k - 1} iterations' and the last update's)")
+    return {**res.best_params, "pair": {"u": u}}, (f"the mean of the last {k} tables of the chain (tables "
+                                                    f"{first}-{n + 1}, the last made by the last update)")
 
 
 def model_trainer(settings: ModelSettings, target: RDFTarget, s: IBISettings, symbol: str,
@@ -534,8 +535,9 @@ def fit_ibi(trainer: IBITrainer, params, checkpoint_path, log_csv=None, inputs: 
             progress: Callable[[str], None] = log.info,
             max_epochs_this_run: int | None = None) -> loop.FitResult:
     """IBI from ``params`` (with the trainer's table in ``params["pair"]``). The result's
-    ``best_params`` are the corrected potential to keep; its ``states["ibi"]`` hold g(r) and the
-    table of every iteration run."""
+    ``best_params`` hold the table of the iteration with the lowest error, its ``states["ibi"]``
+    g(r) of every iteration run and the chain of tables (the one after the last update
+    included); ``kept_correction`` gives the corrected potential to keep."""
     s, target = trainer.s, trainer.target
     dtype = params["pair"]["u"].dtype
     record = {"ibi": dataclasses.asdict(s), "correction": dataclasses.asdict(trainer.correction),
