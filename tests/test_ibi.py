@@ -239,7 +239,7 @@ def test_a_killed_ibi_run_resumes_to_the_uninterrupted_result(tmp_path):
 def test_kept_correction_is_the_mean_of_the_chains_last_tables():
     """The kept table: the mean of the last k tables of the chain v_1 ... v_{n+1} (the last
     update's included; k capped at the chain's length, the start's zeros then included), or
-    with k = 0 the loop's selection."""
+    with k = 0, or after a run that stopped at the tolerance, the loop's selection."""
     from fusedmlp.training.loop import FitResult
     n, points = 4, 7
     rng = np.random.default_rng(3)
@@ -249,16 +249,23 @@ def test_kept_correction_is_the_mean_of_the_chains_last_tables():
     state = IBIState(jnp.zeros((2, 3)), jnp.zeros((2, 3)), np.asarray(True), np.asarray(8), np.asarray(8),
                      np.zeros((5, 10)), chain)
     params = {"pair": {"u": jnp.zeros(points)}, "net": jnp.ones(2)}
-    res = FitResult({"pair": {"u": jnp.asarray(chain[2])}, "net": jnp.ones(2)}, 2, [{}] * n, False, {"ibi": state})
+    rows = [{"rdf_rmse": e} for e in (0.3, 0.2, 0.1, 0.15)]
+    res = FitResult({"pair": {"u": jnp.asarray(chain[2])}, "net": jnp.ones(2)}, 2, rows, False, {"ibi": state})
     s = IBISettings(temperature=1.0, density_per_a3=0.05)
-    for k, rows in ((3, chain[2:5]), (5, chain[0:5]), (9, chain[0:5])):
+    for k, averaged in ((3, chain[2:5]), (5, chain[0:5]), (9, chain[0:5])):
         kept, what = kept_correction(params, res, dataclasses.replace(s, average_last=k))
-        np.testing.assert_allclose(np.asarray(kept["pair"]["u"]), rows.mean(axis=0), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(kept["pair"]["u"]), averaged.mean(axis=0), rtol=1e-12)
         np.testing.assert_array_equal(np.asarray(kept["net"]), np.ones(2))  # the network untouched
         assert f"last {min(k, n + 1)} tables" in what
     kept, what = kept_correction(params, res, dataclasses.replace(s, average_last=0))
     np.testing.assert_array_equal(np.asarray(kept["pair"]["u"]), chain[2])
     assert "iteration 3" in what
+    # stopped at the tolerance after iteration 3 (error 0.1): the table that met it
+    stopped = dataclasses.replace(res, rows=rows[:3])
+    kept, _ = kept_correction(params, stopped, dataclasses.replace(s, average_last=3, tolerance=0.12))
+    np.testing.assert_array_equal(np.asarray(kept["pair"]["u"]), chain[2])
+    kept, _ = kept_correction(params, res, dataclasses.replace(s, average_last=3, tolerance=0.12))  # ran on
+    np.testing.assert_allclose(np.asarray(kept["pair"]["u"]), chain[2:5].mean(axis=0), rtol=1e-12)
 
 
 def test_rdf_noise_is_the_error_between_independent_samples_of_one_system():
