@@ -139,6 +139,7 @@ def train_ibi(cfg: dict, name: str, model_in, target_rdf, target_state, model_ou
     n = len(res.rows)
     state = res.states["ibi"]
     kept, kept_is = kept_correction(params, res, s)
+    averaged = kept is not res.best_params  # a mean of tables, not one iteration's
     log.info("IBI %s: keeping %s", name, kept_is)
     runs = validation_runs(cfg, s)
     validation, g_val = (validate(trainer, {"start": params, "kept": kept}, runs, dtype(cfg)) if runs
@@ -175,10 +176,10 @@ def train_ibi(cfg: dict, name: str, model_in, target_rdf, target_state, model_ou
     if figure_path is not None:
         from ..plots import ibi_figure
         ibi_figure(trainer.r_bins, trainer.g_target, g, grid, curves, res.rows,
-                   None if s.average_last else res.best_epoch, figure_path,
+                   None if averaged else res.best_epoch, figure_path,
                    title=f"{name}: IBI toward {Path(target.source).name} at {s.temperature:g} K",
                    validation=validation.to_dict("records"),
-                   g_kept=g_val["kept"][0] if s.average_last and "kept" in g_val else None)
+                   g_kept=g_val["kept"][0] if averaged and "kept" in g_val else None)
     log.info("IBI %s: RDF error %s; kept %s; wrote %s (%.1f min)", name,
              " → ".join(f"{r['rdf_rmse']:.4f}" for r in res.rows), kept_is, model_out, (time.time() - t0) / 60)
     return res
