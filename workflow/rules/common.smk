@@ -67,9 +67,10 @@ FIGURES = ["elastic_constants", "moduli", "lattice_temperature", "lattice_pressu
 # Data and training lie on the campaign's critical path: the scheduler starts them before the
 # evaluation jobs of models that already exist (the reference potential's, in the demo).
 CRITICAL_PATH = 10
-# The IBI's jobs (its target, its training) feed only their own evaluations: below the top-down
-# trainings, which two cores otherwise wait on (measured: train_ibi held a core for 3 min of the
-# fused training's start), above the evaluation jobs.
+# The jobs of g(r)-fitted models (the IBI target, IBI and DiffTRe on g(r)) feed only their own
+# evaluations: below the top-down trainings, which would otherwise wait for a core (the demo's
+# fused training was done after 20.4 min with train_ibi ahead of it, 13.7 min behind it), above
+# the evaluation jobs.
 SIDE_PATH = CRITICAL_PATH - 1
 
 
