@@ -498,6 +498,12 @@ def selection() -> loop.Selection:
     return select
 
 
+def keeps_mean(s: IBISettings, rows: list[dict]) -> bool:
+    """Whether ``kept_correction`` keeps a mean of tables after the iterations ``rows`` (else the
+    table of one iteration: with ``average_last`` 0, or a run that stopped at the tolerance)."""
+    return s.average_last > 0 and not (s.tolerance > 0 and rows[-1]["rdf_rmse"] <= s.tolerance)
+
+
 def kept_correction(params, res: loop.FitResult, s: IBISettings) -> tuple[dict, str]:
     """(the corrected parameters to keep, what they are) after ``fit_ibi`` from ``params``.
 
@@ -512,7 +518,7 @@ def kept_correction(params, res: loop.FitResult, s: IBISettings) -> tuple[dict, 
     run stopped at the tolerance: the loop's selection, the measured table with the lowest error
     (the one that met the tolerance)."""
     n = len(res.rows)
-    if s.average_last == 0 or (s.tolerance > 0 and res.rows[-1]["rdf_rmse"] <= s.tolerance):
+    if not keeps_mean(s, res.rows):
         return res.best_params, f"the table of iteration {res.best_epoch + 1}, whose sample had the lowest error"
     tables = np.asarray(res.states["ibi"].tables)[: n + 1]
     k = min(s.average_last, n + 1)

@@ -29,8 +29,8 @@ from ..model.pair_correction import PairCorrectionSettings
 from ..model.params import with_pair_correction
 from ..model.settings import dtype, model_settings
 from ..tables import write_table
-from .ibi import (IBISettings, UpdateSettings, correction_curve, fit_ibi, kept_correction, load_rdf_target,
-                  model_trainer)
+from .ibi import (IBISettings, UpdateSettings, correction_curve, fit_ibi, keeps_mean, kept_correction,
+                  load_rdf_target, model_trainer)
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def train_ibi(cfg: dict, name: str, model_in, target_rdf, target_state, model_ou
     n = len(res.rows)
     state = res.states["ibi"]
     kept, kept_is = kept_correction(params, res, s)
-    averaged = kept is not res.best_params  # a mean of tables, not one iteration's
+    averaged = keeps_mean(s, res.rows)  # a mean of tables, not one iteration's
     log.info("IBI %s: keeping %s", name, kept_is)
     runs = validation_runs(cfg, s)
     validation, g_val = (validate(trainer, {"start": params, "kept": kept}, runs, dtype(cfg)) if runs
