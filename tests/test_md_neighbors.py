@@ -20,7 +20,7 @@ TI = 47.867
 CUTOFF = 5.0  # the DimeNet++ cutoff
 # NeighborGraph settings that give a kind of list in the cells used here (the jax-md kind in any
 # box wide enough; host tables in a narrow cell once the image budget is exceeded)
-KIND = {"jax-md": {}, "host": {"max_images": 0}}
+KIND = {"jax-md": {}, "host": {"max_images": 0}, "images": {}}
 
 
 def hcp(supercell, rattle=0.05, seed=1):
@@ -112,6 +112,35 @@ def test_jaxmd_graph_equals_exact_enumeration(cell, cutoff, skin):
         assert (not np.array_equal(before, np.asarray(nbrs.nl.reference_position))) == rebuild
         assert not bool(nbrs.did_buffer_overflow)
         assert_exact(ng, nbrs, pos, box)
+
+
+def test_image_table_graph_equals_exact_enumeration():
+    """A small cell's image table (cutoff + skin beyond half the box: several images of one atom
+    are neighbours) gives exactly the pairs of the host enumeration for unwrapped positions,
+    after moves below skin/2 (no new search) and above (the table searches again inside
+    ``update``), and in a compressed cell (NPT: the deformation also makes it search)."""
+    at = hcp((2, 2, 2), rattle=0.1)
+    box = np.asarray(at.cell)
+    pos = unwrapped(at)
+    ng = NeighborGraph(CUTOFF, skin=1.0, variable_box=True)
+    nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box), capacity=80)
+    assert nbrs.kind == "images" and int(nbrs.table_peak) <= nbrs.width < len(pos) * len(nbrs.translations)
+    assert assert_exact(ng, nbrs, pos, box) > 0
+    update = jax.jit(ng.update)
+    rng = np.random.default_rng(3)
+    for step, search in ((0.3, False), (1.5, True), (0.3, False)):  # largest move against skin/2
+        move = rng.normal(size=pos.shape)
+        move *= step / np.linalg.norm(move, axis=1).max()
+        pos = pos + move
+        before = np.asarray(nbrs.reference)
+        nbrs = update(jnp.asarray(pos), jnp.asarray(box), nbrs)
+        assert (not np.array_equal(before, np.asarray(nbrs.reference))) == search
+        assert not bool(nbrs.did_buffer_overflow)
+        assert_exact(ng, nbrs, pos, box)
+    squeezed = update(jnp.asarray(pos / 1.05), jnp.asarray(box / 1.05), nbrs)
+    assert not np.array_equal(np.asarray(squeezed.ref_box), np.asarray(nbrs.ref_box))
+    assert not bool(squeezed.did_buffer_overflow)
+    assert_exact(ng, squeezed, pos / 1.05, box / 1.05)
 
 
 def test_kind_selection():
@@ -220,6 +249,8 @@ def simulate(energy, at, ng, steps, capacity=0):
 @pytest.mark.parametrize("kind, supercell, skin, steps", [
     # graph capacity: an atom gains a neighbour within the cutoff
     ("host", (2, 2, 2), 1.0, 10),
+    # and an image table with no spare width that searches again every few steps
+    ("images", (2, 2, 2), 0.1, 20),
     # and a thin skin: the list, with no spare slots, rebuilds itself in the loop
     pytest.param("jax-md", (5, 5, 3), 0.3, 20, marks=pytest.mark.slow),
 ])
@@ -235,7 +266,10 @@ def test_overflow_is_reallocated_and_recomputed(energy, kind, supercell, skin, s
     # the run had to reallocate, and the recomputed trajectory is the same trajectory; the grown
     # capacity is in the stats, for the caller to start its next run from
     assert got.stats["reallocations"] >= 1
-    assert got.stats["capacity"] > tight.allocate(jnp.asarray(at.positions), np.asarray(at.cell)).capacity
+    first = tight.allocate(jnp.asarray(at.positions), np.asarray(at.cell))
+    assert got.stats["capacity"] > first.capacity
+    if kind == "images":  # the table grew too
+        assert got.stats["width"] > first.width
     assert len(got.positions) == len(ref.positions) == steps // 2
     np.testing.assert_allclose(got.positions, ref.positions, rtol=0, atol=1e-9)
     np.testing.assert_allclose(got.momenta, ref.momenta, rtol=0, atol=1e-9)

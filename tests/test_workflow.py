@@ -92,6 +92,23 @@ def test_multifidelity_comparison_is_one_named_target_and_heads_are_evaluation_n
     assert jobs["evaluate_elastic_hcp"] == 1 and jobs["train_multifidelity"] == 1
 
 
+def test_ibi_validation_is_a_named_target():
+    """The before/after validation of the IBI model is not in the demo's run, and the named target
+    needs the IBI model and its target, not the evaluations."""
+    jobs = dry_run_jobs(smk("-n", "--forceall", "ibi_validation"))
+    assert jobs["validate_ibi"] == 1 and jobs["train_ibi"] == 1 and jobs["ibi_target"] == 1
+    assert not any(j.startswith("evaluate_") for j in jobs)
+
+
+@pytest.mark.slow  # ~30 s
+def test_editing_the_validation_length_reruns_the_validation_alone(tmp_path):
+    campaign = (tmp_path, touched_campaign(tmp_path, "all", "ibi_validation"))
+    assert dry_run_with(campaign, {"ibi": {"validation_ps": 6.0}}) == {"validate_ibi": 1, "ibi_validation": 1}
+    # a setting of the update retrains the model, and the validation measures the new one
+    jobs = dry_run_with(campaign, {"ibi": {"alpha": 0.3}})
+    assert jobs["train_ibi"] == 1 and jobs["validate_ibi"] == 1
+
+
 def test_reference_potential_evaluated_on_request():
     """The overlay named in the README adds the reference potential to every property job and keeps
     the rest of the demo configuration."""
@@ -153,6 +170,8 @@ def test_editing_a_training_setting_reruns_that_training_and_everything_downstre
     assert dry_run_with(finished_campaign, {"ibi": {"iterations": 6}}) == {
         "train_ibi": 1, **{f"evaluate_{p}": 1 for p in PROPERTIES}, "dft_errors": 1, "compare": 1, "figures": 1,
         "all": 1}
+    # the IBI validation's length: read by the named target `ibi_validation` only
+    assert dry_run_with(finished_campaign, {"ibi": {"validation_ps": 6.0}}) == {}
     # one scheme's own setting: that model only
     jobs = dry_run_with(finished_campaign, {"schemes": {"sequential": {"steps": ["exp"], "selection_dft_weight": 0.5},
                                                         "fused": {"steps": ["exp", "dft"], "selection_dft_weight": 1.0}}})

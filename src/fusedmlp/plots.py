@@ -226,14 +226,12 @@ def top_down_curve(rows, state_points, path, title: str = "") -> None:
         save(fig, path)
 
 
-def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: int | None, path, title: str = "",
-               validation=(), g_kept=None) -> None:
+def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: int | None, path,
+               title: str = "") -> None:
     """Iterative Boltzmann Inversion: g(r) of every iteration against the target, the learned
     correction v(r) per iteration (the kept one bold), and the RDF error and pressure per
-    iteration, with the validation runs' errors (rows of model "start" and "kept") beside the
-    iterations that sampled those potentials. ``best_iteration`` is the 0-based iteration whose
-    table was kept, or None for a kept mean of tables (no iteration sampled it: its validation
-    stands after the last iteration, and ``g_kept``, its validation's g, is drawn)."""
+    iteration. ``best_iteration`` is the 0-based iteration whose table was kept, or None for a
+    kept mean of tables (no iteration sampled it: `validate_ibi` measures it)."""
     import pandas as pd
 
     df = pd.DataFrame(list(rows))
@@ -247,8 +245,6 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
         for k in range(n):
             ax.plot(r, g_iter[k], color=shade[k], lw=2.0 if k in (0, best_iteration) else 0.9,
                     label=f"iteration {k + 1}" if k in (0, n - 1, best_iteration) else None)
-        if g_kept is not None:
-            ax.plot(r, g_kept, color="k", lw=1.4, ls="--", label="kept (validation)")
         ax.plot(r[has], g_target[has], "o", color="crimson", ms=2.5, label="target", zorder=5)
         ax.set_xlabel("r (Å)")
         ax.set_ylabel("g(r)")
@@ -267,11 +263,8 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
             lo, hi = int(near[0]), int(near[-1]) + 1
             for k in range(n):
                 ins.plot(r[lo:hi], g_iter[k][lo:hi], color=shade[k], lw=1.8 if k == best_iteration else 0.8)
-            if g_kept is not None:
-                ins.plot(r[lo:hi], g_kept[lo:hi], color="k", lw=1.4, ls="--")
             ins.plot(r[lo:hi][has[lo:hi]], g_target[lo:hi][has[lo:hi]], "o", color="crimson", ms=2.5)
-            top = max(float(np.max(g_iter[:, lo:hi])), float(np.nanmax(g_target[lo:hi])),
-                      float(np.max(g_kept[lo:hi])) if g_kept is not None else 0.0)
+            top = max(float(np.max(g_iter[:, lo:hi])), float(np.nanmax(g_target[lo:hi])))
             ins.set_ylim(0.75 * top, 1.03 * top)
             ins.tick_params(labelsize=7)
             ins.set_title("first peak", fontsize=7)
@@ -300,19 +293,11 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
         if "rdf_noise" in df:  # older logs lack it
             ax.plot(it, df["rdf_noise"], ":", color="C0", lw=1.5, label="sampling noise")
             ax.plot(it, df["rdf_excess"], "^-", color="C2", ms=4, lw=1.0, label="beyond noise")
-        for v in validation:
-            x = 1 if v["model"] == "start" else (best_iteration + 1 if best_iteration is not None else n + 1.5)
-            ax.errorbar([x + 0.2], [v["rdf_rmse"]], yerr=[v["rdf_noise"]], fmt="D", ms=6, color="C1",
-                        mfc="white" if v["model"] == "start" else "C1", capsize=3,
-                        label=f"validation, {v['model']} ({v['production_ps']:g} ps)")
-        top = max([float(df["rdf_rmse"].max())] + [v["rdf_rmse"] + v["rdf_noise"] for v in validation])
+        top = float(df["rdf_rmse"].max())
         ax.set_ylim(0, 1.6 * top)  # the legend above the curves
         ax.set_xlabel("iteration")
         ax.set_ylabel("RDF error")
-        shown = list(it[::max(1, -(-len(it) // 10))])  # at most ~10 labelled iterations
-        ticks = shown + ([n + 1.5] if best_iteration is None and validation else [])
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([str(i) for i in shown] + ["kept"] * (len(ticks) - len(shown)))
+        ax.set_xticks(list(it[::max(1, -(-len(it) // 10))]))  # at most ~10 labelled iterations
         ax2 = ax.twinx()
         ax2.plot(it, df["pressure_gpa"], "s--", color="C3", ms=4, label="pressure")
         ax2.set_ylabel("pressure (GPa)", color="C3")
@@ -324,5 +309,48 @@ def ibi_figure(r, g_target, g_iter, grid, curves: dict, rows, best_iteration: in
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", ncol=2, framealpha=0.85)
         ax.set_title("convergence")
+        fig.suptitle(title)
+        save(fig, path)
+
+
+def ibi_validation_figure(r, g_target, g_target_err, gs: dict, rows, r_range, path, title: str = "") -> None:
+    """The validation of an IBI model: g(r) of each model validated (``gs``: label -> (g, standard
+    error); "start" and "kept") against the target, and their differences from it with the
+    combined standard error as a band, over the range the RDF error uses (``r_range``); the
+    legend gives each RDF error with the error sampling noise alone would give (``rows``)."""
+    r, g_target, g_target_err = np.asarray(r), np.asarray(g_target, float), np.asarray(g_target_err, float)
+    report = {row["model"]: row for row in rows}
+    style = {"start": ("0.45", "start model"), "kept": ("C0", "kept correction")}
+    has = np.isfinite(g_target)
+    used = has & (r >= r_range[0]) & (r <= r_range[1])
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"wspace": 0.25})
+        ax, dx = axes
+        for k, (g, err) in gs.items():
+            color, label = style.get(k, (None, k))
+            row = report[k]
+            ax.plot(r, g, color=color, lw=1.5, label=label)
+            band = np.sqrt(np.asarray(err) ** 2 + g_target_err**2)
+            dx.fill_between(r[used], (g - g_target - band)[used], (g - g_target + band)[used], color=color, alpha=0.2, lw=0)
+            dx.plot(r[used], (g - g_target)[used], color=color, lw=1.5,
+                    label=f"{label}: RDF error {row['rdf_rmse']:.4f} (noise {row['rdf_noise']:.4f}), "
+                          f"{row['production_ps']:g} ps")
+        ax.plot(r[has], g_target[has], "o", color="crimson", ms=2.5, label="target", zorder=5)
+        paired = has & (np.nan_to_num(g_target) > 0.05)
+        ax.set_xlim(max(0.0, r[paired][0] - 0.4) if paired.any() else 0.0, r[-1])
+        ax.set_xlabel("r (Å)")
+        ax.set_ylabel("g(r)")
+        ax.legend(fontsize=8)
+        ax.set_title("radial distribution function")
+        dx.axhline(0.0, color="crimson", lw=0.8)
+        dx.set_xlim(*ax.get_xlim())
+        dx.set_xlabel("r (Å)")
+        dx.set_ylabel("g − g_target")
+        if "start" in report and "kept" in report:
+            dx.set_title(f"difference from the target: error {report['start']['rdf_rmse'] / report['kept']['rdf_rmse']:.1f}x "
+                         "lower (bands: ±1 standard error)", fontsize=10)
+        lo, hi = dx.get_ylim()
+        dx.set_ylim(lo, hi + 0.45 * (hi - lo))  # the legend above the curves
+        dx.legend(fontsize=8, loc="upper right")
         fig.suptitle(title)
         save(fig, path)

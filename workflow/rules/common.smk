@@ -132,10 +132,12 @@ def ibi_inputs(wildcards):
     return {"target": ibi_target_table(wildcards.ibi)}
 
 
-# ibi keys that only the pair-correction update reads, and those only DiffTRe on g(r) reads
+# ibi keys that only the pair-correction update reads, those only DiffTRe on g(r) reads, and those
+# only the validation of an IBI model reads
 IBI_UPDATE_KEYS = ("correction", "alpha", "alpha_ramp", "g_floor", "smoothing_passes", "max_update_kT",
-                   "pressure_correction", "iterations", "tolerance", "average_last", "validation_ps")
+                   "pressure_correction", "iterations", "tolerance", "average_last")
 RDF_DIFFTRE_KEYS = ("difftre",)
+IBI_VALIDATION_KEYS = ("validation_ps",)
 
 
 def ibi_method(model):
@@ -147,11 +149,19 @@ def ibi_settings(wildcards):
     """params of an IBI or DiffTRe-on-g(r) job: the ibi keys its method reads and its own entry
     (editing another model's entry, or the other method's keys, does not rerun it)."""
     name = wildcards.ibi
-    skip = RDF_DIFFTRE_KEYS if ibi_method(name) == "ibi" else IBI_UPDATE_KEYS
+    skip = (RDF_DIFFTRE_KEYS if ibi_method(name) == "ibi" else IBI_UPDATE_KEYS) + IBI_VALIDATION_KEYS
     shared = [f"ibi.{k}" for k in config["ibi"] if k != "models" and k not in skip]
     if ibi_method(name) == "difftre":
         shared += [f"difftre.{k}" for k in ("b1", "b2", "patience", "reuse_ess", "selection_window")]
     return settings(*MODEL_KEYS, *shared, f"ibi.models.{name}")
+
+
+def ibi_validation_settings(wildcards):
+    """params of `validate_ibi`: the state point, its trajectories and `ibi.validation_ps` (the
+    model file holds the correction; editing the update reruns this through the file)."""
+    skip = IBI_UPDATE_KEYS + RDF_DIFFTRE_KEYS + ("target_sampling",)
+    shared = [f"ibi.{k}" for k in config["ibi"] if k != "models" and k not in skip]
+    return settings(*MODEL_KEYS, *shared, f"ibi.models.{wildcards.ibi}")
 
 
 def model_file(wildcards):

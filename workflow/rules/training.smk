@@ -105,7 +105,6 @@ rule train_ibi:
         log_csv="results/{ibi}/training_log.csv",
         rdf_csv="results/{ibi}/ibi_rdf.csv",
         correction_csv="results/{ibi}/ibi_correction.csv",
-        validation_csv="results/{ibi}/ibi_validation.csv",
         figure=report("results/{ibi}/training_curve.png", category="Training",
                       caption="../report/ibi_curve.rst"),
     log:
@@ -123,6 +122,39 @@ rule train_ibi:
         CONDA_ENV
     script:
         "../scripts/train_ibi.py"
+
+
+# The before/after measurement of an IBI model, outside `all` (about 5 min in the demo): the start
+# model and the kept correction each sampled for `ibi.validation_ps`. `snakemake ibi_validation`
+# for every IBI model, `snakemake results/<name>/ibi_validation.csv` for one.
+rule validate_ibi:
+    input:
+        unpack(ibi_inputs),
+        model="results/{ibi}/model.npz",
+    output:
+        table="results/{ibi}/ibi_validation.csv",
+        rdf="results/{ibi}/ibi_validation_rdf.csv",
+        figure=report("results/{ibi}/ibi_validation.png", category="Training",
+                      caption="../report/ibi_validation.rst"),
+    log:
+        "results/logs/validate_ibi_{ibi}.log",
+    wildcard_constraints:
+        ibi="|".join(m for m in IBI_MODELS if ibi_method(m) == "ibi") or "^$",
+    params:
+        settings=ibi_validation_settings,
+    threads: config["compute"]["threads"]
+    priority: SIDE_PATH
+    resources:
+        **compute("gpu"),
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/validate_ibi.py"
+
+
+rule ibi_validation:
+    input:
+        expand("results/{ibi}/ibi_validation.csv", ibi=[m for m in IBI_MODELS if ibi_method(m) == "ibi"]),
 
 
 # The same g(r) target as DiffTRe on the whole network (ibi.models.<name>.method: difftre): the

@@ -7,4 +7,4 @@ logs.setup(snakemake.log[0])
 train_ibi(snakemake.params.settings, snakemake.wildcards.ibi, snakemake.input.model, snakemake.input.target,
           snakemake.input.get("target_state"), snakemake.output.model, snakemake.output.log_csv,
           snakemake.output.rdf_csv, snakemake.output.correction_csv, snakemake.params.checkpoint,
-          validation_csv=snakemake.output.validation_csv, figure_path=snakemake.output.figure)
+          figure_path=snakemake.output.figure)

@@ -14,16 +14,18 @@ capacity is a new value from a new ``allocate``.
   cutoff + skin is below half of the smallest plane spacing of the box: the minimum image is then
   the only image within reach, and the list rebuilds itself inside the jitted loop when an atom
   has moved more than skin/2.
-* **images** otherwise, for small cells: every atom in every lattice translation that can reach
-  within cutoff + skin is a candidate (N·S per atom), exact at every step and never stale in a
-  fixed box; cells narrower than twice the cutoff, as DFT cells often are, stay exact.
+* **images** otherwise, for small cells: a Verlet table of the candidates within cutoff + skin
+  among every atom in every lattice translation that can reach that far (N·S per atom), searched
+  again inside the jitted loop when an atom has moved more than skin/2; cells narrower than twice
+  the cutoff, as DFT cells often are, stay exact.
 * **host** tables (``model.graph.neighbor_table``) with explicit lattice shifts for larger narrow
   cells (N·S above ``max_images``); the table flags itself stale instead of rebuilding, and the MD driver reallocates it.
 
 With a variable box (NPT) host tables and jax-md lists also go stale once the cell has deformed
 so much since the build that a pair could have crossed the skin: 2·max|δ| + ‖h_ref⁻¹h − 1‖·(r_c +
-skin) > skin, with δ the atomic displacements relative to the affine deformation; image lists go
-stale once their translations no longer reach the cutoff.
+skin) > skin, with δ the atomic displacements relative to the affine deformation; image tables
+search again on the same criterion, and go stale once their translations no longer reach cutoff +
+skin.
 
 Failures are never truncations: an overflowing list, a stale table or an atom with more
 neighbours than the graph capacity sets ``did_buffer_overflow`` in the value; the MD driver
@@ -44,7 +46,7 @@ import numpy as np
 from jax_md import partition
 from jax_md import space as jmd_space
 
-from ..model.graph import Graph, build_graph, minimum_image_shifts, neighbor_table
+from ..model.graph import Graph, build_graph, first_inside, minimum_image_shifts, neighbor_table
 from ..space import edge_displacements, image_shifts, plane_spacings
 
 # Graph capacities (neighbours per atom) are rounded up to a multiple of this: runs of different
@@ -73,21 +75,31 @@ class _Overflow:
 
 
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["shifts", "stale", "peak"], meta_fields=["capacity"])
+                   data_fields=["translations", "idx", "shifts", "mask", "reference", "ref_box", "stale", "peak",
+                                "table_peak"],
+                   meta_fields=["capacity"])
 @dataclasses.dataclass(frozen=True)
 class ImageNeighbors(_Overflow):
-    """Every atom in every lattice translation within reach: exact at every step, never stale
-    in a fixed box (small cells, where the N·S candidates per atom are affordable)."""
+    """Verlet table over every atom in every lattice translation within reach (small cells): the
+    candidates within cutoff + skin among the N·S images, searched again inside the jitted step
+    when an atom has moved more than skin/2. A search of all N·S candidates at every step cost
+    more than the energy of the reference EAM and a sixth of the model's."""
 
     kind: ClassVar[str] = "images"
-    shifts: jnp.ndarray  # (S, 3) integer translations covering cutoff + skin
-    stale: jnp.ndarray  # () the cell deformed beyond what the translations cover
+    translations: jnp.ndarray  # (S, 3) integer translations covering cutoff + skin
+    idx: jnp.ndarray  # (N, M) candidates within cutoff + skin at the last search
+    shifts: jnp.ndarray  # (N, M, 3) their lattice shifts (for the unwrapped positions of the search)
+    mask: jnp.ndarray  # (N, M)
+    reference: jnp.ndarray  # (N, 3) positions at the last search
+    ref_box: jnp.ndarray  # (3, 3) box at the last search
+    stale: jnp.ndarray  # () the cell deformed beyond what the translations cover, or the table overflowed
     peak: jnp.ndarray  # () largest neighbour count within the cutoff since the allocation
+    table_peak: jnp.ndarray  # () largest candidate count within cutoff + skin at a search
     capacity: int  # graph slots per atom
 
     @property
     def width(self) -> int:
-        return self.shifts.shape[0]
+        return self.idx.shape[1]
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -198,8 +210,19 @@ class NeighborGraph:
         box_j = jnp.asarray(box_np, positions.dtype)
         no, zero = jnp.asarray(False), jnp.asarray(0, jnp.int32)
         if kind == "images":
-            shifts = image_shifts(box_np, self.cutoff + self.skin)
-            nbrs = ImageNeighbors(jnp.asarray(shifts, positions.dtype), no, zero, 0)
+            radius = self.cutoff + self.skin
+            # a variable box keeps a skin's worth of translations in reserve: it may shrink
+            reach = radius + (self.skin if self.variable_box else 0.0)
+            translations = jnp.asarray(image_shifts(box_np, reach), positions.dtype)
+            count = int(_image_count(positions, box_j, translations, radius))
+            # A width from the density, not only from this configuration's count: runs of one
+            # system then share it (the width is a shape of the compiled step), where the count
+            # of a liquid would differ from run to run.
+            mean = len(positions) / abs(np.linalg.det(box_np)) * 4.0 / 3.0 * math.pi * radius**3
+            need = max(count, 1.2 * mean if self.density_floor else 0.0)
+            m = max(round_capacity(math.ceil(need * self.margin), self.quantum), int(width))
+            idx, shf, msk, count = _image_table(positions, box_j, translations, radius, m)
+            nbrs = ImageNeighbors(translations, idx, shf, msk, positions, box_j, no, zero, count, 0)
         elif kind == "host":
             nbr, shf, msk = neighbor_table(np.asarray(positions, float), box_np, self.cutoff + self.skin)
             m = max(int(math.ceil(nbr.shape[1] * self.margin)), int(width))
@@ -232,6 +255,14 @@ class NeighborGraph:
         k = max(int(capacity), round_capacity(max(count + self.extra, floor), self.quantum))
         return dataclasses.replace(nbrs, peak=jnp.asarray(count, jnp.int32), capacity=k)
 
+    def grown_width(self, nbrs: Neighbors) -> int:
+        """The table width to allocate with after ``nbrs`` overflowed: an image table whose
+        search found more candidates than it holds grows above that count (with the margin);
+        other widths are set by their allocation (at least the old one)."""
+        if isinstance(nbrs, ImageNeighbors) and int(nbrs.table_peak) > nbrs.width:
+            return round_capacity(math.ceil(int(nbrs.table_peak) * self.margin), self.quantum)
+        return nbrs.width
+
     def grown_capacity(self, nbrs: Neighbors) -> int:
         """The capacity to allocate with after ``nbrs`` overflowed: above the largest neighbour
         count it saw (``int(nbrs.peak)``), never below its capacity."""
@@ -244,12 +275,21 @@ class NeighborGraph:
     def update(self, positions, box, nbrs: Neighbors) -> Neighbors:
         """``nbrs`` advanced to ``positions`` in ``box``; overflow is recorded in the value."""
         if isinstance(nbrs, ImageNeighbors):
+            stale = nbrs.stale
             if self.variable_box:
-                # translations up to n_k reach every image while cutoff/d_k + 1/2 <= n_k
+                # translations up to n_k reach every image while (cutoff + skin)/d_k + 1/2 <= n_k
                 recip = jnp.linalg.inv(box).T
-                need = self.cutoff * jnp.linalg.norm(recip, axis=1) + 0.5
-                stale = jnp.any(jnp.floor(need) > jnp.max(nbrs.shifts, axis=0))
-                nbrs = dataclasses.replace(nbrs, stale=nbrs.stale | stale)
+                need = (self.cutoff + self.skin) * jnp.linalg.norm(recip, axis=1) + 0.5
+                stale = stale | jnp.any(jnp.floor(need) > jnp.max(nbrs.translations, axis=0))
+
+            def search(nb):
+                idx, shf, msk, count = _image_table(positions, box, nb.translations, self.cutoff + self.skin,
+                                                    nb.width)
+                return dataclasses.replace(nb, idx=idx, shifts=shf, mask=msk, reference=positions, ref_box=box,
+                                           table_peak=jnp.maximum(nb.table_peak, count))
+
+            nbrs = jax.lax.cond(self._moved_too_far(positions, box, nbrs), search, lambda nb: nb, nbrs)
+            nbrs = dataclasses.replace(nbrs, stale=stale | (nbrs.table_peak > nbrs.width))
         elif isinstance(nbrs, HostNeighbors):
             # fixed box: the strain term vanishes and this is the usual skin/2 criterion
             nbrs = dataclasses.replace(nbrs, stale=nbrs.stale | self._moved_too_far(positions, box, nbrs))
@@ -284,16 +324,7 @@ def _fractional(positions, box):
 
 def _candidates(positions, box, nbrs: Neighbors):
     """(candidates (N, M), their lattice shifts (N, M, 3), mask (N, M)) of a neighbour value."""
-    if isinstance(nbrs, ImageNeighbors):
-        n, m = positions.shape[0], nbrs.shifts.shape[0]
-        f = positions @ jnp.linalg.inv(box)
-        wrap = jnp.round(f[None, :, :] - f[:, None, :])  # [i, j]: image of j nearest to i
-        shifts = (nbrs.shifts[None, None, :, :] - wrap[:, :, None, :]).reshape(n, n * m, 3)
-        cand = jnp.repeat(jnp.arange(n), m)[None, :].repeat(n, axis=0)
-        zero = jnp.all(nbrs.shifts == 0, axis=1)
-        self_image = (cand == jnp.arange(n)[:, None]) & jnp.tile(zero, n)[None, :]
-        return cand, shifts, ~self_image
-    if isinstance(nbrs, HostNeighbors):
+    if isinstance(nbrs, (ImageNeighbors, HostNeighbors)):
         # shifts corrected for atoms that crossed the cell since the build:
         # r_true = r + w·box with w = round((r_ref·M − r)·box⁻¹)
         deform = jnp.linalg.solve(nbrs.ref_box, box)
@@ -303,6 +334,44 @@ def _candidates(positions, box, nbrs: Neighbors):
     mask = idx < positions.shape[0]
     cand = jnp.where(mask, idx, 0)
     return cand, minimum_image_shifts(positions, box, cand), mask
+
+
+def _all_images(positions, box, translations):
+    """(candidates (N, N·S), lattice shifts (N, N·S, 3), mask): every atom in every translation,
+    the atom itself at zero translation excluded."""
+    n, m = positions.shape[0], translations.shape[0]
+    f = positions @ jnp.linalg.inv(box)
+    wrap = jnp.round(f[None, :, :] - f[:, None, :])  # [i, j]: image of j nearest to i
+    shifts = (translations[None, None, :, :] - wrap[:, :, None, :]).reshape(n, n * m, 3)
+    cand = jnp.repeat(jnp.arange(n), m)[None, :].repeat(n, axis=0)
+    zero = jnp.all(translations == 0, axis=1)
+    self_image = (cand == jnp.arange(n)[:, None]) & jnp.tile(zero, n)[None, :]
+    return cand, shifts, ~self_image
+
+
+def _images_within(positions, box, translations, radius):
+    cand, shifts, mask = _all_images(positions, box, translations)
+    d = edge_displacements(positions, box, cand, shifts)
+    return cand, shifts, mask & (jnp.sum(d**2, -1) < radius**2)
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def _image_count(positions, box, translations, radius: float):
+    """Largest number of images within ``radius`` of one atom (host allocation)."""
+    return jnp.max(jnp.sum(_images_within(positions, box, translations, radius)[2], axis=1))
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _image_table(positions, box, translations, radius: float, width: int):
+    """(idx (N, width), shifts (N, width, 3), mask, largest count) of the images within ``radius``:
+    the first ``width`` per atom (a larger count is overflow, reported by the count)."""
+    cand, shifts, inside = _images_within(positions, box, translations, radius)
+    count = jnp.sum(inside, axis=1)
+    order = first_inside(inside, width)
+    mask = jnp.arange(width)[None, :] < count[:, None]
+    idx = jnp.where(mask, jnp.take_along_axis(cand, order, axis=1), 0)
+    shf = jnp.where(mask[..., None], jnp.take_along_axis(shifts, order[..., None], axis=1), 0)
+    return idx, shf.astype(positions.dtype), mask, jnp.max(count).astype(jnp.int32)
 
 
 def frame_graphs(positions, boxes, cutoff: float, capacity: int | None = None, extra: int = 2,

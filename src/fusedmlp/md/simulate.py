@@ -285,7 +285,7 @@ class Simulator:
                                        f"reallocations at step {done}: atoms too close or too fast, "
                                        f"or the skin ({ng.skin} Å) too small for this temperature")
                 nbrs = ng.allocate(state.position, box, capacity=ng.grown_capacity(new_nbrs),
-                                   width=nbrs.width)
+                                   width=ng.grown_width(new_nbrs))
                 if retries > 2:
                     length = max(record or 1, (length // 2) // (record or 1) * (record or 1))
                 continue
@@ -313,7 +313,7 @@ class Simulator:
             progress(f"{s.ensemble} step {done}/{total}  T {t_now:.0f} K  P {p_gpa:+.3f} GPa{cell}  "
                      f"{rate:.1f} steps/s  ETA {(total - done) / max(rate, 1e-9):.0f} s")
         stats = dict(steps=done, wall_s=time.time() - t0, first_call_s=first_call_s,
-                     reallocations=reallocations, capacity=nbrs.capacity, neighbor_backend=nbrs.kind,
+                     reallocations=reallocations, capacity=nbrs.capacity, width=nbrs.width, neighbor_backend=nbrs.kind,
                      ensemble=s.ensemble)
         return _trajectory(frames, state, box, mass, this_run, stats)
 

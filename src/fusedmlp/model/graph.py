@@ -63,7 +63,7 @@ def build_graph(positions, box, candidates, candidate_shifts, candidate_mask, cu
     inside = candidate_mask & (jnp.sum(d**2, -1) < cutoff**2)
     count = jnp.sum(inside, axis=1)
     k = min(capacity, m)
-    order = _first_inside(inside, k)
+    order = first_inside(inside, k)
     nbr = jnp.take_along_axis(candidates, order, axis=1)
     shf = jnp.take_along_axis(candidate_shifts, order[..., None], axis=1)
     mask = jnp.arange(k)[None, :] < count[:, None]
@@ -79,7 +79,7 @@ def build_graph(positions, box, candidates, candidate_shifts, candidate_mask, cu
                  max_neighbors=jnp.max(count) if n else jnp.int32(0), reverse_ok=reverse_ok)
 
 
-def _first_inside(inside, k: int):
+def first_inside(inside, k: int):
     """Per row, the indices of the first ``k`` true entries of ``inside`` in order (rows with
     fewer fill up with 0). A scatter at each entry's running count: a stable argsort does the
     same but costs ten times more, and it was most of an MD step on the N·S image candidates."""

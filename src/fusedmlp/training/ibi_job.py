@@ -1,7 +1,8 @@
 """The `train_ibi` job: the pre-trained model plus a pair correction fitted by Iterative Boltzmann
 Inversion (``training.ibi``) to a target g(r) at one state point, a model file, the per-iteration
-log, g(r) and correction tables, the validation of the start model and the kept correction
-(``ibi.validation_ps``), and a figure.
+log, g(r) and correction tables, and a figure. The `validate_ibi` job measures what the
+iterations cannot: the start model and the kept correction each sampled for ``ibi.validation_ps``
+at the state point, their RDF errors with noise, and a figure.
 
 A target is a reference level (its g(r) and zero-pressure density measured at the state point by
 the `ibi_target` job, ``evaluation.jobs.ibi_reference_target``: a known answer) or a user table of
@@ -119,7 +120,7 @@ def validate(trainer, models: dict, runs: int, float_dtype) -> tuple[pd.DataFram
 
 
 def train_ibi(cfg: dict, name: str, model_in, target_rdf, target_state, model_out, log_csv, rdf_csv,
-              correction_csv, checkpoint_path, validation_csv=None, figure_path=None, max_epochs_this_run=None):
+              correction_csv, checkpoint_path, figure_path=None, max_epochs_this_run=None):
     t0 = time.time()
     settings, params, meta = load_model(model_in, expected=model_settings(cfg))
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype(cfg)), params)
@@ -141,30 +142,14 @@ def train_ibi(cfg: dict, name: str, model_in, target_rdf, target_state, model_ou
     kept, kept_is = kept_correction(params, res, s)
     averaged = keeps_mean(s, res.rows)  # a mean of tables, not one iteration's
     log.info("IBI %s: keeping %s", name, kept_is)
-    runs = validation_runs(cfg, s)
-    validation, g_val = (validate(trainer, {"start": params, "kept": kept}, runs, dtype(cfg)) if runs
-                         else (pd.DataFrame(columns=["model", "rdf_rmse", "rdf_noise", "rdf_excess"]), {}))
-    if runs:
-        v = validation.set_index("model")
-        log.info("IBI %s validation (%g ps each): RDF error %.4f (noise %.4f) with the start model, %.4f "
-                 "(noise %.4f) with the kept correction, %.1fx lower; beyond noise %.4f -> %.4f",
-                 name, v.loc["start", "production_ps"], v.loc["start", "rdf_rmse"], v.loc["start", "rdf_noise"],
-                 v.loc["kept", "rdf_rmse"], v.loc["kept", "rdf_noise"],
-                 v.loc["start", "rdf_rmse"] / v.loc["kept", "rdf_rmse"], v.loc["start", "rdf_excess"],
-                 v.loc["kept", "rdf_excess"])
     save_model(model_out, settings, kept, metadata={
         "ibi": name, "started_from": str(model_in), "target": target.source, "temperature_K": s.temperature,
         "density_per_A3": s.density_per_a3, "kept": kept_is, "iterations_run": n,
-        "rdf_rmse": [r["rdf_rmse"] for r in res.rows], "validation": validation.to_dict("records"),
-        "ibi_settings": dataclasses.asdict(s), "pretrained_metadata": meta})
-    if validation_csv is not None:
-        write_table(validation, csv_path=validation_csv)
+        "rdf_rmse": [r["rdf_rmse"] for r in res.rows], "ibi_settings": dataclasses.asdict(s), "pretrained_metadata": meta})
     # g(r) of every iteration beside the target, and the correction each sampled with
     g = np.asarray(state.rdf)[:n]
     write_table(pd.DataFrame({"r_A": trainer.r_bins, "g_target": trainer.g_target,
-                              **{f"g_iter{k + 1}": g[k] for k in range(n)},
-                              **{f"g_validation_{k}": v[0] for k, v in g_val.items()},
-                              **{f"g_validation_{k}_err": v[1] for k, v in g_val.items()}}), csv_path=rdf_csv)
+                              **{f"g_iter{k + 1}": g[k] for k in range(n)}}), csv_path=rdf_csv)
     grid = settings.pair_correction.grid
     tables = np.asarray(state.tables)[:n + 1]
     curves = {f"v_iter{k + 1}_eV": correction_curve(settings, {"pair": {"u": jnp.asarray(tables[k])}}, grid)
@@ -177,9 +162,51 @@ def train_ibi(cfg: dict, name: str, model_in, target_rdf, target_state, model_ou
         from ..plots import ibi_figure
         ibi_figure(trainer.r_bins, trainer.g_target, g, grid, curves, res.rows,
                    None if averaged else res.best_epoch, figure_path,
-                   title=f"{name}: IBI toward {Path(target.source).name} at {s.temperature:g} K",
-                   validation=validation.to_dict("records"),
-                   g_kept=g_val["kept"][0] if averaged and "kept" in g_val else None)
+                   title=f"{name}: IBI toward {Path(target.source).name} at {s.temperature:g} K")
     log.info("IBI %s: RDF error %s; kept %s; wrote %s (%.1f min)", name,
              " → ".join(f"{r['rdf_rmse']:.4f}" for r in res.rows), kept_is, model_out, (time.time() - t0) / 60)
     return res
+
+
+def validate_ibi(cfg: dict, name: str, model_path, target_rdf, target_state, validation_csv, rdf_csv,
+                 figure_path=None) -> pd.DataFrame:
+    """The `validate_ibi` job: IBI model ``name`` (``model_path``, written by `train_ibi`) and the
+    model it started from (the same file with a zero correction: the network is untouched) each
+    sampled for ``ibi.validation_ps`` at the state point from the start model's melt
+    (``validate``). Writes their RDF errors against the target with noise (``validation_csv``),
+    their g(r) with standard errors beside the target's (``rdf_csv``) and a figure."""
+    t0 = time.time()
+    settings, kept, meta = load_model(model_path, expected=model_settings(cfg))
+    if settings.pair_correction is None:
+        raise InputError(model_path, "pair_correction", "the model file of an IBI model (a pair correction)")
+    kept = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype(cfg)), kept)
+    start = {**kept, "pair": {"u": jnp.zeros_like(kept["pair"]["u"])}}
+    target = load_rdf_target(target_rdf)
+    s = state_point_settings(cfg, name, density_per_a3(cfg, name, target_state))
+    for key, want in (("temperature_K", s.temperature), ("density_per_A3", s.density_per_a3)):
+        if key in meta and not math.isclose(float(meta[key]), want, rel_tol=1e-6):
+            raise InputError(model_path, key, f"the state point of ibi.models.{name} ({want:g}); the model was "
+                                              f"fitted at {float(meta[key]):g}: rerun train_ibi")
+    runs = validation_runs(cfg, s)
+    if runs < 1:
+        raise InputError("config ibi", "validation_ps", "a positive time (ps) to validate an IBI model")
+    trainer = model_trainer(settings, target, s, cfg["species"][0], progress=log.info)
+    table, gs = validate(trainer, {"start": start, "kept": kept}, runs, dtype(cfg))
+    v = table.set_index("model")
+    ratio = v.loc["start", "rdf_rmse"] / v.loc["kept", "rdf_rmse"]
+    log.info("IBI %s validation (%g ps each): RDF error %.4f (noise %.4f) with the start model, %.4f "
+             "(noise %.4f) with the kept correction, %.1fx lower; beyond noise %.4f -> %.4f; kept %s", name,
+             v.loc["start", "production_ps"], v.loc["start", "rdf_rmse"], v.loc["start", "rdf_noise"],
+             v.loc["kept", "rdf_rmse"], v.loc["kept", "rdf_noise"], ratio, v.loc["start", "rdf_excess"],
+             v.loc["kept", "rdf_excess"], meta.get("kept", "?"))
+    write_table(table, csv_path=validation_csv)
+    write_table(pd.DataFrame({"r_A": trainer.r_bins, "g_target": trainer.g_target, "g_target_err": trainer.g_target_err,
+                              **{f"g_{k}": g for k, (g, _) in gs.items()},
+                              **{f"g_{k}_err": e for k, (_, e) in gs.items()}}), csv_path=rdf_csv)
+    if figure_path is not None:
+        from ..plots import ibi_validation_figure
+        ibi_validation_figure(trainer.r_bins, trainer.g_target, trainer.g_target_err, gs, table.to_dict("records"),
+                              trainer.r_range, figure_path,
+                              title=f"{name}: validation toward {Path(target.source).name} at {s.temperature:g} K")
+    log.info("IBI %s: validated in %.1f min", name, (time.time() - t0) / 60)
+    return table
