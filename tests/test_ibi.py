@@ -322,3 +322,36 @@ def test_validation_noise_explains_the_error_of_the_true_potential_alone(tmp_pat
         print(f"sigma {sigma:.3f}: RDF error {report['rdf_rmse']:.4f}, noise {report['rdf_noise']:.4f}")
         assert report["frames"] == 8 * 10 and report["production_ps"] == pytest.approx(3.2)
         assert (0.7 < ratio < 1.4) if sigma == SIGMA else ratio > 3
+
+
+def test_validation_refuses_a_model_without_correction_or_from_another_state_point(tmp_path):
+    """`validate_ibi` measures an IBI model at the state point it was fitted at: a plain model
+    file, or one fitted at another temperature, is refused with the file and field named (before
+    any MD)."""
+    import jax
+
+    from fusedmlp.config import validate_config
+    from fusedmlp.model.file import save_model
+    from fusedmlp.model.params import init_params, with_pair_correction
+    from fusedmlp.model.settings import model_settings
+    from fusedmlp.training.ibi_job import correction_settings, validate_ibi
+
+    cfg = validate_config({})  # the demo: model `ibi` at 2500 K
+    s = model_settings(cfg)
+    params = init_params(s, jax.random.PRNGKey(0))
+    (tmp_path / "target.csv").write_text("r_A,g\n" + "".join(f"{r:.2f},{min(r / 3, 1.0):.3f}\n"
+                                                               for r in np.arange(2.0, 6.0, 0.1)))
+    (tmp_path / "state.csv").write_text("density_per_A3\n0.049\n")
+
+    def run(model):
+        return validate_ibi(cfg, "ibi", model, tmp_path / "target.csv", tmp_path / "state.csv",
+                            tmp_path / "v.csv", tmp_path / "g.csv")
+
+    save_model(tmp_path / "plain.npz", s, params)
+    with pytest.raises(InputError, match=r"plain.npz \[pair_correction\]"):
+        run(tmp_path / "plain.npz")
+    s2, p2 = with_pair_correction(s, params, correction_settings(cfg))
+    save_model(tmp_path / "ibi.npz", s2, p2, metadata={"temperature_K": 2000.0, "density_per_A3": 0.049})
+    with pytest.raises(InputError, match=r"ibi.npz \[temperature_K\].*2500.*2000"):
+        run(tmp_path / "ibi.npz")
+    assert not (tmp_path / "v.csv").exists()

@@ -276,3 +276,28 @@ def test_overflow_is_reallocated_and_recomputed(energy, kind, supercell, skin, s
     np.testing.assert_allclose(got.energies, ref.energies, rtol=0, atol=1e-9)
     np.testing.assert_allclose(got.final["positions"], ref.final["positions"], rtol=0, atol=1e-9)
     assert np.all(np.isfinite(got.temperatures)) and 200 < np.mean(got.temperatures) < 1500
+
+
+def test_a_compiled_chunk_serves_a_run_whose_table_needs_less_width(energy):
+    """An image table's width follows the density it is built at; a run in an expanded cell (as
+    NPT leaves one) reuses the chunk compiled for a wider table instead of compiling again, and
+    its trajectory is the one a fresh simulator gives."""
+    from fusedmlp.md.simulate import Simulator
+
+    at = hcp((2, 2, 2))
+    s = MDSettings(thermostat=Thermostat("langevin", temperature=600.0), timestep_fs=1.0,
+                   steps=10, chunk=10, record_every=2, seed=3)
+    ng = NeighborGraph(CUTOFF, skin=1.0)
+
+    def simulator():
+        return Simulator(lambda p, r, b, g: energy(r, b, g), np.full(len(at), TI), s, ng)
+
+    sim = simulator()
+    box = np.asarray(at.cell)
+    dense = sim.run(jnp.asarray(at.positions), box, progress=lambda m: None, capacity=40)
+    expanded = (jnp.asarray(at.positions) * 1.06, box * 1.06)
+    assert ng.allocate(*expanded, capacity=40).width < dense.stats["width"]  # it would need less
+    got = sim.run(*expanded, progress=lambda m: None, capacity=40)
+    assert got.stats["width"] == dense.stats["width"] and len(sim._cache) == 1
+    fresh = simulator().run(*expanded, progress=lambda m: None, capacity=40)
+    np.testing.assert_allclose(got.positions, fresh.positions, rtol=0, atol=1e-9)

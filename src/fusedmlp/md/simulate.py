@@ -143,6 +143,18 @@ class Simulator:
         self.baro = barostat_step(s.barostat, s.timestep_fs * units.FS) if s.barostat is not None else None
         self._cache: dict = {}
 
+    def _allocate(self, positions, box, capacity: int = 0, width: int = 0):
+        """``ng.allocate``, at the width of a compiled chunk where one is at least as wide as
+        needed: a table's width follows the count of the configuration it is built from (a
+        liquid's differs from run to run, an NPT box's with its volume), and a new width is a new
+        compilation, while a wider table only costs a few more candidates per step."""
+        nbrs = self.ng.allocate(positions, box, capacity=capacity, width=width)
+        if nbrs.kind in ("images", "host"):
+            wider = [w for c, k, w in self._cache if c == nbrs.capacity and k == nbrs.kind and w > nbrs.width]
+            if wider:
+                nbrs = self.ng.allocate(positions, box, capacity=nbrs.capacity, width=min(wider))
+        return nbrs
+
     def _chunk(self, nbrs):
         key = (nbrs.capacity, nbrs.kind, nbrs.width)
         if key not in self._cache:
@@ -236,7 +248,7 @@ class Simulator:
         mass_col = mass[:, None]
         target_t = s.thermostat.temperature if temperature is None else float(temperature)
         kT = jnp.asarray(units.kT(target_t), dtype)
-        nbrs = ng.allocate(positions, box, capacity=capacity)
+        nbrs = self._allocate(positions, box, capacity=capacity)
         key = jax.random.PRNGKey(s.seed if seed is None else seed)
         # what this run does, overrides included: a checkpoint resumes only the same run
         this_run = dataclasses.replace(s, steps=total, seed=s.seed if seed is None else seed, record_every=record,
@@ -284,8 +296,8 @@ class Simulator:
                     raise RuntimeError(f"neighbour structures still overflow after {retries - 1} "
                                        f"reallocations at step {done}: atoms too close or too fast, "
                                        f"or the skin ({ng.skin} Å) too small for this temperature")
-                nbrs = ng.allocate(state.position, box, capacity=ng.grown_capacity(new_nbrs),
-                                   width=ng.grown_width(new_nbrs))
+                nbrs = self._allocate(state.position, box, capacity=ng.grown_capacity(new_nbrs),
+                                      width=ng.grown_width(new_nbrs))
                 if retries > 2:
                     length = max(record or 1, (length // 2) // (record or 1) * (record or 1))
                 continue
