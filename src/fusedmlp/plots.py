@@ -350,7 +350,7 @@ def ibi_validation_figure(r, g_target, g_target_err, gs: dict, rows, r_range, pa
             dx.set_title(f"difference from the target: error {report['start']['rdf_rmse'] / report['kept']['rdf_rmse']:.1f}x "
                          "lower (bands: ±1 standard error)", fontsize=10)
         lo, hi = dx.get_ylim()
-        dx.set_ylim(lo, hi + 0.45 * (hi - lo))  # the legend above the curves
+        dx.set_ylim(lo, hi + 0.3 * (hi - lo))  # the legend above the curves
         dx.legend(fontsize=8, loc="upper right")
         fig.suptitle(title)
         save(fig, path)
