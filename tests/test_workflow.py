@@ -200,8 +200,9 @@ def test_editing_nothing_a_job_reads_reruns_nothing(finished_campaign):
     # the campaign's name and the compute resources are read by no job
     assert dry_run_with(finished_campaign, {"campaign": "renamed", "compute": {"threads": 2}}) == {}
     # the harder reference level labels its own dataset, which only the multi-fidelity model trains
-    # on, and is the IBI model's target
-    ibi_model = {**{f"evaluate_{p}": 1 for p in PROPERTIES}, "ibi_target": 1, "train_ibi": 1}
+    # on, and is the IBI model's target, whose own liquid and diffusion are measured too
+    ibi_model = {**{f"evaluate_{p}": 1 + (p in ("liquid", "diffusion")) for p in PROPERTIES}, "ibi_target": 1,
+                 "train_ibi": 1}
     assert dry_run_with(finished_campaign, {"reference": {"levels": {
         "ref": {}, "ref_hard": {"alpha_scale": 1.06, "A_scale": 0.9523809523809523, "length_scale": 0.995}}}}) == {
         **ibi_model, "label_reference": 1, "multifidelity_dataset": 1, "split": 2, "dataset_summary": 2,
