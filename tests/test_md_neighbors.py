@@ -161,7 +161,7 @@ def test_overflow_is_in_the_returned_value_and_a_larger_allocation_fixes_it():
     caller allocates again with a larger capacity; description and values are immutable."""
     at = hcp((2, 2, 2))
     pos, box = jnp.asarray(at.positions), jnp.asarray(np.asarray(at.cell))
-    ng = NeighborGraph(CUTOFF, extra=0, quantum=1, density_floor=False)  # no headroom
+    ng = NeighborGraph(CUTOFF, extra=0, quantum=1, width_quantum=1, density_floor=False)  # no headroom
     nbrs = ng.allocate(pos, box)
     assert nbrs.kind == "images" and not bool(nbrs.did_buffer_overflow)
     assert int(nbrs.peak) == nbrs.capacity
@@ -182,7 +182,7 @@ def test_overflow_is_in_the_returned_value_and_a_larger_allocation_fixes_it():
         ng.skin = 2.0
     with pytest.raises(dataclasses.FrozenInstanceError):
         nbrs.capacity = 64
-    assert hash(ng) == hash(NeighborGraph(CUTOFF, extra=0, quantum=1, density_floor=False))
+    assert hash(ng) == hash(NeighborGraph(CUTOFF, extra=0, quantum=1, width_quantum=1, density_floor=False))
 
 
 # --- variable box -------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def test_overflow_is_reallocated_and_recomputed(energy, kind, supercell, skin, s
     ref = simulate(energy, at, NeighborGraph(CUTOFF, skin=1.0, **KIND[kind]), steps, capacity=40)
     assert ref.stats["reallocations"] == 0 and ref.stats["capacity"] == 40
     # no headroom: no spare candidate slots, no spare graph slots
-    tight = NeighborGraph(CUTOFF, skin=skin, margin=1.0, extra=0, quantum=1, density_floor=False,
+    tight = NeighborGraph(CUTOFF, skin=skin, margin=1.0, extra=0, quantum=1, width_quantum=1, density_floor=False,
                           **KIND[kind])
     got = simulate(energy, at, tight, steps)
     assert got.stats["neighbor_backend"] == ref.stats["neighbor_backend"] == kind

@@ -53,6 +53,11 @@ from ..space import edge_displacements, image_shifts, plane_spacings
 # potentials on the same system then have the same shapes, so one compiled program (in JAX's
 # persistent cache) serves them all, and small growths after an overflow need no new compile.
 CAPACITY_QUANTUM = 4
+# Candidate-table widths (image and host tables) are rounded up to a multiple of this: a wider
+# table only costs a few more distances per search, while each width is a compilation, and the
+# widths of one system's runs (its liquid at two temperatures, an equilibration and its
+# production) then coincide.
+WIDTH_QUANTUM = 16
 
 
 def round_capacity(k: int, quantum: int = CAPACITY_QUANTUM) -> int:
@@ -186,6 +191,7 @@ class NeighborGraph:
     margin: float = 1.25  # headroom of the candidate list
     extra: int = 4  # headroom of the graph capacity over the largest neighbour count seen
     quantum: int = CAPACITY_QUANTUM  # capacities are multiples of this (see round_capacity)
+    width_quantum: int = WIDTH_QUANTUM  # image and host table widths are multiples of this
     density_floor: bool = True  # start at no less than the mean count in the cutoff sphere
     max_images: int = 4096  # narrow cells use all images while N·S stays below this, else host tables
     variable_box: bool = False  # NPT: also go stale on cell deformation
@@ -220,12 +226,12 @@ class NeighborGraph:
             # of a liquid would differ from run to run.
             mean = len(positions) / abs(np.linalg.det(box_np)) * 4.0 / 3.0 * math.pi * radius**3
             need = max(count, 1.2 * mean if self.density_floor else 0.0)
-            m = max(round_capacity(math.ceil(need * self.margin), self.quantum), int(width))
+            m = max(round_capacity(math.ceil(need * self.margin), self.width_quantum), int(width))
             idx, shf, msk, count = _image_table(positions, box_j, translations, radius, m)
             nbrs = ImageNeighbors(translations, idx, shf, msk, positions, box_j, no, zero, count, 0)
         elif kind == "host":
             nbr, shf, msk = neighbor_table(np.asarray(positions, float), box_np, self.cutoff + self.skin)
-            m = max(int(math.ceil(nbr.shape[1] * self.margin)), int(width))
+            m = max(round_capacity(math.ceil(nbr.shape[1] * self.margin), self.width_quantum), int(width))
             pad = ((0, 0), (0, m - nbr.shape[1]))
             nbrs = HostNeighbors(jnp.asarray(np.pad(nbr, pad)),
                                  jnp.asarray(np.pad(shf, pad + ((0, 0),)), positions.dtype),
@@ -260,7 +266,7 @@ class NeighborGraph:
         search found more candidates than it holds grows above that count (with the margin);
         other widths are set by their allocation (at least the old one)."""
         if isinstance(nbrs, ImageNeighbors) and int(nbrs.table_peak) > nbrs.width:
-            return round_capacity(math.ceil(int(nbrs.table_peak) * self.margin), self.quantum)
+            return round_capacity(math.ceil(int(nbrs.table_peak) * self.margin), self.width_quantum)
         return nbrs.width
 
     def grown_capacity(self, nbrs: Neighbors) -> int:

@@ -144,20 +144,26 @@ class Simulator:
         self._cache: dict = {}
 
     def _allocate(self, positions, box, capacity: int = 0, width: int = 0):
-        """``ng.allocate``, at the width of a compiled chunk where one is at least as wide as
-        needed: a table's width follows the count of the configuration it is built from (a
-        liquid's differs from run to run, an NPT box's with its volume), and a new width is a new
-        compilation, while a wider table only costs a few more candidates per step."""
+        """``ng.allocate``, at the shapes of a compiled chunk that holds the new value: one at
+        least as wide, with a capacity at most one quantum (``ng.quantum``) above the one needed.
+        Capacity and width follow the configuration a value is built from (a liquid's counts
+        differ from run to run, an NPT box's with its volume), and each new pair is a new
+        compilation (seconds to tens of seconds), while a wider table costs a few more candidates
+        per search and one quantum of capacity at most ~15 % of a step (4 of ~28 slots). A run
+        that needs more than that compiles its own chunk."""
         nbrs = self.ng.allocate(positions, box, capacity=capacity, width=width)
-        if nbrs.kind in ("images", "host"):
-            wider = [w for c, k, w in self._cache if c == nbrs.capacity and k == nbrs.kind and w > nbrs.width]
-            if wider:
-                nbrs = self.ng.allocate(positions, box, capacity=nbrs.capacity, width=min(wider))
+        if nbrs.kind in ("images", "host") and (nbrs.capacity, nbrs.kind, nbrs.width) not in self._cache:
+            fits = [(c, w) for c, k, w in self._cache
+                    if k == nbrs.kind and nbrs.capacity <= c <= nbrs.capacity + self.ng.quantum and w >= nbrs.width]
+            if fits:
+                c, w = min(fits)
+                nbrs = self.ng.allocate(positions, box, capacity=c, width=w)
         return nbrs
 
     def _chunk(self, nbrs):
         key = (nbrs.capacity, nbrs.kind, nbrs.width)
         if key not in self._cache:
+            log.info(f"{self.s.ensemble}: new MD program (graph capacity {key[0]}, {key[1]} list of width {key[2]})")
             self._cache[key] = self._make()
         return self._cache[key]
 
