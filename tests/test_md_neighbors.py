@@ -295,9 +295,42 @@ def test_a_compiled_chunk_serves_a_run_whose_table_needs_less_width(energy):
     sim = simulator()
     box = np.asarray(at.cell)
     dense = sim.run(jnp.asarray(at.positions), box, progress=lambda m: None, capacity=40)
-    expanded = (jnp.asarray(at.positions) * 1.06, box * 1.06)
+    expanded = (jnp.asarray(at.positions) * 1.1, box * 1.1)
     assert ng.allocate(*expanded, capacity=40).width < dense.stats["width"]  # it would need less
     got = sim.run(*expanded, progress=lambda m: None, capacity=40)
     assert got.stats["width"] == dense.stats["width"] and len(sim._cache) == 1
     fresh = simulator().run(*expanded, progress=lambda m: None, capacity=40)
     np.testing.assert_allclose(got.positions, fresh.positions, rtol=0, atol=1e-9)
+
+
+def test_a_compiled_chunk_serves_a_run_that_needs_up_to_one_quantum_less_capacity(energy):
+    """Graph capacity follows the configuration too: a run that needs one quantum less than a
+    compiled chunk holds runs on that chunk (padding slots change nothing), and gives the
+    trajectory a fresh simulator at its own capacity gives; a run that needs less than that
+    compiles its own chunk rather than carry the padding."""
+    from fusedmlp.md.simulate import Simulator
+
+    at = hcp((2, 2, 2))
+    s = MDSettings(thermostat=Thermostat("langevin", temperature=600.0), timestep_fs=1.0,
+                   steps=10, chunk=10, record_every=2, seed=3)
+    ng = NeighborGraph(CUTOFF, skin=1.0)
+
+    def simulator():
+        return Simulator(lambda p, r, b, g: energy(r, b, g), np.full(len(at), TI), s, ng)
+
+    def cell(f):
+        return jnp.asarray(at.positions) * f, np.asarray(at.cell) * f
+
+    sim = simulator()
+    first = sim.run(*cell(1.0), progress=lambda m: None)
+    near, far = ng.allocate(*cell(1.03)), ng.allocate(*cell(1.1))
+    assert near.capacity == first.stats["capacity"] - ng.quantum and near.width <= first.stats["width"]
+    assert far.capacity < near.capacity
+    got = sim.run(*cell(1.03), progress=lambda m: None)
+    assert got.stats["capacity"] == first.stats["capacity"] and len(sim._cache) == 1
+    fresh = simulator().run(*cell(1.03), progress=lambda m: None)
+    assert fresh.stats["capacity"] == near.capacity
+    np.testing.assert_allclose(got.positions, fresh.positions, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got.energies, fresh.energies, rtol=1e-6, atol=1e-6)
+    assert sim.run(*cell(1.1), progress=lambda m: None).stats["capacity"] == far.capacity
+    assert len(sim._cache) == 2

@@ -13,7 +13,8 @@ from fusedmlp.model import graph as G
 from fusedmlp.model.api import Potential
 from fusedmlp.model.energy import energy_fn
 from fusedmlp.model.file import load_model, save_model
-from fusedmlp.model.pair_correction import PairCorrectionSettings, correction_energy, pair_correction
+from fusedmlp.model.pair_correction import (PairCorrectionSettings, correction_energy, pair_correction,
+                                            runtime_correction_energy, runtime_table)
 from fusedmlp.model.params import with_pair_correction
 from fusedmlp.model.settings import ModelSettings
 
@@ -121,6 +122,60 @@ def test_forces_and_virial_are_finite_differences_of_the_corrected_energy(correc
         jnp.asarray(pos), jnp.asarray(box))
     np.testing.assert_allclose(np.asarray(wp), np.asarray(wp).T, atol=1e-10)
     assert abs(float(jnp.sum(fp))) < 1e-10 and float(jnp.abs(fp).max()) > 1e-3
+
+
+def test_runtime_form_is_the_correction_and_zero_without_one(corrected):
+    """The run-time form (grid and second derivatives as arrays, padded) gives the correction's
+    energy, forces and virial to round-off; the form of a model without a correction gives
+    exactly zero energy and forces."""
+    from fusedmlp.quantity import energy_forces_virial
+
+    _, settings, params = corrected
+    pos, box, z = triclinic_cell(seed=7)
+    g = _graph(pos, box, settings.dimenet.cutoff)
+    args = (jnp.asarray(pos), jnp.asarray(box))
+    ref = energy_forces_virial(lambda r, b: correction_energy(PC, params["pair"], r, b, g))(*args)
+    table = runtime_table(PC, params["pair"], settings.dimenet.cutoff, jnp.float64)
+    assert table["y"].shape == (256,)  # padded: every table up to 256 knots is one program
+    got = energy_forces_virial(lambda r, b: runtime_correction_energy(table, r, b, g))(*args)
+    assert abs(float(ref[0])) > 1e-2
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
+    zero = runtime_table(None, None, settings.dimenet.cutoff, jnp.float64)
+    u, f, w = energy_forces_virial(lambda r, b: runtime_correction_energy(zero, r, b, g))(*args)
+    assert float(u) == 0.0 and not np.any(np.asarray(f)) and not np.any(np.asarray(w))
+
+
+def test_evaluation_programs_of_models_with_and_without_a_correction_are_one_program(tmp_path):
+    """The evaluation rules' potentials of a corrected model and of the model it corrects lower
+    to the same program (so the corrected model's jobs load it from the persistent cache), and
+    each gives its own energy."""
+    from fusedmlp.config import validate_config
+    from fusedmlp.evaluation.potentials import load_potential
+    from fusedmlp.model.settings import model_settings
+
+    arch = {k: v for k, v in SMALL.items() if k != "aggregation_scale"}  # from the data, not the config
+    cfg = validate_config({"species": ["Ti"], "model": {"dtype": "float64", **arch}})
+    base = model_settings(cfg, aggregation_scale=20.0)
+    params = random_params(base)
+    settings, corrected = with_pair_correction(base, params, PC, wiggly_table(seed=3))
+    save_model(tmp_path / "base.npz", base, params)
+    save_model(tmp_path / "ibi.npz", settings, corrected)
+    pos, box, _ = triclinic_cell(seed=8)
+    z = np.full(len(pos), 22)
+    g = _graph(pos, box, settings.dimenet.cutoff)
+    args = (jnp.asarray(pos), jnp.asarray(box), g)
+    texts, energies = [], []
+    for name in ("base", "ibi"):
+        pot = load_potential(cfg, name, tmp_path / f"{name}.npz")
+        u = pot.energy(z)
+        texts.append(jax.jit(u).lower(pot.params, *args).as_text())
+        energies.append(float(u(pot.params, *args)))
+    assert texts[0] == texts[1]
+    sp = jnp.zeros(len(pos), jnp.int32)
+    for e, (s, p) in zip(energies, [(base, params), (settings, corrected)]):
+        assert abs(e - float(energy_fn(s)(p, args[0], args[1], sp, g))) < 1e-9
+    assert abs(energies[1] - energies[0]) > 1e-3
 
 
 def test_a_correction_beyond_the_network_cutoff_is_refused():

@@ -22,7 +22,7 @@ import numpy as np
 from ..compilation import Program
 from ..md.neighbors import frame_graphs
 from ..model.dimenet import species_index
-from ..model.energy import energy_fn
+from ..model.energy import energy_fn, runtime_params
 from ..model.file import load_head
 from ..model.settings import dtype as config_dtype, model_settings
 from ..quantity import energy_forces_virial
@@ -97,8 +97,10 @@ def load_potential(cfg: dict, name: str, model_path=None) -> Potential:
     # a file made with other hyperparameters than the configuration's is an error, not a silent swap
     settings, params, _, index = load_head(model_path, head, expected=model_settings(cfg))
     dt = config_dtype(cfg)
-    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dt), params)
-    u = energy_fn(settings, index)
+    # every model with the pair correction's run-time form (zero without one): a corrected
+    # model's programs are then the other models' (one compilation, in the persistent cache)
+    params = runtime_params(settings, jax.tree_util.tree_map(lambda x: jnp.asarray(x, dt), params), dt)
+    u = energy_fn(settings, index, runtime_correction=True)
 
     def make(numbers):
         spc = jnp.asarray(species_index(numbers, settings.species))

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from .dimenet import dimenet_pp
 from .graph import Graph
-from .pair_correction import correction_energy
+from .pair_correction import correction_energy, runtime_correction_energy, runtime_table
 from .repulsion import repulsion_energy
 from .settings import ModelSettings
 
@@ -45,7 +45,15 @@ def atomic_energies(settings: ModelSettings):
     return per_atom
 
 
-def energy_fn(settings: ModelSettings, head: int | str | None = None):
+def runtime_params(settings: ModelSettings, params, dtype=jnp.float32) -> dict:
+    """``params`` for ``energy_fn(settings, runtime_correction=True)``: the pair correction's
+    table (or, for a model without one, the zero correction) in its run-time form."""
+    rest = {k: v for k, v in params.items() if k != "pair"}
+    pc = settings.pair_correction
+    return {**rest, "pair": runtime_table(pc, params.get("pair"), settings.dimenet.cutoff, dtype)}
+
+
+def energy_fn(settings: ModelSettings, head: int | str | None = None, runtime_correction: bool = False):
     """``energy(params, positions, box, species_idx, graph, atom_mask=None, head=h) -> U`` (eV).
 
     ``head`` (a name of ``settings.heads`` or an index; ``None`` for a single-head model) is the
@@ -53,6 +61,10 @@ def energy_fn(settings: ModelSettings, head: int | str | None = None):
     may be traced, so a padded batch mixing levels evaluates each configuration at its own head
     (``model.batch``). Every head shares the network: only its column of the output layers and
     its ``scale``/``shift`` are its own (Messerly et al. 2025: one backbone, one head per level).
+
+    ``runtime_correction``: the pair correction in its run-time form (``params`` from
+    ``runtime_params``), present for every model, zero where it has none, so that models with
+    and without a correction share their compiled programs (``model.pair_correction``).
     """
     per_atom = atomic_energies(settings)
     default = settings.head_index(head) if head is not None or len(settings.heads) == 1 else None
@@ -69,7 +81,9 @@ def energy_fn(settings: ModelSettings, head: int | str | None = None):
         total = jnp.sum(e)
         if rep is not None:
             total = total + repulsion_energy(rep, positions, box, graph, atom_mask)
-        if pair is not None:
+        if runtime_correction:
+            total = total + runtime_correction_energy(params["pair"], positions, box, graph, atom_mask)
+        elif pair is not None:
             total = total + correction_energy(pair, params["pair"], positions, box, graph, atom_mask)
         return total
 
