@@ -124,7 +124,7 @@ rule train_ibi:
         "../scripts/train_ibi.py"
 
 
-# The before/after measurement of an IBI model, outside `all` (3.4 min in the demo): the start
+# The before/after measurement of an IBI model, outside `all` (2.5 min in the demo): the start
 # model and the kept correction each sampled for `ibi.validation_ps`. `snakemake ibi_validation`
 # for every IBI model, `snakemake results/<name>/ibi_validation.csv` for one.
 rule validate_ibi:
