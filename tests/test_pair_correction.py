@@ -1,6 +1,7 @@
 """The tabulated pair correction (IBI): its interpolant against scipy's spline, smoothness at its
-cutoff, forces and virial against finite differences, and corrected model files everywhere
-(file round trip, ASE calculator, evaluation potential, an MD run)."""
+cutoff, forces and virial against finite differences, its run-time form (the evaluation
+potentials': the same correction, one program with and without it), and corrected model files
+everywhere (file round trip, ASE calculator, evaluation potential, an MD run)."""
 import dataclasses
 
 import jax
