@@ -278,20 +278,23 @@ def test_overflow_is_reallocated_and_recomputed(energy, kind, supercell, skin, s
     assert np.all(np.isfinite(got.temperatures)) and 200 < np.mean(got.temperatures) < 1500
 
 
-def test_a_compiled_chunk_serves_a_run_whose_table_needs_less_width(energy):
-    """An image table's width follows the density it is built at; a run in an expanded cell (as
-    NPT leaves one) reuses the chunk compiled for a wider table instead of compiling again, and
-    its trajectory is the one a fresh simulator gives."""
+def _chunk_reuse_system(energy):
+    """The 2×2×2 hcp cell of the chunk-reuse tests, its neighbour description, and a factory of
+    fresh Langevin simulators for it (each with its own compiled chunks)."""
     from fusedmlp.md.simulate import Simulator
 
     at = hcp((2, 2, 2))
     s = MDSettings(thermostat=Thermostat("langevin", temperature=600.0), timestep_fs=1.0,
                    steps=10, chunk=10, record_every=2, seed=3)
     ng = NeighborGraph(CUTOFF, skin=1.0)
+    return at, ng, lambda: Simulator(lambda p, r, b, g: energy(r, b, g), np.full(len(at), TI), s, ng)
 
-    def simulator():
-        return Simulator(lambda p, r, b, g: energy(r, b, g), np.full(len(at), TI), s, ng)
 
+def test_a_compiled_chunk_serves_a_run_whose_table_needs_less_width(energy):
+    """An image table's width follows the density it is built at; a run in an expanded cell (as
+    NPT leaves one) reuses the chunk compiled for a wider table instead of compiling again, and
+    its trajectory is the one a fresh simulator gives."""
+    at, ng, simulator = _chunk_reuse_system(energy)
     sim = simulator()
     box = np.asarray(at.cell)
     dense = sim.run(jnp.asarray(at.positions), box, progress=lambda m: None, capacity=40)
@@ -308,15 +311,7 @@ def test_a_compiled_chunk_serves_a_run_that_needs_up_to_one_quantum_less_capacit
     compiled chunk holds runs on that chunk (padding slots change nothing), and gives the
     trajectory a fresh simulator at its own capacity gives; a run that needs less than that
     compiles its own chunk rather than carry the padding."""
-    from fusedmlp.md.simulate import Simulator
-
-    at = hcp((2, 2, 2))
-    s = MDSettings(thermostat=Thermostat("langevin", temperature=600.0), timestep_fs=1.0,
-                   steps=10, chunk=10, record_every=2, seed=3)
-    ng = NeighborGraph(CUTOFF, skin=1.0)
-
-    def simulator():
-        return Simulator(lambda p, r, b, g: energy(r, b, g), np.full(len(at), TI), s, ng)
+    at, ng, simulator = _chunk_reuse_system(energy)
 
     def cell(f):
         return jnp.asarray(at.positions) * f, np.asarray(at.cell) * f
