@@ -7,6 +7,7 @@ NPT with hexagonal coupling), for the paper-size model (or --demo), compared wit
     python benchmarks/model_throughput.py --quick             # 256 atoms, NVT and NPT, 20 steps
     python benchmarks/model_throughput.py --sizes 64 --md-steps 0   # E+F+W only
     python benchmarks/model_throughput.py --ensembles nve npt --md-steps 100
+    python benchmarks/model_throughput.py --quick --against HEAD~1   # and a git revision, side by side
 
 Each size and the MD runs go in their own process, so that peak memory (max RSS) is per job.
 MD throughput is the steady state of the MD driver (``fusedmlp.md.simulate``): a run of
@@ -14,12 +15,15 @@ MD throughput is the steady state of the MD driver (``fusedmlp.md.simulate``): a
 chunk is timed, including the driver's per-step neighbour checks and its per-chunk progress line
 (one extra energy+forces+virial). Random output weights (scaled down so that forces
 have realistic magnitudes) stand in for a trained model: the cost does not depend on the values.
+``--against`` measures each size and ensemble with the package of another revision (a temporary
+git worktree) right after this checkout's, with the same parameters, and prints the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -27,6 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from revisions import source_trees
+
+# The workers' environment, taken before this process imports the package (which adds XLA flags
+# of its own): each revision's package then sets its own.
+_ENV = dict(os.environ)
 SUPERCELLS = {64: (4, 2, 2), 128: (4, 2, 4), 256: (4, 4, 4)}  # of the 4-atom orthorhombic hcp cell
 ENSEMBLES = ("nve", "nvt-langevin", "nvt-nh", "npt")
 CHEMTRAIN_ATOM_STEPS_PER_S = 300.0  # chemtrain's reported DimeNet++ MD throughput
@@ -126,6 +135,7 @@ def one_size(n_atoms: int, demo: bool, skin: float, params_path: str) -> dict:
         jax.block_until_ready(efv(pos, box, nbrs))
     return dict(atoms=n_atoms, edges=int(counts.sum()), triplets=int((counts * (counts - 1)).sum()),
                 max_neighbors=int(g.max_neighbors), capacity=nbrs.capacity, backend=nbrs.kind,
+                edge_capacity=int(getattr(nbrs, "edge_capacity", 0)) or len(atoms) * nbrs.capacity,
                 efv_s=(time.time() - t) / reps, compile_s=compile_s, peak_rss_gb=_rss_gb())
 
 
@@ -169,15 +179,21 @@ def one_md(n_atoms: int, ensemble: str, steps: int, demo: bool, skin: float, ext
     return dict(atoms=n_atoms, ensemble=s.ensemble, label=ensemble, steps=steps, first_run_s=first_s,
                 steps_per_s=steps_per_s, atom_steps_per_s=steps_per_s * n_atoms,
                 backend=timed.stats["neighbor_backend"], capacity=timed.stats["capacity"],
+                edge_capacity=timed.stats.get("edge_capacity") or n_atoms * timed.stats["capacity"],
                 reallocations=[first.stats["reallocations"], timed.stats["reallocations"]],
                 final_T=temp, volume_change=float(np.linalg.det(final["box"]) / np.linalg.det(box_np) - 1.0),
                 peak_rss_gb=_rss_gb())
 
 
-def _subprocess(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+_ENSEMBLE_NAMES = {"nve": "NVE", "nvt-langevin": "NVT Langevin", "nvt-nh": "NVT Nose-Hoover",
+                   "npt": "NPT hexagonal (SCR)"}
+
+
+def _subprocess(args: list[str], src: Path) -> dict:
+    env = {**_ENV, "PYTHONPATH": str(src)}
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
     if out.returncode:
-        sys.exit(f"{' '.join(args)} failed:\n{out.stderr[-4000:]}")
+        sys.exit(f"{' '.join(args)} with {src} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -198,6 +214,7 @@ def main():
                     help="about two minutes on a small CPU: 256 atoms only, NVT Langevin and NPT, "
                          "20 MD steps")
     ap.add_argument("--demo", action="store_true", help="the demo model instead of the paper's")
+    ap.add_argument("--against", help="a git revision to measure beside this checkout")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--one-md", help=argparse.SUPPRESS)
     ap.add_argument("--params", help=argparse.SUPPRESS)
@@ -213,42 +230,48 @@ def main():
                                 args.params)))
         return
     t_start = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, source_trees(args.against) as trees:
         params_path = str(Path(tmp) / "params.npz")
         make_params(args.demo, params_path)
         common = ["--skin", str(args.skin), "--params", params_path] + (["--demo"] if args.demo else [])
-        sizes = [_subprocess(["--one", str(n), *common]) for n in args.sizes]
-        mds = [_subprocess(["--one-md", e, "--md-atoms", str(args.md_atoms), "--md-steps", str(args.md_steps),
-                            "--extra", str(args.extra), *common])
-               for e in (args.ensembles if args.md_steps else [])]
+        sizes = [(code, _subprocess(["--one", str(n), *common], src))
+                 for n in args.sizes for code, src in trees.items()]
+        mds = [(code, _subprocess(["--one-md", e, "--md-atoms", str(args.md_atoms), "--md-steps",
+                                   str(args.md_steps), "--extra", str(args.extra), *common], src))
+               for e in (args.ensembles if args.md_steps else []) for code, src in trees.items()]
 
     import jax
     print(f"DimeNet++ ({'demo' if args.demo else 'paper'} hyperparameters), float32, "
           f"JAX {jax.__version__} on {jax.devices()[0].platform}, skin {args.skin} Å, hcp Ti")
     if sizes:
         print("\nenergy + forces + virial, one configuration")
-        head = ("atoms", "edges", "triplets", "max nbrs", "capacity", "neighbours", "E+F+W s/call",
+        head = ("code", "atoms", "edges", "triplets", "max nbrs", "capacity", "edge capacity", "neighbours", "E+F+W s/call",
                 "compile s", "peak RSS GB")
         print(" | ".join(head))
-        for r in sizes:
-            print(" | ".join([f"{r['atoms']}", f"{r['edges']}", f"{r['triplets']}", f"{r['max_neighbors']}",
-                              f"{r['capacity']}", r["backend"], f"{r['efv_s']:.4f}", f"{r['compile_s']:.1f}",
+        for code, r in sizes:
+            print(" | ".join([code, f"{r['atoms']}", f"{r['edges']}", f"{r['triplets']}", f"{r['max_neighbors']}",
+                              f"{r['capacity']}", f"{r['edge_capacity']}", r["backend"], f"{r['efv_s']:.4f}",
+                              f"{r['compile_s']:.1f}",
                               f"{r['peak_rss_gb']:.2f}"]))
     if mds:
         print(f"\nMD, {args.md_atoms} atoms, 1 fs, 300 K, {args.md_steps} steps (first run: trace, compile "
               f"and run; steps/s: the same run again, compiled)")
-        head = ("ensemble", "neighbours", "capacity", "first run s", "steps/s", "atom-steps/s",
+        head = ("code", "ensemble", "neighbours", "capacity", "edge capacity", "first run s", "steps/s", "atom-steps/s",
                 "vs chemtrain 300", "realloc", "final T K", "ΔV/V", "peak RSS GB")
         print(" | ".join(head))
-        for r in mds:
-            name = {"nve": "NVE", "nvt-langevin": "NVT Langevin", "nvt-nh": "NVT Nose-Hoover",
-                    "npt": "NPT hexagonal (SCR)"}[r["label"]]
-            print(" | ".join([name, r["backend"], f"{r['capacity']}", f"{r['first_run_s']:.1f}",
-                              f"{r['steps_per_s']:.2f}", f"{r['atom_steps_per_s']:.0f}",
+        for code, r in mds:
+            print(" | ".join([code, _ENSEMBLE_NAMES[r["label"]], r["backend"], f"{r['capacity']}", f"{r['edge_capacity']}",
+                              f"{r['first_run_s']:.1f}", f"{r['steps_per_s']:.2f}", f"{r['atom_steps_per_s']:.0f}",
                               f"{r['atom_steps_per_s'] / CHEMTRAIN_ATOM_STEPS_PER_S:.2f}x",
                               "+".join(map(str, r["reallocations"])), f"{r['final_T']:.0f}",
                               f"{r['volume_change']:+.4f}",
                               f"{r['peak_rss_gb']:.2f}"]))
+    if args.against:
+        print(f"\nthis checkout against {args.against}")
+        for (_, new), (_, old) in zip(sizes[::2], sizes[1::2]):
+            print(f"E+F+W, {new['atoms']} atoms: {old['efv_s'] / new['efv_s']:.2f}x the speed")
+        for (_, new), (_, old) in zip(mds[::2], mds[1::2]):
+            print(f"MD {_ENSEMBLE_NAMES[new['label']]}: {new['steps_per_s'] / old['steps_per_s']:.2f}x the steps/s")
     print(f"\ntotal {time.time() - t_start:.0f} s")
 
 

@@ -19,11 +19,10 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from revisions import source_trees
 POTENTIALS = ("eam", "model")
 DENSITY = 0.04915  # atoms/Å³: ref_hard's liquid at 2500 K and zero pressure (the demo's IBI target)
 
@@ -93,18 +92,8 @@ def main():
     if a.worker:
         print(json.dumps(measure(a.worker, a.steps)))
         return
-    trees = {"this checkout": ROOT / "src"}
-    with tempfile.TemporaryDirectory() as tmp:
-        if a.against:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", tmp + "/tree", a.against],
-                           check=True, capture_output=True)
-            trees[a.against] = Path(tmp) / "tree" / "src"
-        try:
-            rows = [(name, _run(p, a.steps, src)) for p in a.potentials for name, src in trees.items()]
-        finally:
-            if a.against:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", tmp + "/tree"],
-                               capture_output=True)
+    with source_trees(a.against) as trees:
+        rows = [(name, _run(p, a.steps, src)) for p in a.potentials for name, src in trees.items()]
     print(f"{'code':<16}{'potential':<10}{'atoms':>6}{'steps/s':>10}{'first run s':>13}  list (capacity, width)"
           f"  reallocations  mean T")
     for name, r in rows:

@@ -91,7 +91,8 @@ def test_jaxmd_graph_equals_exact_enumeration(cell, cutoff, skin):
     box = np.asarray(at.cell)
     pos = unwrapped(at)
     ng = NeighborGraph(cutoff, skin=skin)
-    nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box), capacity=64)  # capacity is not tested here
+    nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box), capacity=64,  # capacities are not tested here
+                       edge_capacity=64 * len(pos))
     assert nbrs.kind == "jax-md"
     # jax-md's cell list is off: jaxlib 0.10.2 on CPU drops pairs from it (jax-ml/jax#39103)
     assert nbrs.nl.cell_list_fn is None
@@ -123,7 +124,8 @@ def test_image_table_graph_equals_exact_enumeration():
     box = np.asarray(at.cell)
     pos = unwrapped(at)
     ng = NeighborGraph(CUTOFF, skin=1.0, variable_box=True)
-    nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box), capacity=80)
+    # headroom for the large moves below, in slots per atom and in edges
+    nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box), capacity=80, edge_capacity=80 * len(pos))
     assert nbrs.kind == "images" and int(nbrs.table_peak) <= nbrs.width < len(pos) * len(nbrs.translations)
     assert assert_exact(ng, nbrs, pos, box) > 0
     update = jax.jit(ng.update)
@@ -161,17 +163,17 @@ def test_overflow_is_in_the_returned_value_and_a_larger_allocation_fixes_it():
     caller allocates again with a larger capacity; description and values are immutable."""
     at = hcp((2, 2, 2))
     pos, box = jnp.asarray(at.positions), jnp.asarray(np.asarray(at.cell))
-    ng = NeighborGraph(CUTOFF, extra=0, quantum=1, width_quantum=1, density_floor=False)  # no headroom
+    ng = NeighborGraph(CUTOFF, extra=0, edge_extra=0, quantum=1, width_quantum=1, density_floor=False)  # no headroom
     nbrs = ng.allocate(pos, box)
     assert nbrs.kind == "images" and not bool(nbrs.did_buffer_overflow)
     assert int(nbrs.peak) == nbrs.capacity
     # a 3 % smaller cell brings the shell at √3·a = 5.11 Å within the 5 Å cutoff
     over = jax.jit(ng.update)(pos / 1.03, box / 1.03, nbrs)
     assert bool(over.did_buffer_overflow) and int(over.peak) > over.capacity == nbrs.capacity
-    grown = ng.grown_capacity(over)
-    assert grown >= int(over.peak)
-    fixed = ng.allocate(pos, box, capacity=grown)
-    assert fixed.capacity == grown > nbrs.capacity
+    grown, grown_edges = ng.grown_capacity(over), ng.grown_edge_capacity(over)
+    assert grown >= int(over.peak) and grown_edges >= int(over.edge_peak) > nbrs.edge_capacity
+    fixed = ng.allocate(pos, box, capacity=grown, edge_capacity=grown_edges)
+    assert fixed.capacity == grown > nbrs.capacity and fixed.edge_capacity == grown_edges
     after = jax.jit(ng.update)(pos / 1.03, box / 1.03, fixed)
     assert not bool(after.did_buffer_overflow)
     assert_exact(ng, after, np.asarray(pos / 1.03), np.asarray(box / 1.03))
@@ -182,7 +184,14 @@ def test_overflow_is_in_the_returned_value_and_a_larger_allocation_fixes_it():
         ng.skin = 2.0
     with pytest.raises(dataclasses.FrozenInstanceError):
         nbrs.capacity = 64
-    assert hash(ng) == hash(NeighborGraph(CUTOFF, extra=0, quantum=1, width_quantum=1, density_floor=False))
+    assert hash(ng) == hash(NeighborGraph(CUTOFF, extra=0, edge_extra=0, quantum=1, width_quantum=1,
+                                          density_floor=False))
+    # slots to spare but not edges: the edge list alone overflows, and only it grows
+    roomy = ng.allocate(pos, box, capacity=grown)
+    over = jax.jit(ng.update)(pos / 1.03, box / 1.03, roomy)
+    assert bool(over.did_buffer_overflow) and int(over.peak) <= over.capacity
+    assert ng.grown_capacity(over) == roomy.capacity and ng.grown_edge_capacity(over) >= int(over.edge_peak)
+    assert ng.graph(pos / 1.03, box / 1.03, roomy).compact and bool(ng.graph(pos / 1.03, box / 1.03, roomy).overflow)
 
 
 # --- variable box -------------------------------------------------------------------------------
@@ -200,8 +209,8 @@ def test_deformed_cell_makes_the_list_stale(kind, supercell):
     for skin, cases in ((0.2, ((1.001, False), (1 / 1.001, False), (1.05, True), (1 / 1.05, True))),
                         (1.0, ((1 / 1.05, False),))):
         ng = NeighborGraph(CUTOFF, skin=skin, variable_box=True, **KIND[kind])
-        # a graph capacity that a compressed cell cannot overflow: staleness is tested
-        nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box), capacity=64)
+        # graph capacities that a compressed cell cannot overflow: staleness is tested
+        nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box), capacity=64, edge_capacity=64 * len(pos))
         assert nbrs.kind == kind
         for scale, stale in cases:
             new = ng.update(jnp.asarray(pos * scale), jnp.asarray(box * scale), nbrs)
@@ -215,7 +224,7 @@ def test_host_table_goes_stale_when_an_atom_moves_half_the_skin():
     at = hcp((2, 2, 2))
     pos, box = at.positions, np.asarray(at.cell)
     ng = NeighborGraph(CUTOFF, skin=0.4, **KIND["host"])
-    nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box), capacity=40)
+    nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box), capacity=40, edge_capacity=40 * len(pos))
     assert nbrs.kind == "host"
 
     def stale(new):
@@ -259,8 +268,8 @@ def test_overflow_is_reallocated_and_recomputed(energy, kind, supercell, skin, s
     ref = simulate(energy, at, NeighborGraph(CUTOFF, skin=1.0, **KIND[kind]), steps, capacity=40)
     assert ref.stats["reallocations"] == 0 and ref.stats["capacity"] == 40
     # no headroom: no spare candidate slots, no spare graph slots
-    tight = NeighborGraph(CUTOFF, skin=skin, margin=1.0, extra=0, quantum=1, width_quantum=1, density_floor=False,
-                          **KIND[kind])
+    tight = NeighborGraph(CUTOFF, skin=skin, margin=1.0, extra=0, edge_extra=0, quantum=1, width_quantum=1,
+                          density_floor=False, **KIND[kind])
     got = simulate(energy, at, tight, steps)
     assert got.stats["neighbor_backend"] == ref.stats["neighbor_backend"] == kind
     # the run had to reallocate, and the recomputed trajectory is the same trajectory; the grown

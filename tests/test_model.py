@@ -163,6 +163,41 @@ def test_neighbour_list_candidates_with_skin_give_the_same_energy(model):
     assert bool(g_small.overflow)
 
 
+
+def test_compact_edge_list_gives_the_slot_layouts_energy_forces_and_virial(model):
+    """A graph with padded rows (capacity 8 above the largest count) listing its edges compactly
+    (E a few above the occupied slots) against the same graph slot by slot, float64; an edge
+    capacity below the occupied slots is reported, not silently truncated."""
+    from fusedmlp.quantity import energy_forces_virial
+
+    s, p = model
+    at = crystal("Ti", "hcp", 2.95, 1.6, (3, 3, 2))
+    rng = np.random.default_rng(1)
+    pos = jnp.asarray(at.positions + rng.normal(scale=0.1, size=at.positions.shape))
+    box = jnp.asarray(np.asarray(at.cell))
+    z = jnp.asarray(np.arange(len(pos)) % 2, jnp.int32)  # both species: the embeddings follow the edges
+    nbr, shf, msk = (jnp.asarray(a) for a in G.neighbor_table(np.asarray(pos), np.asarray(box), 5.0))
+    k = nbr.shape[1] + 8
+    n_edges = int(msk.sum())
+
+    def efv(edge_capacity):
+        g = G.build_graph(pos, box, nbr, shf, msk, 5.0, k, edge_capacity)
+        return g, energy_forces_virial(lambda r, b: energy_fn(s)(p, r, b, z, g))(pos, box)
+
+    g_slots, ref = efv(0)
+    g_compact, got = efv(n_edges + 5)
+    assert not g_slots.compact and g_compact.compact and g_compact.edge_capacity == n_edges + 5
+    assert not bool(g_compact.overflow) and int(g_compact.n_edges) == n_edges
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
+    # the edge list holds the occupied slots in row order, each slot finds its entry
+    flat = np.flatnonzero(np.asarray(g_compact.mask).ravel())
+    np.testing.assert_array_equal(np.asarray(g_compact.edges)[:n_edges], flat)
+    np.testing.assert_array_equal(np.asarray(g_compact.slot_edge).ravel()[flat], np.arange(n_edges))
+    assert np.all(np.asarray(g_compact.slot_edge).ravel()[~np.asarray(g_compact.mask).ravel()] == n_edges + 5)
+    g_short = G.build_graph(pos, box, nbr, shf, msk, 5.0, k, n_edges - 1)
+    assert bool(g_short.overflow) and not bool(g_compact.overflow)
+
 def test_model_file_round_trip_and_mismatch(tmp_path, model, pot):
     s, p = model
     save_model(tmp_path / "m.npz", s, p, metadata={"note": "test"})
@@ -320,3 +355,48 @@ def test_model_files_of_the_first_layout_load_and_foreign_files_are_named(tmp_pa
     (tmp_path / "junk.npz").write_bytes(b"not a model")
     with pytest.raises(InputError, match="junk.npz: not a model file"):
         load_model(tmp_path / "junk.npz")
+
+
+def test_radial_basis_is_the_normalised_spherical_bessel_functions():
+    """sbf_radial against SciPy's j_l at the roots z_ln: u(x) √2/|j_(l+1)(z_ln)| j_l(z_ln x), in
+    float64 to round-off and in float32 (the model's) to 1e-5 of the largest value."""
+    from scipy import special
+
+    from fusedmlp.model import basis
+
+    n_l, n_r, p = 7, 6, 6
+    x = np.random.default_rng(0).uniform(0.3, 0.999, 500)
+    z = basis.spherical_bessel_roots(n_l, n_r)
+    for l in range(n_l):  # roots: j_l(z_ln) = 0, ascending
+        assert np.all(np.abs(special.spherical_jn(l, z[l])) < 1e-10) and np.all(np.diff(z[l]) > 0)
+    ref = np.stack([np.sqrt(2.0) / np.abs(special.spherical_jn(l + 1, z[l])) * special.spherical_jn(l, np.outer(x, z[l]))
+                    for l in range(n_l)], axis=1) * np.asarray(basis.envelope(x, p))[:, None, None]
+    got = np.asarray(basis.sbf_radial(jnp.asarray(x), n_l, n_r, p))
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9 * np.abs(ref).max())
+    got32 = np.asarray(basis.sbf_radial(jnp.asarray(x, jnp.float32), n_l, n_r, p), float)
+    np.testing.assert_allclose(got32, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+def _compiled_dense_uses_ynnpack(env_flags: str | None, import_package: bool) -> bool:
+    """In a fresh process: does XLA:CPU compile a 32-wide dense layer into a YNNPACK fusion?"""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import jax, jax.numpy as jnp\n"
+            + ("import fusedmlp\n" if import_package else "")
+            + "f = jax.jit(lambda a, b: jax.nn.silu(a @ b))\n"
+              "print('__ynn_fusion' in f.lower(jnp.ones((4096, 32)), jnp.ones((32, 32))).compile().as_text())\n")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if env_flags is not None:
+        env["XLA_FLAGS"] = env_flags
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return out.stdout.strip().splitlines()[-1] == "True"
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU setting")
+def test_importing_the_package_turns_off_ynnpack_dense_fusions_unless_the_user_names_the_flag():
+    assert _compiled_dense_uses_ynnpack(None, import_package=False)  # the default this changes
+    assert not _compiled_dense_uses_ynnpack(None, import_package=True)
+    # a user's own choice of the flag is kept (``dot``: YNNPACK fusions of dots)
+    assert _compiled_dense_uses_ynnpack("--xla_cpu_experimental_ynn_fusion_type=dot", import_package=True)

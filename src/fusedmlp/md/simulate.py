@@ -106,13 +106,18 @@ def _restore(template, arrays):
     return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a, b.dtype) for a, b in zip(arrays, leaves)])
 
 
+def _chunk_key(nbrs) -> tuple:
+    """What a compiled chunk specialises on: the static shapes of the neighbour value."""
+    return nbrs.capacity, nbrs.kind, nbrs.width, nbrs.edge_capacity
+
+
 class Simulator:
     """Compiled MD for one energy function, system size and ensemble; reusable across runs.
 
     ``energy(params, positions, box, graph) -> U``: ``params`` are an argument of the compiled
     step (not baked in), so a trainer that changes them between runs does not recompile.
-    Compiled chunks are cached by (graph capacity, list kind, list width) of the neighbour value:
-    runs of any length, recording interval, temperature or pressure share one.
+    Compiled chunks are cached by (graph capacity, list kind, list width, edge capacity) of the
+    neighbour value: runs of any length, recording interval, temperature or pressure share one.
     """
 
     def __init__(self, energy: Callable, masses, s: MDSettings, ng: NeighborGraph):
@@ -143,27 +148,31 @@ class Simulator:
         self.baro = barostat_step(s.barostat, s.timestep_fs * units.FS) if s.barostat is not None else None
         self._cache: dict = {}
 
-    def _allocate(self, positions, box, capacity: int = 0, width: int = 0):
+    def _allocate(self, positions, box, capacity: int = 0, width: int = 0, edge_capacity: int = 0):
         """``ng.allocate``, at the shapes of a compiled chunk that holds the new value: one at
-        least as wide, with a capacity at most one quantum (``ng.quantum``) above the one needed.
-        Capacity and width follow the configuration a value is built from (a liquid's counts
-        differ from run to run, an NPT box's with its volume), and each new pair is a new
-        compilation (seconds to tens of seconds), while a wider table costs a few more candidates
-        per search and one quantum of capacity at most ~15 % of a step (4 of ~28 slots). A run
-        that needs more than that compiles its own chunk."""
-        nbrs = self.ng.allocate(positions, box, capacity=capacity, width=width)
-        if nbrs.kind in ("images", "host") and (nbrs.capacity, nbrs.kind, nbrs.width) not in self._cache:
-            fits = [(c, w) for c, k, w in self._cache
-                    if k == nbrs.kind and nbrs.capacity <= c <= nbrs.capacity + self.ng.quantum and w >= nbrs.width]
+        least as wide, with a capacity at most one quantum (``ng.quantum``) above the one needed
+        and an edge capacity at most one quantum per atom above. Capacities and width follow the
+        configuration a value is built from (a liquid's counts differ from run to run, an NPT
+        box's with its volume), and each new set is a new compilation (seconds to tens of
+        seconds), while a wider table costs a few more candidates per search and one quantum of
+        capacity at most ~15 % of a step (4 of ~28 slots). A run that needs more than that
+        compiles its own chunk."""
+        nbrs = self.ng.allocate(positions, box, capacity=capacity, width=width, edge_capacity=edge_capacity)
+        q, n = self.ng.quantum, self.n
+        if nbrs.kind in ("images", "host") and _chunk_key(nbrs) not in self._cache:
+            fits = [(c, w, e) for c, k, w, e in self._cache
+                    if k == nbrs.kind and nbrs.capacity <= c <= nbrs.capacity + q and w >= nbrs.width
+                    and nbrs.edge_capacity <= e <= nbrs.edge_capacity + n * q]
             if fits:
-                c, w = min(fits)
-                nbrs = self.ng.allocate(positions, box, capacity=c, width=w)
+                c, w, e = min(fits)
+                nbrs = self.ng.allocate(positions, box, capacity=c, width=w, edge_capacity=e)
         return nbrs
 
     def _chunk(self, nbrs):
-        key = (nbrs.capacity, nbrs.kind, nbrs.width)
+        key = _chunk_key(nbrs)
         if key not in self._cache:
-            log.info(f"{self.s.ensemble}: new MD program (graph capacity {key[0]}, {key[1]} list of width {key[2]})")
+            log.info(f"{self.s.ensemble}: new MD program (graph capacity {key[0]}, {key[1]} list of width {key[2]}, "
+                     f"{key[3]} edges)")
             self._cache[key] = self._make()
         return self._cache[key]
 
@@ -274,7 +283,8 @@ class Simulator:
         ckpt = Path(checkpoint) if checkpoint is not None else None
         if ckpt is not None and ckpt.exists():
             state, box, key, done, frames = _load_checkpoint(ckpt, state, n, this_run)
-            nbrs = ng.allocate(state.position, box, capacity=nbrs.capacity, width=nbrs.width)
+            nbrs = ng.allocate(state.position, box, capacity=nbrs.capacity, width=nbrs.width,
+                               edge_capacity=nbrs.edge_capacity)
             progress(f"resumed from {ckpt} at step {done}")
         # steps per call: whole frames when recording (at most the compiled number of frames),
         # else one frame of up to ``per_call`` steps
@@ -303,7 +313,7 @@ class Simulator:
                                        f"reallocations at step {done}: atoms too close or too fast, "
                                        f"or the skin ({ng.skin} Å) too small for this temperature")
                 nbrs = self._allocate(state.position, box, capacity=ng.grown_capacity(new_nbrs),
-                                      width=ng.grown_width(new_nbrs))
+                                      width=ng.grown_width(new_nbrs), edge_capacity=ng.grown_edge_capacity(new_nbrs))
                 if retries > 2:
                     length = max(record or 1, (length // 2) // (record or 1) * (record or 1))
                 continue
@@ -331,7 +341,8 @@ class Simulator:
             progress(f"{s.ensemble} step {done}/{total}  T {t_now:.0f} K  P {p_gpa:+.3f} GPa{cell}  "
                      f"{rate:.1f} steps/s  ETA {(total - done) / max(rate, 1e-9):.0f} s")
         stats = dict(steps=done, wall_s=time.time() - t0, first_call_s=first_call_s,
-                     reallocations=reallocations, capacity=nbrs.capacity, width=nbrs.width, neighbor_backend=nbrs.kind,
+                     reallocations=reallocations, capacity=nbrs.capacity, width=nbrs.width,
+                     edge_capacity=nbrs.edge_capacity, neighbor_backend=nbrs.kind,
                      ensemble=s.ensemble)
         return _trajectory(frames, state, box, mass, this_run, stats)
 

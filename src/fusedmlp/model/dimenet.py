@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import basis
-from .graph import Graph, edge_vectors
+from .graph import Graph, edge_receivers, edge_vectors, sum_into_atoms, to_edges, to_slots
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,12 @@ class _Residual(hk.Module):
 
 
 class DimeNetPP(hk.Module):
-    """Edges are the slots of ``Graph`` rows: m[i, s] is the message from neighbors[i, s] to i."""
+    """Edges are the slots of ``Graph`` rows: m[i, s] is the message from neighbors[i, s] to i.
+
+    Messages and every per-edge layer live in the graph's edge list (E, F), which skips the empty
+    slots when the graph lists its edges compactly; the triplet sums run over the (N, K, K) slot
+    blocks of the rows (``graph.to_slots`` and ``graph.to_edges`` move between the two).
+    """
 
     def __init__(self, s: DimeNetSettings, name="dimenet_pp"):
         super().__init__(name=name)
@@ -85,8 +90,6 @@ class DimeNetPP(hk.Module):
 
         freq = hk.get_parameter("rbf_frequencies", (s.n_radial,), init=lambda *_: jnp.asarray(
             np.pi * np.arange(1, s.n_radial + 1), dtype=positions.dtype))
-        rbf = basis.bessel_rbf(x, freq, s.envelope_p) * mask[..., None]  # (N, K, R)
-
         # Triplets k → j → i live in row j: slot b is the edge k→j, slot a the reverse of j→i.
         # The angle at j is between the vectors j→k and j→i.
         u = d / r[..., None]
@@ -97,16 +100,18 @@ class DimeNetPP(hk.Module):
         radial = basis.sbf_radial(x, s.n_spherical, s.n_radial, s.envelope_p)  # (N, K, L, R)
         radial = radial * mask[..., None, None]
 
+        edge_mask = graph.edge_mask
+        rbf = basis.bessel_rbf(to_edges(graph, x), freq, s.envelope_p) * edge_mask[:, None]  # (E, R)
         h = hk.Embed(s.n_species, s.type_embed_size, name="type_embedding")(species)
         rbf_e = swish(_dense(s.embed_size, "emb_rbf")(rbf))
-        h_i = jnp.broadcast_to(h[:, None, :], (*mask.shape, h.shape[-1]))
+        senders = to_edges(graph, graph.neighbors)
         m = swish(_dense(s.embed_size, "emb_edge")(
-            jnp.concatenate([h_i, h[graph.neighbors], rbf_e], axis=-1)))
+            jnp.concatenate([h[edge_receivers(graph)], h[senders], rbf_e], axis=-1)))  # (E, F)
 
-        out = self._output(m, rbf, mask, "output_0")
+        out = self._output(m, rbf, graph, "output_0")
         for b in range(s.n_blocks):
             m = self._interaction(m, rbf, radial, angular, graph, f"interaction_{b}")
-            out = out + self._output(m, rbf, mask, f"output_{b + 1}")
+            out = out + self._output(m, rbf, graph, f"output_{b + 1}")
         return out  # (N, n_heads)
 
     def _interaction(self, m, rbf, radial, angular, graph: Graph, name):
@@ -116,7 +121,8 @@ class DimeNetPP(hk.Module):
             x_kj = swish(_dense(s.embed_size, "lin_kj")(m))
             rbf_p = _dense(s.embed_size, "lin_rbf2", bias=False)(
                 _dense(s.basis_embed_size, "lin_rbf1", bias=False)(rbf))
-            x_kj = swish(_dense(s.int_embed_size, "lin_down", bias=False)(x_kj * rbf_p))  # (N, K, I)
+            x_kj = swish(_dense(s.int_embed_size, "lin_down", bias=False)(x_kj * rbf_p))  # (E, I)
+            x_kj = to_slots(graph, x_kj)  # (N, K, I): the edges k → j of row j
             # Σ_b x_kj[j,b] ⊙ W2 W1 a(d_jb, α_jab): W1 acts on the radial part per edge, and the
             # angular factor Y_l(α) is contracted over (b, l) in one batched matmul per row j,
             # never forming a (N, K, K, L·R) array.
@@ -133,7 +139,7 @@ class DimeNetPP(hk.Module):
             agg = jnp.matmul(angular.reshape(n, k, k * n_l), q.reshape(n, k * n_l, -1))
             agg = agg / s.aggregation_scale  # (N, K, I), masked through ``angular``
             # row j, slot a holds the triplet sum for the message j → i_a; move it to slot (i, s)
-            agg = agg[graph.neighbors, graph.reverse] * graph.mask[..., None]
+            agg = to_edges(graph, agg[graph.neighbors, graph.reverse])  # (E, I)
             x = swish(_dense(s.embed_size, "lin_up", bias=False)(agg))
             h = x_ji + x
             for k in range(s.n_before_skip):
@@ -143,11 +149,11 @@ class DimeNetPP(hk.Module):
                 h = _Residual(s.embed_size, name=f"res_after_{k}")(h)
             return h
 
-    def _output(self, m, rbf, mask, name):
+    def _output(self, m, rbf, graph: Graph, name):
         s = self.s
         with hk.experimental.name_scope(name):
             t = _dense(s.embed_size, "lin_rbf", bias=False)(rbf) * m
-            atom = jnp.sum(t * mask[..., None], axis=1) / s.aggregation_scale  # (N, F)
+            atom = sum_into_atoms(graph, t) / s.aggregation_scale  # (N, F)
             atom = _dense(s.out_embed_size, "lin_up", bias=False)(atom)
             for k in range(s.n_output_layers):
                 atom = swish(_dense(s.out_embed_size, f"lin_{k}")(atom))

@@ -11,6 +11,14 @@ of DimeNet are pairs of slots of the same row j: the edges into j and the edge f
 (N, K, K) blocks, and the edge and triplet capacities are N·K and N·K². An atom with more than K
 neighbours within the cutoff sets ``overflow``; the caller reallocates and recomputes, nothing is
 truncated silently.
+
+The per-edge layers of the network need not run over empty slots. A graph built with an edge
+capacity E < N·K also lists its edges compactly: ``edges`` (E,) are the flat slot indices i·K + s
+of the occupied slots in row order (so receivers are sorted), then padding, and ``slot_edge``
+(N, K) is each slot's position in that list (E for an empty slot). ``to_edges`` and
+``to_slots`` move per-edge arrays between the two layouts. A crystal at 300 K fills about 24 of
+the 32–36 slots its MD graph carries; more edges than E also set ``overflow``. With E = N·K
+(the default) both layouts are the same and the moves are reshapes.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from .. import space
 
 @functools.partial(jax.tree_util.register_dataclass,
                    data_fields=["neighbors", "shifts", "mask", "reverse", "max_neighbors",
-                                "reverse_ok"], meta_fields=[])
+                                "reverse_ok", "edges", "slot_edge", "n_edges"], meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class Graph:
     neighbors: jnp.ndarray  # (N, K) sender of each slot
@@ -36,14 +44,61 @@ class Graph:
     reverse: jnp.ndarray  # (N, K) slot of row neighbors[i, s] that holds i (with the opposite shift)
     max_neighbors: jnp.ndarray  # () largest neighbour count within the cutoff
     reverse_ok: jnp.ndarray  # () every edge has its reverse edge in the table
+    edges: jnp.ndarray  # (E,) flat slot index of each listed edge, occupied slots first
+    slot_edge: jnp.ndarray  # (N, K) position of each slot in ``edges``; E for an empty slot
+    n_edges: jnp.ndarray  # () occupied slots
 
     @property
     def capacity(self) -> int:
         return self.neighbors.shape[1]
 
     @property
+    def edge_capacity(self) -> int:
+        return self.edges.shape[-1]
+
+    @property
+    def compact(self) -> bool:
+        """Edges are listed compactly (E < N·K), not slot by slot."""
+        return self.edge_capacity < self.mask.shape[-2] * self.capacity
+
+    @property
+    def edge_mask(self):
+        """(E,) the entry of ``edges`` is an occupied slot."""
+        if self.compact:
+            return jnp.arange(self.edge_capacity) < self.n_edges[..., None]
+        return self.mask.reshape(*self.mask.shape[:-2], -1)
+
+    @property
     def overflow(self):
-        return (self.max_neighbors > self.capacity) | ~self.reverse_ok
+        return (self.max_neighbors > self.capacity) | ~self.reverse_ok | (self.n_edges > self.edge_capacity)
+
+
+def to_edges(graph: Graph, a):
+    """Per-slot ``a`` (N, K, ...) as per-edge (E, ...)."""
+    flat = a.reshape(-1, *a.shape[2:])
+    return flat[graph.edges] if graph.compact else flat
+
+
+def to_slots(graph: Graph, e):
+    """Per-edge ``e`` (E, ...) as per-slot (N, K, ...), zero in empty slots."""
+    n, k = graph.mask.shape
+    if not graph.compact:
+        return e.reshape(n, k, *e.shape[1:]) * graph.mask.reshape(n, k, *([1] * (e.ndim - 1)))
+    padded = jnp.concatenate([e, jnp.zeros((1, *e.shape[1:]), e.dtype)])
+    return padded[graph.slot_edge]
+
+
+def edge_receivers(graph: Graph):
+    """(E,) receiving atom of each listed edge (sorted)."""
+    return to_edges(graph, jnp.broadcast_to(jnp.arange(graph.mask.shape[0])[:, None], graph.mask.shape))
+
+
+def sum_into_atoms(graph: Graph, e):
+    """Σ over the occupied edges into each atom of per-edge ``e`` (E, F) → (N, F)."""
+    n, k = graph.mask.shape
+    if not graph.compact:
+        return jnp.sum(e.reshape(n, k, -1) * graph.mask[..., None], axis=1)
+    return jax.ops.segment_sum(e * graph.edge_mask[:, None], edge_receivers(graph), n, indices_are_sorted=True)
 
 
 def edge_vectors(positions, box, graph: Graph):
@@ -52,8 +107,9 @@ def edge_vectors(positions, box, graph: Graph):
 
 
 def build_graph(positions, box, candidates, candidate_shifts, candidate_mask, cutoff: float,
-                capacity: int) -> Graph:
-    """Keep the candidates within ``cutoff``, at most ``capacity`` per atom (jittable).
+                capacity: int, edge_capacity: int = 0) -> Graph:
+    """Keep the candidates within ``cutoff``, at most ``capacity`` per atom (jittable), and list
+    the edges compactly when ``edge_capacity`` (E) is below N·``capacity`` (0: slot by slot).
 
     ``candidates`` (N, M): neighbour indices per atom from a neighbour list with a skin (MD) or
     an exact host enumeration (training cells), with their lattice shifts (N, M, 3).
@@ -75,8 +131,27 @@ def build_graph(positions, box, candidates, candidate_shifts, candidate_mask, cu
     nbr = jnp.where(mask, nbr, 0)
     shf = jnp.where(mask[..., None], shf, 0)
     reverse, reverse_ok = _reverse_slots(nbr, shf, mask)
+    edges, slot_edge = _edge_list(mask, edge_capacity)
     return Graph(neighbors=nbr, shifts=shf, mask=mask, reverse=reverse,
-                 max_neighbors=jnp.max(count) if n else jnp.int32(0), reverse_ok=reverse_ok)
+                 max_neighbors=jnp.max(count) if n else jnp.int32(0), reverse_ok=reverse_ok,
+                 edges=edges, slot_edge=slot_edge, n_edges=jnp.sum(mask, dtype=jnp.int32))
+
+
+def _edge_list(mask, edge_capacity: int):
+    """``edges`` and ``slot_edge`` of a graph (see the module docstring). Padding entries point
+    at the last slot, so that receivers stay sorted; edges beyond E are dropped (and the graph
+    reports overflow through ``n_edges``)."""
+    n, k = mask.shape
+    size = n * k
+    e = size if edge_capacity <= 0 else min(int(edge_capacity), size)
+    if e == size:
+        index = jnp.arange(size, dtype=jnp.int32)
+        return index, index.reshape(n, k)
+    flat = mask.reshape(-1)
+    pos = jnp.cumsum(flat, dtype=jnp.int32) - 1
+    pos = jnp.where(flat & (pos < e), pos, e)  # position e collects empty slots and the dropped
+    edges = jnp.full(e + 1, size - 1, jnp.int32).at[pos].set(jnp.arange(size, dtype=jnp.int32))
+    return edges[:e], pos.reshape(n, k)
 
 
 def first_inside(inside, k: int):
