@@ -131,11 +131,14 @@ class DimeNetPP(hk.Module):
             w1 = hk.get_parameter("lin_sbf1", (n_l, n_r, s.basis_embed_size), radial.dtype, init=init)
             w2 = hk.get_parameter("lin_sbf2", (s.basis_embed_size, s.int_embed_size), radial.dtype,
                                   init=init)
-            p = jnp.einsum("jblr,lrc->jblc", radial, w1)  # (N, K, L, B)
-            # (p W2) ⊙ x_kj as one flat matmul and a product: an einsum over all three lowers to
-            # one tiny matmul per edge in the backward pass, the slowest op of a CPU step
-            q = jnp.matmul(p, w2) * x_kj[:, :, None, :]  # (N, K, L, I)
+            # radial W1 W2 as one flat matmul with a block-diagonal (L·R, L·I) weight, then ⊙ x_kj:
+            # an einsum over l lowered to transposes of the (N, K, L, R) array and a matmul per
+            # l, and an einsum over all three to one tiny matmul per edge in the backward pass
             n, k = angular.shape[:2]
+            w = jnp.einsum("lrc,ci->lri", w1, w2)
+            w = (w[:, :, None, :] * jnp.eye(n_l, dtype=w.dtype)[:, None, :, None]).reshape(n_l * n_r, -1)
+            q = (radial.reshape(n * k, n_l * n_r) @ w).reshape(n, k, n_l, -1)
+            q = q * x_kj[:, :, None, :]  # (N, K, L, I)
             agg = jnp.matmul(angular.reshape(n, k, k * n_l), q.reshape(n, k * n_l, -1))
             agg = agg / s.aggregation_scale  # (N, K, I), masked through ``angular``
             # row j, slot a holds the triplet sum for the message j → i_a; move it to slot (i, s)
