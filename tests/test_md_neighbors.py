@@ -338,3 +338,23 @@ def test_a_compiled_chunk_serves_a_run_that_needs_up_to_one_quantum_less_capacit
     np.testing.assert_allclose(got.energies, fresh.energies, rtol=1e-6, atol=1e-6)
     assert sim.run(*cell(1.1), progress=lambda m: None).stats["capacity"] == far.capacity
     assert len(sim._cache) == 2
+
+
+def test_a_run_from_a_warm_configuration_reuses_the_chunk_of_its_lattice_site_start(energy):
+    """A crystal's edge capacity is sized at its lattice sites with room to warm up; a run from
+    the warm configuration (a production after its equilibration) would size a larger one, yet
+    runs on the compiled chunk while that holds half a quantum per atom over its edges, with the
+    trajectory a fresh simulator at its own edge capacity gives."""
+    at, ng, simulator = _chunk_reuse_system(energy)
+    sim = simulator()
+    first = sim.run(jnp.asarray(at.positions), np.asarray(at.cell), steps=200, progress=lambda m: None)
+    warm, box = jnp.asarray(first.final["positions"]), np.asarray(at.cell)
+    own = ng.allocate(warm, box)
+    assert own.edge_capacity > first.stats["edge_capacity"] >= int(own.edge_peak) + len(at) * ng.quantum // 2
+    got = sim.run(warm, box, momenta=first.final["momenta"], progress=lambda m: None)
+    assert got.stats["edge_capacity"] == first.stats["edge_capacity"] and len(sim._cache) == 1
+    assert got.stats["reallocations"] == 0
+    fresh = simulator().run(warm, box, momenta=first.final["momenta"], progress=lambda m: None)
+    assert fresh.stats["edge_capacity"] == own.edge_capacity
+    np.testing.assert_allclose(got.positions, fresh.positions, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got.energies, fresh.energies, rtol=1e-6, atol=1e-6)

@@ -29,7 +29,8 @@ skin.
 
 The graphs list their edges compactly (``model.graph``): besides the slots per atom, a value
 carries an edge capacity E, N times the mean neighbour count at the allocation plus
-``edge_extra`` (rounded to the quantum), which the model's per-edge layers run over instead of the N·K slots.
+``edge_extra`` (rounded to the quantum), which the model's per-edge layers run over instead of
+the N·K slots.
 
 Failures are never truncations: an overflowing list, a stale table, an atom with more neighbours
 than the graph capacity or more edges than the edge capacity sets ``did_buffer_overflow`` in the
@@ -204,9 +205,10 @@ class NeighborGraph:
     margin: float = 1.25  # headroom of the candidate list
     extra: int = 4  # headroom of the graph capacity over the largest neighbour count seen
     # headroom of the edge capacity over the mean count, per atom: a mean over the atoms moves
-    # less than their largest count (hcp Ti from its lattice sites to 300 K: 20.2 → 24.5, and
-    # the largest 22 → 29)
-    edge_extra: int = 4
+    # less than their largest count. hcp Ti within 5 Å: 20 at its lattice sites, 23.8, 24.9 and
+    # 25.7 with the thermal displacements of 300, 623 and 1023 K (the largest count 30–33); with
+    # 4, the demo's 36-atom cells overflowed at 323 K and compiled their MD again
+    edge_extra: int = 6
     quantum: int = CAPACITY_QUANTUM  # capacities are multiples of this (see round_capacity)
     width_quantum: int = WIDTH_QUANTUM  # image and host table widths are multiples of this
     density_floor: bool = True  # start at no less than the mean count in the cutoff sphere

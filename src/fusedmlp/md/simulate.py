@@ -151,7 +151,8 @@ class Simulator:
     def _allocate(self, positions, box, capacity: int = 0, width: int = 0, edge_capacity: int = 0):
         """``ng.allocate``, at the shapes of a compiled chunk that holds the new value: one at
         least as wide, with a capacity at most one quantum (``ng.quantum``) above the one needed
-        and an edge capacity at most one quantum per atom above. Capacities and width follow the
+        and an edge capacity at most one quantum per atom above (and at least half a quantum per
+        atom above the edges the configuration has). Capacities and width follow the
         configuration a value is built from (a liquid's counts differ from run to run, an NPT
         box's with its volume), and each new set is a new compilation (seconds to tens of
         seconds), while a wider table costs a few more candidates per search and one quantum of
@@ -159,13 +160,19 @@ class Simulator:
         compiles its own chunk."""
         nbrs = self.ng.allocate(positions, box, capacity=capacity, width=width, edge_capacity=edge_capacity)
         q, n = self.ng.quantum, self.n
+        # The edge capacity of a value keeps ``ng.edge_extra`` per atom over its mean count for a
+        # crystal that starts at its lattice sites and fills up as it warms; a run from a warm
+        # configuration (a production after its equilibration) needs less: a chunk with half a
+        # quantum per atom over the edges it has now serves it.
+        least_edges = min(nbrs.edge_capacity, int(nbrs.edge_peak) + n * q // 2)
         if nbrs.kind in ("images", "host") and _chunk_key(nbrs) not in self._cache:
             fits = [(c, w, e) for c, k, w, e in self._cache
                     if k == nbrs.kind and nbrs.capacity <= c <= nbrs.capacity + q and w >= nbrs.width
-                    and nbrs.edge_capacity <= e <= nbrs.edge_capacity + n * q]
+                    and least_edges <= e <= nbrs.edge_capacity + n * q]
             if fits:
                 c, w, e = min(fits)
-                nbrs = self.ng.allocate(positions, box, capacity=c, width=w, edge_capacity=e)
+                # at that edge capacity exactly: it may be below what ``allocate`` would size
+                nbrs = dataclasses.replace(self.ng.allocate(positions, box, capacity=c, width=w), edge_capacity=e)
         return nbrs
 
     def _chunk(self, nbrs):
