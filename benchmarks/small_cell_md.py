@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from revisions import source_trees
+
 POTENTIALS = ("eam", "model")
 DENSITY = 0.04915  # atoms/Å³: ref_hard's liquid at 2500 K and zero pressure (the demo's IBI target)
 
