@@ -280,9 +280,9 @@ class NeighborGraph:
         in_sphere = len(positions) / abs(np.linalg.det(box_np)) * 4.0 / 3.0 * math.pi * self.cutoff**3
         floor = math.ceil(in_sphere) if self.density_floor else 0
         k = max(int(capacity), round_capacity(max(count + self.extra, floor), self.quantum))
-        # The mean count, unlike the largest, has no shell to cross within the first steps of a
-        # crystal's MD that ``extra`` does not cover: no density floor. A larger count later is an
-        # overflow like any other.
+        # No density floor for the edge capacity: a crystal's mean count grows by less than
+        # ``edge_extra`` as it warms from its lattice sites (see there). A larger count later is
+        # an overflow like any other.
         n = len(positions)
         e = min(n * k, max(int(edge_capacity), self.edge_list_size(n, edges)))
         return dataclasses.replace(nbrs, peak=jnp.asarray(count, jnp.int32), capacity=k,
