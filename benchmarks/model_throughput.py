@@ -135,6 +135,7 @@ def one_size(n_atoms: int, demo: bool, skin: float, params_path: str) -> dict:
         jax.block_until_ready(efv(pos, box, nbrs))
     return dict(atoms=n_atoms, edges=int(counts.sum()), triplets=int((counts * (counts - 1)).sum()),
                 max_neighbors=int(g.max_neighbors), capacity=nbrs.capacity, backend=nbrs.kind,
+                # a revision before the edge lists (``--against``) runs every slot
                 edge_capacity=int(getattr(nbrs, "edge_capacity", 0)) or len(atoms) * nbrs.capacity,
                 efv_s=(time.time() - t) / reps, compile_s=compile_s, peak_rss_gb=_rss_gb())
 
