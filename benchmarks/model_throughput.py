@@ -16,7 +16,9 @@ chunk is timed, including the driver's per-step neighbour checks and its per-chu
 (one extra energy+forces+virial). Random output weights (scaled down so that forces
 have realistic magnitudes) stand in for a trained model: the cost does not depend on the values.
 ``--against`` measures each size and ensemble with the package of another revision (a temporary
-git worktree) right after this checkout's, with the same parameters, and prints the ratios.
+git worktree) right after this checkout's, with the same parameters, and prints the ratios. That
+revision's own copy of this script runs its workers, so revisions from before a rename in the
+package (issue 17's baseline of 2026-12-02, aeb8f2a) are measured too.
 """
 
 from __future__ import annotations
@@ -135,8 +137,7 @@ def one_size(n_atoms: int, demo: bool, skin: float, params_path: str) -> dict:
         jax.block_until_ready(efv(pos, box, nbrs))
     return dict(atoms=n_atoms, edges=int(counts.sum()), triplets=int((counts * (counts - 1)).sum()),
                 max_neighbors=int(g.max_neighbors), capacity=nbrs.capacity, backend=nbrs.kind,
-                # a revision before the edge lists (``--against``) runs every slot
-                edge_capacity=int(getattr(nbrs, "edge_capacity", 0)) or len(atoms) * nbrs.capacity,
+                edge_capacity=nbrs.edge_capacity,
                 efv_s=(time.time() - t) / reps, compile_s=compile_s, peak_rss_gb=_rss_gb())
 
 
@@ -180,19 +181,34 @@ def one_md(n_atoms: int, ensemble: str, steps: int, demo: bool, skin: float, ext
     return dict(atoms=n_atoms, ensemble=s.ensemble, label=ensemble, steps=steps, first_run_s=first_s,
                 steps_per_s=steps_per_s, atom_steps_per_s=steps_per_s * n_atoms,
                 backend=timed.stats["neighbor_backend"], capacity=timed.stats["capacity"],
-                edge_capacity=timed.stats.get("edge_capacity") or n_atoms * timed.stats["capacity"],
+                edge_capacity=timed.stats["edge_capacity"],
                 reallocations=[first.stats["reallocations"], timed.stats["reallocations"]],
                 final_T=temp, volume_change=float(np.linalg.det(final["box"]) / np.linalg.det(box_np) - 1.0),
                 peak_rss_gb=_rss_gb())
+
+
+def _edge_capacity(r: dict) -> str:
+    # a revision from before the edge lists (``--against``) runs every slot of its graph
+    return str(r.get("edge_capacity", "all slots"))
 
 
 _ENSEMBLE_NAMES = {"nve": "NVE", "nvt-langevin": "NVT Langevin", "nvt-nh": "NVT Nose-Hoover",
                    "npt": "NPT hexagonal (SCR)"}
 
 
+def _worker(src: Path) -> Path:
+    """The script whose worker mode measures the package in ``src``: the revision's own copy of
+    this benchmark, so that a revision from before a rename in the package is measured as its own
+    benchmark measured it (same cells, parameters and timing, its own imports)."""
+    script = src.parent / "benchmarks" / Path(__file__).name
+    if not script.is_file():
+        sys.exit(f"{src.parent} has no {script.relative_to(src.parent)} to measure its package with")
+    return script
+
+
 def _subprocess(args: list[str], src: Path) -> dict:
     env = {**_ENV, "PYTHONPATH": str(src)}
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, str(_worker(src)), *args], capture_output=True, text=True, env=env)
     if out.returncode:
         sys.exit(f"{' '.join(args)} with {src} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -251,7 +267,7 @@ def main():
         print(" | ".join(head))
         for code, r in sizes:
             print(" | ".join([code, f"{r['atoms']}", f"{r['edges']}", f"{r['triplets']}", f"{r['max_neighbors']}",
-                              f"{r['capacity']}", f"{r['edge_capacity']}", r["backend"], f"{r['efv_s']:.4f}",
+                              f"{r['capacity']}", _edge_capacity(r), r["backend"], f"{r['efv_s']:.4f}",
                               f"{r['compile_s']:.1f}",
                               f"{r['peak_rss_gb']:.2f}"]))
     if mds:
@@ -261,7 +277,7 @@ def main():
                 "vs chemtrain 300", "realloc", "final T K", "ΔV/V", "peak RSS GB")
         print(" | ".join(head))
         for code, r in mds:
-            print(" | ".join([code, _ENSEMBLE_NAMES[r["label"]], r["backend"], f"{r['capacity']}", f"{r['edge_capacity']}",
+            print(" | ".join([code, _ENSEMBLE_NAMES[r["label"]], r["backend"], f"{r['capacity']}", _edge_capacity(r),
                               f"{r['first_run_s']:.1f}", f"{r['steps_per_s']:.2f}", f"{r['atom_steps_per_s']:.0f}",
                               f"{r['atom_steps_per_s'] / CHEMTRAIN_ATOM_STEPS_PER_S:.2f}x",
                               "+".join(map(str, r["reallocations"])), f"{r['final_T']:.0f}",
