@@ -184,6 +184,58 @@ def test_run_resumes_from_checkpoint(eam, tmp_path):
                     **override)
 
 
+@pytest.mark.parametrize("kind", ["langevin", "nose-hoover"])
+def test_step_with_virial_is_jax_mds_step_and_the_virial_where_it_ends(eam, kind):
+    """``virial_step`` against jax-md's own step from the same state, and its virial against
+    energy, forces and virial evaluated at the positions where the step ends."""
+    from jax_md import space as jmd_space
+
+    from fusedmlp.md.ensembles import integrator, virial_step
+
+    p, e = eam
+    at = crystal("Ti", "hcp", A0, COVERA0, (2, 2, 2))
+    at.rattle(0.05, seed=3)
+    box = jnp.asarray(np.asarray(at.cell))
+    ng = NeighborGraph(p.cutoff, skin=1.0)
+    nb = ng.allocate(jnp.asarray(at.positions), box)
+    u = lambda r, neighbor, box, **kw: e(r, box, ng.graph(r, box, neighbor))  # noqa: E731
+    efv = energy_forces_virial(lambda r, b: u(r, nb, b))
+    th = Thermostat(kind, temperature=600.0, friction_per_ps=20.0, tau_fs=20.0)
+    _, shift = jmd_space.free()
+    init_fn, step_fn = integrator(th, u, shift, 2e-3)
+    step = virial_step(th, lambda r, neighbor, box: efv(r, box)[1:], shift, 2e-3)
+    kT = units.kT(450.0)  # a run's own temperature overrides the thermostat's
+    st = init_fn(jax.random.PRNGKey(0), jnp.asarray(at.positions), mass=jnp.full((len(at), 1), TI),
+                 neighbor=nb, box=box, kT=kT)
+    ref, got = st, st
+    for _ in range(3):
+        ref = step_fn(ref, neighbor=nb, box=box, kT=kT)
+        got, w = step(got, neighbor=nb, box=box, kT=kT)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(ref)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(w), np.asarray(efv(ref.position, box)[2]), rtol=1e-12, atol=1e-12)
+    assert float(jnp.abs(ref.position - st.position).max()) > 1e-4  # the steps moved the atoms
+    assert virial_step(Thermostat("none"), None, shift, 2e-3) is None
+
+
+@pytest.mark.parametrize("kind", ["langevin", "nose-hoover"])
+def test_npt_takes_the_virial_from_the_step_before_each_cell_update(eam, monkeypatch, kind):
+    """An NPT run whose cell updates take the virial from the step before them follows the
+    trajectory of the run that evaluates it apart after that step (float64)."""
+    import fusedmlp.md.simulate as md_simulate
+
+    at = crystal("Ti", "hcp", A0 * 1.01, 1.58, (2, 2, 2))
+    s = MDSettings(thermostat=Thermostat(kind, temperature=300.0),
+                   barostat=Barostat(pressure_gpa=0.0, tau_ps=0.2, coupling="hexagonal", every=5),
+                   timestep_fs=1.0, steps=300, record_every=20, chunk=100, seed=4)
+    fused = simulate(eam, at, s)
+    monkeypatch.setattr(md_simulate, "virial_step", lambda *a: None)
+    apart = simulate(eam, at, s)
+    assert float(np.abs(apart.boxes[-1] - apart.boxes[0]).max()) > 1e-3  # the cell moved
+    np.testing.assert_allclose(fused.boxes, apart.boxes, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(fused.positions, apart.positions, rtol=0, atol=1e-8)
+
+
 def test_blow_up_is_reported(eam):
     at = crystal("Ti", "hcp", A0, COVERA0, (2, 2, 2))
     at.positions[1] = at.positions[0] + [0.3, 0, 0]  # nearly overlapping atoms

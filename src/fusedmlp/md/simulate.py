@@ -34,7 +34,7 @@ from ..compilation import Program
 from ..io import save_npz
 from ..observables.stress import pressure_tensor
 from ..quantity import energy_forces_virial
-from .ensembles import Barostat, Thermostat, barostat_step, degrees_of_freedom, integrator
+from .ensembles import Barostat, Thermostat, barostat_step, degrees_of_freedom, integrator, virial_step
 from .neighbors import NeighborGraph
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,9 @@ class Simulator:
         self.u = u
         self.efv = Program(energy_forces_virial(lambda r, b, neighbor, params: u(r, neighbor, b, params)))
         init_fn, self.step_fn = integrator(s.thermostat, u, shift, s.timestep_fs * units.FS)
+        self.virial_step = virial_step(
+            s.thermostat, lambda r, neighbor, box, params: self.efv(r, box, neighbor=neighbor, params=params)[1:],
+            shift, s.timestep_fs * units.FS) if s.barostat is not None else None
         self.init_fn = Program(init_fn)
         self.baro = barostat_step(s.barostat, s.timestep_fs * units.FS) if s.barostat is not None else None
         self._cache: dict = {}
@@ -185,20 +188,28 @@ class Simulator:
 
     def _make(self):
         s, ng, u, efv, baro = self.s, self.ng, self.u, self.efv, self.baro
-        step_fn, dof = self.step_fn, self.dof
+        step_fn, dof, with_virial = self.step_fn, self.dof, self.virial_step
 
         def one_step(params, mass, kT, p0, carry):
             st, bx, nb, key, step = carry
-            st = step_fn(st, neighbor=nb, box=bx, params=params, kT=kT)
+            kw = dict(neighbor=nb, box=bx, params=params, kT=kT)
+            if with_virial is None:
+                st, w = step_fn(st, **kw), None
+            else:
+                # the step before a cell update also returns the virial where it ends
+                ends_with_virial = lambda st: with_virial(st, **kw)  # noqa: E731
+                w_type = jax.eval_shape(ends_with_virial, st)[1]
+                st, w = jax.lax.cond((step + 1) % s.barostat.every == 0, ends_with_virial,
+                                     lambda st: (step_fn(st, **kw), jnp.zeros(w_type.shape, w_type.dtype)), st)
             nb = ng.update(st.position, bx, nb)  # overflow is recorded in nb
             step = step + 1
             if baro is not None:
                 def scale(args):
                     st, bx, nb, key = args
                     key, sub = jax.random.split(key)
-                    _, _, w = efv(st.position, bx, neighbor=nb, params=params)
+                    virial = efv(st.position, bx, neighbor=nb, params=params)[2] if w is None else w
                     dt = st.position.dtype  # the barostat's float64 constants must not promote the state
-                    r, p, bx_new = baro(sub, st.position, st.momentum, mass[:, None], w, bx, kT, p0)
+                    r, p, bx_new = baro(sub, st.position, st.momentum, mass[:, None], virial, bx, kT, p0)
                     r, p, bx = r.astype(dt), p.astype(dt), bx_new.astype(bx.dtype)
                     nb = ng.update(r, bx, nb)
                     f = -jax.grad(u)(r, nb, bx, params)
