@@ -120,7 +120,8 @@ def virial_step(thermostat: Thermostat, forces_virial: Callable, shift: Callable
     also returns the virial at the positions where the step ends; ``forces_virial(positions,
     neighbor, box, params) -> (F, W)``. The NPT driver takes it for the step before each cell
     update, which otherwise evaluates energy, forces and virial again at those positions (one
-    evaluation in 12 with the update every 10 steps). None for NVE, whose runs have no barostat."""
+    evaluation in 12 with the update every 10 steps). None without a thermostat: a barostat on
+    NVE dynamics evaluates the virial apart."""
     kT0 = units.kT(thermostat.temperature)
 
     def fw(position, kw):
