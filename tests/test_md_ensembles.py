@@ -218,16 +218,16 @@ def test_step_with_virial_is_jax_mds_step_and_the_virial_where_it_ends(eam, kind
     assert virial_step(Thermostat("none"), None, shift, 2e-3) is None
 
 
-@pytest.mark.parametrize("kind", ["langevin", "nose-hoover"])
-def test_npt_takes_the_virial_from_the_step_before_each_cell_update(eam, monkeypatch, kind):
+def test_npt_takes_the_virial_from_the_step_before_each_cell_update(eam, monkeypatch):
     """An NPT run whose cell updates take the virial from the step before them follows the
-    trajectory of the run that evaluates it apart after that step (float64)."""
+    trajectory of the run that evaluates it apart after that step (float64; the driver's wiring
+    is the same for both thermostats, whose steps the test above checks)."""
     import fusedmlp.md.simulate as md_simulate
 
     at = crystal("Ti", "hcp", A0 * 1.01, 1.58, (2, 2, 2))
-    s = MDSettings(thermostat=Thermostat(kind, temperature=300.0),
+    s = MDSettings(thermostat=Thermostat("langevin", temperature=300.0),
                    barostat=Barostat(pressure_gpa=0.0, tau_ps=0.2, coupling="hexagonal", every=5),
-                   timestep_fs=1.0, steps=300, record_every=20, chunk=100, seed=4)
+                   timestep_fs=1.0, steps=200, record_every=20, chunk=100, seed=4)
     fused = simulate(eam, at, s)
     monkeypatch.setattr(md_simulate, "virial_step", lambda *a: None)
     apart = simulate(eam, at, s)
