@@ -196,11 +196,10 @@ class Simulator:
             if with_virial is None:
                 st, w = step_fn(st, **kw), None
             else:
-                # the step before a cell update also returns the virial where it ends
-                ends_with_virial = lambda st: with_virial(st, **kw)  # noqa: E731
-                w_type = jax.eval_shape(ends_with_virial, st)[1]
-                st, w = jax.lax.cond((step + 1) % s.barostat.every == 0, ends_with_virial,
-                                     lambda st: (step_fn(st, **kw), jnp.zeros(w_type.shape, w_type.dtype)), st)
+                # the step before a cell update also returns the virial where it ends (a strain
+                # derivative: the box's shape and dtype, so the other branch needs no trace of it)
+                st, w = jax.lax.cond((step + 1) % s.barostat.every == 0, lambda st: with_virial(st, **kw),
+                                     lambda st: (step_fn(st, **kw), jnp.zeros_like(bx)), st)
             nb = ng.update(st.position, bx, nb)  # overflow is recorded in nb
             step = step + 1
             if baro is not None:
