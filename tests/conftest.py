@@ -1,9 +1,28 @@
+import os
+import shutil
+import tempfile
+
 import jax
 import numpy as np
 import pytest
 
 # The reference potential and the finite-difference checks need float64.
 jax.config.update("jax_enable_x64", True)
+
+# One persistent compilation cache for the session, empty at its start, as a campaign shares one
+# among its jobs: tests that build the same program (a trainer's update step for another
+# setting, the MD chunk of another run, the jobs of the workflow tests in their Snakemake
+# subprocesses) load it instead of compiling it again. JAX reads the setting at the first
+# compilation, so it is set here; the directory is removed at the end of the session.
+_CACHE = tempfile.mkdtemp(prefix="fusedmlp-tests-jax-cache-")
+for _key, _value in (("jax_compilation_cache_dir", _CACHE), ("jax_persistent_cache_min_compile_time_secs", 0),
+                     ("jax_persistent_cache_min_entry_size_bytes", 0)):
+    jax.config.update(_key, _value)
+    os.environ[_key.upper()] = str(_value)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 from fusedmlp.data.dataset import from_configs  # noqa: E402
 from fusedmlp.reference import ReferenceCalculator, zhou2004  # noqa: E402

@@ -315,8 +315,8 @@ def test_repulsion_enters_the_one_energy_and_its_forces(model):
     nbr, shf, msk = G.neighbor_table(pos, box, settings.dimenet.cutoff)
     graph = G.build_graph(jnp.asarray(pos), jnp.asarray(box), jnp.asarray(nbr), jnp.asarray(shf, float),
                           jnp.asarray(msk), settings.dimenet.cutoff, nbr.shape[1])
-    u0 = lambda r: energy_fn(settings)(params, r, jnp.asarray(box), sp, graph)  # noqa: E731
-    u1 = lambda r: energy_fn(with_rep)(params, r, jnp.asarray(box), sp, graph)  # noqa: E731
+    u0 = jax.jit(lambda r: energy_fn(settings)(params, r, jnp.asarray(box), sp, graph))
+    u1 = jax.jit(lambda r: energy_fn(with_rep)(params, r, jnp.asarray(box), sp, graph))
     r = jnp.asarray(pos)
     d = np.linalg.norm((pos[None] - pos[:, None]), axis=-1)  # no pair crosses the cell here
     close = d[np.triu_indices(len(pos), 1)]

@@ -80,7 +80,7 @@ def test_heads_share_every_backbone_parameter(model):
     grads = []
     for h in range(len(HEADS)):
         predict = batch_predictor(s, data.capacity, h)
-        grads.append(jax.grad(lambda net: predict({**p, "net": net}, b)[0][0])(p["net"]))
+        grads.append(jax.jit(jax.grad(lambda net: predict({**p, "net": net}, b)[0][0]))(p["net"]))
     leaves = [jax.tree_util.tree_leaves_with_path(g) for g in grads]
     n_out = 0
     for (path, g0), (_, g1) in zip(*leaves):

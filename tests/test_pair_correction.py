@@ -32,8 +32,12 @@ def wiggly_table(s=PC, seed=0):
     return {"u": jnp.asarray(u + 0.05)}
 
 
+# jitted: evaluated op by op, every array shape of these tests would compile each of its ops
+_pair_correction = jax.jit(pair_correction, static_argnums=0)
+
+
 def v(r, table, s=PC):
-    return np.asarray(pair_correction(s, table, jnp.asarray(r, jnp.float64)))
+    return np.asarray(_pair_correction(s, table, jnp.asarray(r, jnp.float64)))
 
 
 def test_interpolant_is_the_natural_clamped_spline_through_the_shifted_table():
@@ -52,7 +56,7 @@ def test_interpolant_is_the_natural_clamped_spline_through_the_shifted_table():
 
 def test_correction_and_its_force_vanish_smoothly_at_the_cutoff_and_are_continuous():
     table = wiggly_table(seed=1)
-    dv = jax.vmap(jax.grad(lambda r: pair_correction(PC, table, r)))
+    dv = jax.jit(jax.vmap(jax.grad(lambda r: pair_correction(PC, table, r))))
     rc, h = PC.cutoff, 1e-6
     # value and slope → 0 from inside; the slope of autodiff equals finite differences there
     assert abs(v(rc - h, table)) < 1e-9 and abs(float(dv(jnp.array([rc - h]))[0])) < 1e-5
@@ -86,8 +90,8 @@ def test_energy_adds_the_pair_sum_once_per_pair(corrected):
     pos, box, z = triclinic_cell(seed=4)
     sp = jnp.asarray(np.where(z == 22, 0, 1))
     g = _graph(pos, box, settings.dimenet.cutoff)
-    diff = (energy_fn(settings)(params, jnp.asarray(pos), jnp.asarray(box), sp, g)
-            - energy_fn(base)(params, jnp.asarray(pos), jnp.asarray(box), sp, g))
+    diff = (jax.jit(energy_fn(settings))(params, jnp.asarray(pos), jnp.asarray(box), sp, g)
+            - jax.jit(energy_fn(base))(params, jnp.asarray(pos), jnp.asarray(box), sp, g))
     n = len(pos)
     shifts = np.array(np.meshgrid(*[range(-3, 4)] * 3)).reshape(3, -1).T
     d = pos[None, None, :, :] + (shifts @ box)[:, None, None, :] - pos[None, :, None, :]
@@ -119,7 +123,7 @@ def test_forces_and_virial_are_finite_differences_of_the_corrected_energy(correc
     # the correction alone: its forces and virial are those of a pair potential (Σ r⊗F)
     g = _graph(pos, box, settings.dimenet.cutoff)
     from fusedmlp.quantity import energy_forces_virial
-    _, fp, wp = energy_forces_virial(lambda r, b: correction_energy(PC, params["pair"], r, b, g))(
+    _, fp, wp = jax.jit(energy_forces_virial(lambda r, b: correction_energy(PC, params["pair"], r, b, g)))(
         jnp.asarray(pos), jnp.asarray(box))
     np.testing.assert_allclose(np.asarray(wp), np.asarray(wp).T, atol=1e-10)
     assert abs(float(jnp.sum(fp))) < 1e-10 and float(jnp.abs(fp).max()) > 1e-3
@@ -135,15 +139,15 @@ def test_runtime_form_is_the_correction_and_zero_without_one(corrected):
     pos, box, z = triclinic_cell(seed=7)
     g = _graph(pos, box, settings.dimenet.cutoff)
     args = (jnp.asarray(pos), jnp.asarray(box))
-    ref = energy_forces_virial(lambda r, b: correction_energy(PC, params["pair"], r, b, g))(*args)
+    ref = jax.jit(energy_forces_virial(lambda r, b: correction_energy(PC, params["pair"], r, b, g)))(*args)
     table = runtime_table(PC, params["pair"], settings.dimenet.cutoff, jnp.float64)
     assert table["y"].shape == (256,)  # padded: every table up to 256 knots is one program
-    got = energy_forces_virial(lambda r, b: runtime_correction_energy(table, r, b, g))(*args)
+    got = jax.jit(energy_forces_virial(lambda r, b: runtime_correction_energy(table, r, b, g)))(*args)
     assert abs(float(ref[0])) > 1e-2
     for a, b in zip(got, ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
     zero = runtime_table(None, None, settings.dimenet.cutoff, jnp.float64)
-    u, f, w = energy_forces_virial(lambda r, b: runtime_correction_energy(zero, r, b, g))(*args)
+    u, f, w = jax.jit(energy_forces_virial(lambda r, b: runtime_correction_energy(zero, r, b, g)))(*args)
     assert float(u) == 0.0 and not np.any(np.asarray(f)) and not np.any(np.asarray(w))
 
 
@@ -171,11 +175,11 @@ def test_evaluation_programs_of_models_with_and_without_a_correction_are_one_pro
         pot = load_potential(cfg, name, tmp_path / f"{name}.npz")
         u = pot.energy(z)
         texts.append(jax.jit(u).lower(pot.params, *args).as_text())
-        energies.append(float(u(pot.params, *args)))
+        energies.append(float(jax.jit(u)(pot.params, *args)))
     assert texts[0] == texts[1]
     sp = jnp.zeros(len(pos), jnp.int32)
     for e, (s, p) in zip(energies, [(base, params), (settings, corrected)]):
-        assert abs(e - float(energy_fn(s)(p, args[0], args[1], sp, g))) < 1e-9
+        assert abs(e - float(jax.jit(energy_fn(s))(p, args[0], args[1], sp, g))) < 1e-9
     assert abs(energies[1] - energies[0]) > 1e-3
 
 
