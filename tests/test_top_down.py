@@ -95,10 +95,11 @@ def test_trajectory_reuse_and_selection_of_end_parameters(setup, tmp_path):
     for name in ("C44", "pressure"):
         assert first[f"323K_{name}_end"] == pytest.approx(second[f"323K_{name}"], rel=1e-5)
     assert first["323K_pressure_end"] != pytest.approx(first["323K_pressure"], rel=1e-5)  # the update moved it
-    # a fresh trajectory for every update at reuse_ess = 1 (the default)
-    fresh = fit_top_down(settings, params, sps, dataclasses.replace(ts, reuse_ess=1.0, epochs=1),
+    # a fresh trajectory for every update at reuse_ess = 1 (the default): the second epoch runs MD
+    fresh = fit_top_down(settings, params, sps, dataclasses.replace(ts, reuse_ess=1.0),
                          SchemeSettings(("exp",)), tmp_path / "f.npz", dft=dft, progress=lambda m: None)
-    assert fresh.rows[0]["323K_trajectory_updates"] == 1
+    assert [r["323K_trajectory_updates"] for r in fresh.rows] == [1, 1]
+    assert all(np.isfinite(r["323K_md_steps_per_s"]) for r in fresh.rows)
 
 
 def test_epoch_runs_the_steps_in_the_order_the_scheme_lists():
