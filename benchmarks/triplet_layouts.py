@@ -34,6 +34,7 @@ import numpy as np
 
 from fusedmlp.model import basis
 from fusedmlp.model.graph import neighbor_table
+from fusedmlp.space import edge_displacements
 from fusedmlp.structures import crystal
 
 L, WIDTH = 7, 16  # the paper model's n_spherical and int_embed_size
@@ -46,7 +47,7 @@ def thermal_cell(n_cells, sigma: float, cutoff: float, seed: int = 0):
     pos = at.positions + np.random.default_rng(seed).normal(scale=sigma, size=at.positions.shape)
     box = np.asarray(at.cell)
     nbr, shifts, mask = neighbor_table(pos, box, cutoff)
-    d = pos[nbr] + shifts @ box - pos[:, None, :]
+    d = edge_displacements(pos, box, nbr, shifts)
     d[~mask] = 1.0  # empty slots: any nonzero vector
     return d / np.linalg.norm(d, axis=-1, keepdims=True), mask, mask.sum(1)
 
