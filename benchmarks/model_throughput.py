@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from revisions import source_trees
 
 # The workers' environment, taken before this process imports the package (which adds XLA flags
@@ -104,6 +105,23 @@ def _system(n_atoms: int, demo: bool, params_path: str):
     return settings, atoms, energy, np.asarray(atoms.cell)
 
 
+def _triplet_slots(n_atoms: int, capacity: int, groups) -> int:
+    """Triplet slots the model computes: N·K² in one block, Σ_g rows_g·c_g² in row groups."""
+    from fusedmlp.model.graph import group_starts
+
+    if not groups:
+        return n_atoms * capacity**2
+    starts = group_starts(n_atoms, len(groups))
+    return sum((b - a) * c * c for a, b, c in zip(starts, starts[1:] + [n_atoms], groups))
+
+
+def _real_triplets(positions, box, cutoff: float) -> int:
+    from fusedmlp.model.graph import neighbor_table
+
+    counts = neighbor_table(np.asarray(positions, float), np.asarray(box, float), cutoff)[2].sum(1)
+    return int(np.sum(counts * (counts - 1)))
+
+
 def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
@@ -138,6 +156,7 @@ def one_size(n_atoms: int, demo: bool, skin: float, params_path: str) -> dict:
     return dict(atoms=n_atoms, edges=int(counts.sum()), triplets=int((counts * (counts - 1)).sum()),
                 max_neighbors=int(g.max_neighbors), capacity=nbrs.capacity, backend=nbrs.kind,
                 edge_capacity=nbrs.edge_capacity,
+                triplet_slots=_triplet_slots(n_atoms, nbrs.capacity, nbrs.groups),
                 efv_s=(time.time() - t) / reps, compile_s=compile_s, peak_rss_gb=_rss_gb())
 
 
@@ -182,9 +201,19 @@ def one_md(n_atoms: int, ensemble: str, steps: int, demo: bool, skin: float, ext
                 steps_per_s=steps_per_s, atom_steps_per_s=steps_per_s * n_atoms,
                 backend=timed.stats["neighbor_backend"], capacity=timed.stats["capacity"],
                 edge_capacity=timed.stats["edge_capacity"],
+                # per real triplet of the run's last configuration
+                slots_per_triplet=_triplet_slots(n_atoms, timed.stats["capacity"], timed.stats["groups"])
+                / _real_triplets(final["positions"], final["box"], settings.dimenet.cutoff),
                 reallocations=[first.stats["reallocations"], timed.stats["reallocations"]],
                 final_T=temp, volume_change=float(np.linalg.det(final["box"]) / np.linalg.det(box_np) - 1.0),
                 peak_rss_gb=_rss_gb())
+
+
+def _slots(r: dict) -> str:
+    # a revision from before the triplet row groups (``--against``) computes N·K² slots
+    if "triplet_slots" in r:
+        return f"{r['triplet_slots']} ({r['triplet_slots'] / r['triplets']:.2f})"
+    return f"{r['atoms'] * r['capacity'] ** 2} ({r['atoms'] * r['capacity'] ** 2 / r['triplets']:.2f})"
 
 
 def _edge_capacity(r: dict) -> str:
@@ -262,23 +291,26 @@ def main():
           f"JAX {jax.__version__} on {jax.devices()[0].platform}, skin {args.skin} Å, hcp Ti")
     if sizes:
         print("\nenergy + forces + virial, one configuration")
-        head = ("code", "atoms", "edges", "triplets", "max nbrs", "capacity", "edge capacity", "neighbours", "E+F+W s/call",
-                "compile s", "peak RSS GB")
+        head = ("code", "atoms", "edges", "triplets", "triplet slots (per triplet)", "max nbrs", "capacity",
+                "edge capacity", "neighbours", "E+F+W s/call", "compile s", "peak RSS GB")
         print(" | ".join(head))
         for code, r in sizes:
-            print(" | ".join([code, f"{r['atoms']}", f"{r['edges']}", f"{r['triplets']}", f"{r['max_neighbors']}",
+            print(" | ".join([code, f"{r['atoms']}", f"{r['edges']}", f"{r['triplets']}", _slots(r),
+                              f"{r['max_neighbors']}",
                               f"{r['capacity']}", _edge_capacity(r), r["backend"], f"{r['efv_s']:.4f}",
                               f"{r['compile_s']:.1f}",
                               f"{r['peak_rss_gb']:.2f}"]))
     if mds:
         print(f"\nMD, {args.md_atoms} atoms, 1 fs, 300 K, {args.md_steps} steps (first run: trace, compile "
               f"and run; steps/s: the same run again, compiled)")
-        head = ("code", "ensemble", "neighbours", "capacity", "edge capacity", "first run s", "steps/s", "atom-steps/s",
-                "vs chemtrain 300", "realloc", "final T K", "ΔV/V", "peak RSS GB")
+        head = ("code", "ensemble", "neighbours", "capacity", "edge capacity", "triplet slots per triplet (end)",
+                "first run s", "steps/s", "atom-steps/s", "vs chemtrain 300", "realloc", "final T K", "ΔV/V",
+                "peak RSS GB")
         print(" | ".join(head))
         for code, r in mds:
+            per = f"{r['slots_per_triplet']:.2f}" if "slots_per_triplet" in r else "-"
             print(" | ".join([code, _ENSEMBLE_NAMES[r["label"]], r["backend"], f"{r['capacity']}", _edge_capacity(r),
-                              f"{r['first_run_s']:.1f}", f"{r['steps_per_s']:.2f}", f"{r['atom_steps_per_s']:.0f}",
+                              per, f"{r['first_run_s']:.1f}", f"{r['steps_per_s']:.2f}", f"{r['atom_steps_per_s']:.0f}",
                               f"{r['atom_steps_per_s'] / CHEMTRAIN_ATOM_STEPS_PER_S:.2f}x",
                               "+".join(map(str, r["reallocations"])), f"{r['final_T']:.0f}",
                               f"{r['volume_change']:+.4f}",

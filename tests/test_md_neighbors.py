@@ -92,7 +92,7 @@ def test_jaxmd_graph_equals_exact_enumeration(cell, cutoff, skin):
     pos = unwrapped(at)
     ng = NeighborGraph(cutoff, skin=skin)
     nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box), capacity=64,  # capacities are not tested here
-                       edge_capacity=64 * len(pos))
+                       edge_capacity=64 * len(pos), groups=(64,) * ng.n_groups(len(pos)))
     assert nbrs.kind == "jax-md"
     # jax-md's cell list is off: jaxlib 0.10.2 on CPU drops pairs from it (jax-ml/jax#39103)
     assert nbrs.nl.cell_list_fn is None
@@ -285,6 +285,25 @@ def test_overflow_is_reallocated_and_recomputed(energy, kind, supercell, skin, s
     np.testing.assert_allclose(got.energies, ref.energies, rtol=0, atol=1e-9)
     np.testing.assert_allclose(got.final["positions"], ref.final["positions"], rtol=0, atol=1e-9)
     assert np.all(np.isfinite(got.temperatures)) and 200 < np.mean(got.temperatures) < 1500
+
+
+def test_a_row_group_overflow_is_reallocated_and_recomputed(energy):
+    """Row groups sized at the rattled lattice sites with no headroom: as the crystal warms, a
+    group's fullest row outgrows its capacity while the graph capacity holds; the run reallocates
+    with the groups grown above the counts seen and gives the trajectory of a run without groups."""
+    at = hcp((2, 2, 2))
+    ref = simulate(energy, at, NeighborGraph(CUTOFF, skin=1.0, row_groups=1), 20, capacity=40)
+    assert ref.stats["reallocations"] == 0 and ref.stats["groups"] == []
+    tight = NeighborGraph(CUTOFF, skin=1.0, group_rows=4, group_extra=0, group_quantum=1, density_floor=False)
+    first = tight.allocate(jnp.asarray(at.positions), np.asarray(at.cell), capacity=40)
+    assert len(first.groups) == 4 and first.groups[0] == 40
+    assert first.groups[1:] == tuple(int(c) for c in first.group_peak[1:])  # the fullest rows' counts
+    got = simulate(energy, at, tight, 20, capacity=40)
+    assert got.stats["reallocations"] >= 1 and got.stats["capacity"] == 40
+    assert got.stats["groups"][0] == 40 and all(a >= b for a, b in zip(got.stats["groups"], first.groups))
+    assert got.stats["groups"][1:] != list(first.groups[1:])
+    np.testing.assert_allclose(got.positions, ref.positions, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got.energies, ref.energies, rtol=0, atol=1e-9)
 
 
 def _chunk_reuse_system(energy):

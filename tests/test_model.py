@@ -202,6 +202,43 @@ def test_compact_edge_list_gives_the_slot_layouts_energy_forces_and_virial(model
     g_short = G.build_graph(pos, box, nbr, shf, msk, 5.0, k, n_edges - 1)
     assert bool(g_short.overflow) and not bool(g_compact.overflow)
 
+def test_row_groups_give_the_one_block_energy_forces_and_virial(model):
+    """Triplet blocks per row group (rows sorted by neighbour count, each group's block as wide
+    as its fullest row + 1) against the one K × K block, on a compact edge list, float64; a group
+    capacity below its fullest row's count is reported, not silently truncated."""
+    from fusedmlp.quantity import energy_forces_virial
+
+    s, p = model
+    at = crystal("Ti", "hcp", 2.95, 1.6, (3, 3, 2))
+    rng = np.random.default_rng(2)
+    pos = jnp.asarray(at.positions + rng.normal(scale=0.15, size=at.positions.shape))
+    box = jnp.asarray(np.asarray(at.cell))
+    z = jnp.asarray(np.arange(len(pos)) % 2, jnp.int32)
+    nbr, shf, msk = (jnp.asarray(a) for a in G.neighbor_table(np.asarray(pos), np.asarray(box), 5.0))
+    counts = np.sort(np.asarray(msk).sum(1))[::-1]
+    k, n_edges = nbr.shape[1] + 4, int(msk.sum())
+    starts = G.group_starts(len(pos), 4)
+    assert starts == [0, 9, 18, 27] and counts[0] > counts[27] + 2  # the groups differ in width
+    groups = (k, *(int(counts[a]) + 1 for a in starts[1:]))
+
+    @jax.jit
+    def energy_forces_virial_of(g):
+        return energy_forces_virial(lambda r, b: energy_fn(s)(p, r, b, z, g))(pos, box)
+
+    one = G.build_graph(pos, box, nbr, shf, msk, 5.0, k, n_edges + 3)
+    grouped = G.build_graph(pos, box, nbr, shf, msk, 5.0, k, n_edges + 3, groups)
+    assert [c for _, c in G.triplet_blocks(grouped)] == list(groups) and len(G.triplet_blocks(one)) == 1
+    assert not bool(grouped.overflow)
+    np.testing.assert_array_equal(np.asarray(msk).sum(1)[np.asarray(grouped.rows)], counts)
+    for a, b in zip(energy_forces_virial_of(grouped), energy_forces_virial_of(one)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
+    # the last group one slot short of its fullest row: overflow, as for the capacity
+    short = G.build_graph(pos, box, nbr, shf, msk, 5.0, k, n_edges + 3, (*groups[:-1], int(counts[27]) - 1))
+    assert bool(short.overflow)
+    with pytest.raises(ValueError, match="first must be the capacity"):
+        G.build_graph(pos, box, nbr, shf, msk, 5.0, k, 0, (k - 1, *groups[1:]))
+
+
 def test_model_file_round_trip_and_mismatch(tmp_path, model, pot):
     s, p = model
     save_model(tmp_path / "m.npz", s, p, metadata={"note": "test"})

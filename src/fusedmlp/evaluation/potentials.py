@@ -39,6 +39,9 @@ class Potential:
     params: object  # run-time argument of the energy (None for the reference potential)
     make_energy: Callable[[np.ndarray], Callable]  # atomic numbers -> U(params, r, box, graph)
     dtype: object = jnp.float32
+    # its energy sums over triplets (a model): MD graphs give their triplet blocks row groups,
+    # which a pair or embedded-atom energy would only have to keep from overflowing
+    triplets: bool = True
     # compiled programs of this potential (MD, reweighting), reused by every run of a job
     compiled: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
@@ -82,7 +85,8 @@ def reference_potential(cfg: dict, level: str, name: str = REFERENCE) -> Potenti
     """The reference potential at one level of theory (``reference.levels.<level>``)."""
     p = level_params(cfg["reference"], level)
     u = graph_energy_fn(p)
-    return Potential(name, float(p.cutoff), None, lambda numbers: (lambda params, r, box, graph: u(r, box, graph)))
+    return Potential(name, float(p.cutoff), None, lambda numbers: (lambda params, r, box, graph: u(r, box, graph)),
+                     triplets=False)
 
 
 def load_potential(cfg: dict, name: str, model_path=None) -> Potential:

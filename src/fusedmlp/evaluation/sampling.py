@@ -46,7 +46,7 @@ def _simulator(pot: Potential, atoms: Atoms, rs: Dynamics, barostat) -> Simulato
     s = rs.md(1.0, steps=5, record_every=5, chunk=500, barostat=barostat)
     return pot.reuse(("md", tuple(atoms.numbers), rs, barostat),
                      lambda: Simulator(pot.energy(atoms.numbers), _masses(atoms), s,
-                                       NeighborGraph(pot.cutoff, skin=1.0)))
+                                       NeighborGraph(pot.cutoff, skin=1.0, **({} if pot.triplets else {"row_groups": 1}))))
 
 
 def simulate(pot: Potential, atoms: Atoms, temperature: float, rs: Dynamics, ps: float,

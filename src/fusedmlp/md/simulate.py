@@ -108,7 +108,7 @@ def _restore(template, arrays):
 
 def _chunk_key(nbrs) -> tuple:
     """What a compiled chunk specialises on: the static shapes of the neighbour value."""
-    return nbrs.capacity, nbrs.kind, nbrs.width, nbrs.edge_capacity
+    return nbrs.capacity, nbrs.kind, nbrs.width, nbrs.edge_capacity, nbrs.groups
 
 
 class Simulator:
@@ -116,8 +116,8 @@ class Simulator:
 
     ``energy(params, positions, box, graph) -> U``: ``params`` are an argument of the compiled
     step (not baked in), so a trainer that changes them between runs does not recompile.
-    Compiled chunks are cached by (graph capacity, list kind, list width, edge capacity) of the
-    neighbour value: runs of any length, recording interval, temperature or pressure share one.
+    Compiled chunks are cached by (graph capacity, list kind, list width, edge capacity, row
+    groups) of the neighbour value: runs of any length, recording interval, temperature or pressure share one.
     """
 
     def __init__(self, energy: Callable, masses, s: MDSettings, ng: NeighborGraph):
@@ -151,38 +151,51 @@ class Simulator:
         self.baro = barostat_step(s.barostat, s.timestep_fs * units.FS) if s.barostat is not None else None
         self._cache: dict = {}
 
-    def _allocate(self, positions, box, capacity: int = 0, width: int = 0, edge_capacity: int = 0):
+    def _allocate(self, positions, box, capacity: int = 0, width: int = 0, edge_capacity: int = 0,
+                  groups: tuple[int, ...] = ()):
         """``ng.allocate``, at the shapes of a compiled chunk that holds the new value: one at
-        least as wide, with a capacity at most one quantum (``ng.quantum``) above the one needed
-        and an edge capacity at most one quantum per atom above (and at least half a quantum per
-        atom above the edges the configuration has). Capacities and width follow the
-        configuration a value is built from (a liquid's counts differ from run to run, an NPT
-        box's with its volume), and each new set is a new compilation (seconds to tens of
-        seconds), while a wider table costs a few more candidates per search and one quantum of
-        capacity at most ~15 % of a step (4 of ~28 slots). A run that needs more than that
-        compiles its own chunk."""
-        nbrs = self.ng.allocate(positions, box, capacity=capacity, width=width, edge_capacity=edge_capacity)
-        q, n = self.ng.quantum, self.n
+        least as wide, with a capacity at most one quantum (``ng.quantum``) above the one needed,
+        row-group capacities at most one group quantum above, and an edge capacity at most one
+        quantum per atom above (and at least half a quantum per atom above the edges the
+        configuration has). Capacities and width follow the configuration a value is built from
+        (a liquid's counts differ from run to run, an NPT box's with its volume), and each new set
+        is a new compilation (seconds to tens of seconds), while a wider table costs a few more
+        candidates per search and one quantum of capacity at most ~15 % of a step (4 of ~28
+        slots). A run that needs more than that compiles its own chunk. (A jax-md list's width and
+        capacities are its own: only its row groups may differ from the chunk's.)"""
+        nbrs = self.ng.allocate(positions, box, capacity=capacity, width=width, edge_capacity=edge_capacity,
+                                groups=groups)
+        q, qg, n = self.ng.quantum, self.ng.group_quantum, self.n
         # The edge capacity of a value keeps ``ng.edge_extra`` per atom over its mean count for a
         # crystal that starts at its lattice sites and fills up as it warms; a run from a warm
         # configuration (a production after its equilibration) needs less: a chunk with half a
         # quantum per atom over the edges it has now serves it.
         least_edges = min(nbrs.edge_capacity, int(nbrs.edge_peak) + n * q // 2)
-        if nbrs.kind in ("images", "host") and _chunk_key(nbrs) not in self._cache:
-            fits = [(c, w, e) for c, k, w, e in self._cache
-                    if k == nbrs.kind and nbrs.capacity <= c <= nbrs.capacity + q and w >= nbrs.width
-                    and least_edges <= e <= nbrs.edge_capacity + n * q]
-            if fits:
-                c, w, e = min(fits)
+        if _chunk_key(nbrs) not in self._cache:
+            def fits(c, k, w, e, g):
+                if k != nbrs.kind or len(g) != len(nbrs.groups):
+                    return False
+                if not all(a <= b <= a + qg for a, b in zip(nbrs.groups[1:], g[1:])):
+                    return False
+                if k in ("images", "host"):
+                    return (nbrs.capacity <= c <= nbrs.capacity + q and w >= nbrs.width
+                            and least_edges <= e <= nbrs.edge_capacity + n * q)
+                return (c, w, e) == (nbrs.capacity, nbrs.width, nbrs.edge_capacity)
+
+            chunks = sorted(key for key in self._cache if fits(*key))
+            if chunks:
+                c, _, w, e, g = chunks[0]
                 # at that edge capacity exactly: it may be below what ``allocate`` would size
-                nbrs = dataclasses.replace(self.ng.allocate(positions, box, capacity=c, width=w), edge_capacity=e)
+                nbrs = dataclasses.replace(self.ng.allocate(positions, box, capacity=c, width=w, groups=g),
+                                           edge_capacity=e)
         return nbrs
 
     def _chunk(self, nbrs):
         key = _chunk_key(nbrs)
         if key not in self._cache:
+            groups = f", triplet row groups {list(key[4])}" if key[4] else ""
             log.info(f"{self.s.ensemble}: new MD program (graph capacity {key[0]}, {key[1]} list of width {key[2]}, "
-                     f"{key[3]} edges)")
+                     f"{key[3]} edges{groups})")
             self._cache[key] = self._make()
         return self._cache[key]
 
@@ -301,7 +314,7 @@ class Simulator:
         if ckpt is not None and ckpt.exists():
             state, box, key, done, frames = _load_checkpoint(ckpt, state, n, this_run)
             nbrs = ng.allocate(state.position, box, capacity=nbrs.capacity, width=nbrs.width,
-                               edge_capacity=nbrs.edge_capacity)
+                               edge_capacity=nbrs.edge_capacity, groups=nbrs.groups)
             progress(f"resumed from {ckpt} at step {done}")
         # steps per call: whole frames when recording (at most the compiled number of frames),
         # else one frame of up to ``per_call`` steps
@@ -330,7 +343,8 @@ class Simulator:
                                        f"reallocations at step {done}: atoms too close or too fast, "
                                        f"or the skin ({ng.skin} Å) too small for this temperature")
                 nbrs = self._allocate(state.position, box, capacity=ng.grown_capacity(new_nbrs),
-                                      width=ng.grown_width(new_nbrs), edge_capacity=ng.grown_edge_capacity(new_nbrs))
+                                      width=ng.grown_width(new_nbrs), edge_capacity=ng.grown_edge_capacity(new_nbrs),
+                                      groups=ng.grown_groups(new_nbrs))
                 if retries > 2:
                     length = max(record or 1, (length // 2) // (record or 1) * (record or 1))
                 continue
@@ -359,7 +373,7 @@ class Simulator:
                      f"{rate:.1f} steps/s  ETA {(total - done) / max(rate, 1e-9):.0f} s")
         stats = dict(steps=done, wall_s=time.time() - t0, first_call_s=first_call_s,
                      reallocations=reallocations, capacity=nbrs.capacity, width=nbrs.width,
-                     edge_capacity=nbrs.edge_capacity, neighbor_backend=nbrs.kind,
+                     edge_capacity=nbrs.edge_capacity, groups=list(nbrs.groups), neighbor_backend=nbrs.kind,
                      ensemble=s.ensemble)
         return _trajectory(frames, state, box, mass, this_run, stats)
 

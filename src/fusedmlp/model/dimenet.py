@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import basis
-from .graph import Graph, edge_receivers, edge_vectors, sum_into_atoms, to_edges, to_slots
+from .graph import (Graph, edge_receivers, edge_vectors, from_triplet_blocks, sum_into_atoms, to_edges,
+                    to_slots, triplet_blocks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +72,9 @@ class DimeNetPP(hk.Module):
     """Edges are the slots of ``Graph`` rows: m[i, s] is the message from neighbors[i, s] to i.
 
     Messages and every per-edge layer live in the graph's edge list (E, F), which skips the empty
-    slots when the graph lists its edges compactly; the triplet sums run over the (N, K, K) slot
-    blocks of the rows (``graph.to_slots`` and ``graph.to_edges`` move between the two).
+    slots when the graph lists its edges compactly; the triplet sums run over dense slot blocks of
+    the rows: (N, K, K), or one (rows, c, c) block per row group of a graph with groups
+    (``graph.triplet_blocks``; ``graph.to_slots`` and ``graph.to_edges`` move between layouts).
     """
 
     def __init__(self, s: DimeNetSettings, name="dimenet_pp"):
@@ -91,14 +93,18 @@ class DimeNetPP(hk.Module):
         freq = hk.get_parameter("rbf_frequencies", (s.n_radial,), init=lambda *_: jnp.asarray(
             np.pi * np.arange(1, s.n_radial + 1), dtype=positions.dtype))
         # Triplets k → j → i live in row j: slot b is the edge k→j, slot a the reverse of j→i.
-        # The angle at j is between the vectors j→k and j→i.
+        # The angle at j is between the vectors j→k and j→i. Per block (rows, c): the rows' first
+        # c slots, which hold all their neighbours.
         u = d / r[..., None]
-        cos = jnp.clip(jnp.einsum("jax,jbx->jab", u, u), -1.0, 1.0)  # (N, K, K)
-        k = mask.shape[1]
-        t_mask = mask[:, :, None] & mask[:, None, :] & ~jnp.eye(k, dtype=bool)[None]
-        angular = basis.sbf_angular(cos, s.n_spherical) * t_mask[..., None]  # (N, K, K, L)
-        radial = basis.sbf_radial(x, s.n_spherical, s.n_radial, s.envelope_p)  # (N, K, L, R)
-        radial = radial * mask[..., None, None]
+        blocks = []
+        for rows, c in triplet_blocks(graph):
+            take = (lambda a, c=c: a[:, :c]) if rows is None else (lambda a, rows=rows, c=c: a[rows, :c])
+            ub, mb = take(u), take(mask)
+            cos = jnp.clip(jnp.einsum("jax,jbx->jab", ub, ub), -1.0, 1.0)  # (n, c, c)
+            t_mask = mb[:, :, None] & mb[:, None, :] & ~jnp.eye(c, dtype=bool)[None]
+            angular = basis.sbf_angular(cos, s.n_spherical) * t_mask[..., None]  # (n, c, c, L)
+            radial = basis.sbf_radial(take(x), s.n_spherical, s.n_radial, s.envelope_p)  # (n, c, L, R)
+            blocks.append((take, angular, radial * mb[..., None, None]))
 
         edge_mask = graph.edge_mask
         rbf = basis.bessel_rbf(to_edges(graph, x), freq, s.envelope_p) * edge_mask[:, None]  # (E, R)
@@ -110,11 +116,11 @@ class DimeNetPP(hk.Module):
 
         out = self._output(m, rbf, graph, "output_0")
         for b in range(s.n_blocks):
-            m = self._interaction(m, rbf, radial, angular, graph, f"interaction_{b}")
+            m = self._interaction(m, rbf, blocks, graph, f"interaction_{b}")
             out = out + self._output(m, rbf, graph, f"output_{b + 1}")
         return out  # (N, n_heads)
 
-    def _interaction(self, m, rbf, radial, angular, graph: Graph, name):
+    def _interaction(self, m, rbf, blocks, graph: Graph, name):
         s = self.s
         with hk.experimental.name_scope(name):
             x_ji = swish(_dense(s.embed_size, "lin_ji")(m))
@@ -128,21 +134,23 @@ class DimeNetPP(hk.Module):
             # never forming a (N, K, K, L·R) array.
             n_l, n_r = s.n_spherical, s.n_radial
             init = hk.initializers.VarianceScaling(1.0, "fan_avg", "uniform")
-            w1 = hk.get_parameter("lin_sbf1", (n_l, n_r, s.basis_embed_size), radial.dtype, init=init)
-            w2 = hk.get_parameter("lin_sbf2", (s.basis_embed_size, s.int_embed_size), radial.dtype,
-                                  init=init)
+            dtype = blocks[0][2].dtype
+            w1 = hk.get_parameter("lin_sbf1", (n_l, n_r, s.basis_embed_size), dtype, init=init)
+            w2 = hk.get_parameter("lin_sbf2", (s.basis_embed_size, s.int_embed_size), dtype, init=init)
             # radial W1 W2 as one flat matmul with a block-diagonal (L·R, L·I) weight, then ⊙ x_kj:
-            # an einsum over l lowered to transposes of the (N, K, L, R) array and a matmul per
+            # an einsum over l lowered to transposes of the (n, c, L, R) array and a matmul per
             # l, and an einsum over all three to one tiny matmul per edge in the backward pass
-            n, k = angular.shape[:2]
             w = jnp.einsum("lrc,ci->lri", w1, w2)
             w = (w[:, :, None, :] * jnp.eye(n_l, dtype=w.dtype)[:, None, :, None]).reshape(n_l * n_r, -1)
-            q = (radial.reshape(n * k, n_l * n_r) @ w).reshape(n, k, n_l, -1)
-            q = q * x_kj[:, :, None, :]  # (N, K, L, I)
-            agg = jnp.matmul(angular.reshape(n, k, k * n_l), q.reshape(n, k * n_l, -1))
-            agg = agg / s.aggregation_scale  # (N, K, I), masked through ``angular``
-            # row j, slot a holds the triplet sum for the message j → i_a; move it to slot (i, s)
-            agg = to_edges(graph, agg[graph.neighbors, graph.reverse])  # (E, I)
+            aggs = []
+            for take, angular, radial in blocks:
+                n, c = angular.shape[:2]
+                q = (radial.reshape(n * c, n_l * n_r) @ w).reshape(n, c, n_l, -1)
+                q = q * take(x_kj)[:, :, None, :]  # (n, c, L, I)
+                aggs.append(jnp.matmul(angular.reshape(n, c, c * n_l), q.reshape(n, c * n_l, -1)))
+            # row j, slot a holds the triplet sum for the message j → i_a (masked through
+            # ``angular``); move it to that edge
+            agg = from_triplet_blocks(graph, aggs) / s.aggregation_scale  # (E, I)
             x = swish(_dense(s.embed_size, "lin_up", bias=False)(agg))
             h = x_ji + x
             for k in range(s.n_before_skip):

@@ -35,7 +35,8 @@ from .. import space
 
 @functools.partial(jax.tree_util.register_dataclass,
                    data_fields=["neighbors", "shifts", "mask", "reverse", "max_neighbors",
-                                "reverse_ok", "edges", "slot_edge", "n_edges"], meta_fields=[])
+                                "reverse_ok", "edges", "slot_edge", "n_edges", "rows", "group_counts"],
+                   meta_fields=["groups"])
 @dataclasses.dataclass(frozen=True)
 class Graph:
     neighbors: jnp.ndarray  # (N, K) sender of each slot
@@ -47,6 +48,9 @@ class Graph:
     edges: jnp.ndarray  # (E,) flat slot index of each listed edge, occupied slots first
     slot_edge: jnp.ndarray  # (N, K) position of each slot in ``edges``; E for an empty slot
     n_edges: jnp.ndarray  # () occupied slots
+    rows: jnp.ndarray  # (N,) the rows in triplet-block order (by count, largest first, with groups)
+    group_counts: jnp.ndarray  # (G,) neighbour count of each group's first row; (0,) without groups
+    groups: tuple[int, ...] = ()  # triplet-block capacity of each row group (the first is K); () one block
 
     @property
     def capacity(self) -> int:
@@ -70,7 +74,39 @@ class Graph:
 
     @property
     def overflow(self):
-        return (self.max_neighbors > self.capacity) | ~self.reverse_ok | (self.n_edges > self.edge_capacity)
+        over = (self.max_neighbors > self.capacity) | ~self.reverse_ok | (self.n_edges > self.edge_capacity)
+        if self.groups:
+            over = over | jnp.any(self.group_counts > jnp.asarray(self.groups), axis=-1)
+        return over
+
+
+def group_starts(n_atoms: int, n_groups: int) -> list[int]:
+    """First rank of each of ``n_groups`` row groups of ⌈N/G⌉ rows (the last may be shorter)."""
+    size = -(-n_atoms // max(n_groups, 1))
+    return list(range(0, n_atoms, size)) if n_atoms else [0]
+
+
+def triplet_blocks(graph: Graph):
+    """[(rows, c)]: the triplet blocks, each the rows ``rows`` (an index array; None for all rows in
+    order) and their first ``c`` slots."""
+    if not graph.groups:
+        return [(None, graph.capacity)]
+    n = graph.mask.shape[-2]
+    starts = group_starts(n, len(graph.groups))
+    return [(graph.rows[a:b], c) for a, b, c in zip(starts, starts[1:] + [n], graph.groups)]
+
+
+def from_triplet_blocks(graph: Graph, blocks):
+    """Per-row results of the triplet blocks, ``blocks[g]`` (rows of group g, c_g, F) at (row j,
+    slot a), moved to the edge list entry of the edge j → i_a: (E, F), the edge (i, s) reads row
+    ``neighbors[i, s]``, slot ``reverse[i, s]``."""
+    k = graph.capacity
+    stacked = jnp.concatenate([jnp.pad(b, ((0, 0), (0, k - b.shape[1]), (0, 0))) for b in blocks])
+    row = graph.neighbors
+    if graph.groups:  # row j sits at its rank in ``rows``
+        rank = jnp.zeros_like(graph.rows).at[graph.rows].set(jnp.arange(graph.rows.shape[0], dtype=graph.rows.dtype))
+        row = rank[row]
+    return to_edges(graph, stacked[row, graph.reverse])
 
 
 def to_edges(graph: Graph, a):
@@ -107,9 +143,11 @@ def edge_vectors(positions, box, graph: Graph):
 
 
 def build_graph(positions, box, candidates, candidate_shifts, candidate_mask, cutoff: float,
-                capacity: int, edge_capacity: int = 0) -> Graph:
-    """Keep the candidates within ``cutoff``, at most ``capacity`` per atom (jittable), and list
-    the edges compactly when ``edge_capacity`` (E) is below N·``capacity`` (0: slot by slot).
+                capacity: int, edge_capacity: int = 0, groups: tuple[int, ...] = ()) -> Graph:
+    """Keep the candidates within ``cutoff``, at most ``capacity`` per atom (jittable), list
+    the edges compactly when ``edge_capacity`` (E) is below N·``capacity`` (0: slot by slot), and
+    give the triplets row ``groups`` (capacities, the first equal to ``capacity``; see the module
+    docstring) when they are given.
 
     ``candidates`` (N, M): neighbour indices per atom from a neighbour list with a skin (MD) or
     an exact host enumeration (training cells), with their lattice shifts (N, M, 3).
@@ -132,9 +170,18 @@ def build_graph(positions, box, candidates, candidate_shifts, candidate_mask, cu
     shf = jnp.where(mask[..., None], shf, 0)
     reverse, reverse_ok = _reverse_slots(nbr, shf, mask)
     edges, slot_edge = _edge_list(mask, edge_capacity)
+    groups = tuple(int(c) for c in groups)
+    if groups:
+        if groups[0] != capacity or max(groups) > capacity or min(groups) < 1:
+            raise ValueError(f"row groups {groups}: the first must be the capacity {capacity}, none above it")
+        rows = jnp.argsort(-count, stable=True).astype(jnp.int32)
+        group_counts = count[rows][jnp.asarray(group_starts(n, len(groups)))].astype(jnp.int32)
+    else:
+        rows, group_counts = jnp.arange(n, dtype=jnp.int32), jnp.zeros(0, jnp.int32)
     return Graph(neighbors=nbr, shifts=shf, mask=mask, reverse=reverse,
                  max_neighbors=jnp.max(count) if n else jnp.int32(0), reverse_ok=reverse_ok,
-                 edges=edges, slot_edge=slot_edge, n_edges=jnp.sum(mask, dtype=jnp.int32))
+                 edges=edges, slot_edge=slot_edge, n_edges=jnp.sum(mask, dtype=jnp.int32),
+                 rows=rows, group_counts=group_counts, groups=groups)
 
 
 def _edge_list(mask, edge_capacity: int):
