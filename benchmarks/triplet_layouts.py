@@ -8,18 +8,24 @@ For each graph capacity K it times, forward and backward, the part of ``n_blocks
 blocks that runs over triplets k → j → i (the angular basis Y_l(α_jab) and the contraction
 Σ_b,l Y_l(α_jab) q_jbl, with the paper model's L = 7 and width 16), in
 
-* **dense**: the model's layout, (N, K, K) blocks per row j, one batched matmul per block;
+* **dense**: (N, K, K) blocks per row j, one batched matmul per block (the model's layout in
+  graphs without row groups: training batches, DiffTRe frames, MD cells under 64 atoms);
 * **grouped**: rows sorted by neighbour count into G groups, each a dense block with its own
-  capacity (the count at the group's first rank + 2), gathered in and out of the slot layout;
+  capacity (the count at the group's first rank + 2), gathered in and out of the slot layout
+  (the model's layout in MD graphs of 64 atoms and more);
 * **list**: a compact triplet list (every pair a ≠ b of the edges of row j, capacity the real
   count + 2 %), a gather of q per triplet and a sorted segment sum into the edges.
 
 It prints the slots each layout computes per real triplet and the time per call, and checks that
 the three give the same value. The other layouts are written out here, not in the package. On
 this CPU (2026-12-07) the list took 6-8x the dense blocks' time (its gathers and scatters of
-T × L × I values), and the groups, with 1.36 slots per real triplet, took as long as dense blocks
-at K = 32, the capacity MD allocates at 300 K (0.75-0.79x at K = 36), before any headroom for
-counts that change during a run: the model keeps the dense blocks.
+T × L × I values). Four groups (1.36 slots per real triplet) took as long as dense blocks at
+K = 32, the capacity MD allocates at 300 K, and 0.75x at K = 36; eight groups (1.29) 0.89x and
+0.70x. In the whole model the groups also shrink the per-slot radial basis and its products with
+the messages, which this benchmark leaves out: MD graphs of 64 atoms and more now take up to
+eight groups (``fusedmlp.md.neighbors``; the model's first group keeps the graph capacity, where
+the grouped layout here gives every group its fullest row + 2), and ``model_throughput.py``
+measures what that buys a whole MD step.
 """
 
 from __future__ import annotations
@@ -125,7 +131,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--capacity", type=int, nargs="*", default=[32, 36],
                     help="graph capacities K (MD sizes 32 at 300 K, model_throughput.py's runs 36)")
-    ap.add_argument("--groups", type=int, default=4, help="row groups of the grouped layout")
+    ap.add_argument("--groups", type=int, default=8, help="row groups of the grouped layout (MD's: 8)")
     ap.add_argument("--cells", type=int, nargs=3, default=[4, 4, 8], help="hcp supercell (4 4 8: 256 atoms)")
     ap.add_argument("--sigma", type=float, default=0.08,
                     help="displacement per Cartesian component, Å (0.08: a mean count within 5 Å of "
