@@ -213,7 +213,8 @@ def test_ibi_recovers_a_lennard_jones_liquid_from_a_wrong_pair_potential(tmp_pat
         kept = deviation(table["pair"])
         print(f"{what}: |u_IBI - u_true| where g > 0.2: max {kept[resolved].max():.3f} eps (start "
               f"{start[resolved].max():.3f}); where g > 0.1: max {kept.max():.3f}, RMS "
-              f"{np.sqrt(np.mean(kept**2)):.3f} eps (start: max {start.max():.3f}, RMS {np.sqrt(np.mean(start**2)):.3f})")
+              f"{np.sqrt(np.mean(kept**2)):.3f} eps (start: max {start.max():.3f}, "
+              f"RMS {np.sqrt(np.mean(start**2)):.3f})")
         assert kept[resolved].max() < 0.5
         assert np.sqrt(np.mean(kept**2)) < min(0.2, np.sqrt(np.mean(start**2)) / 2.5)
     assert len((tmp_path / "log.csv").read_text().splitlines()) == s.iterations + 1

@@ -306,6 +306,24 @@ def test_a_row_group_overflow_is_reallocated_and_recomputed(energy):
     np.testing.assert_allclose(got.energies, ref.energies, rtol=0, atol=1e-9)
 
 
+def test_row_groups_follow_the_counts_of_the_first_chunk(energy):
+    """A fresh allocation lifts the row groups to the density floor (the mean count in the cutoff
+    sphere − ``group_extra``), above what a crystal near its lattice sites fills; after its first
+    chunk the run tightens them to the counts it saw + ``group_extra`` and goes on with the
+    trajectory of a run without groups."""
+    at = hcp((2, 2, 2))
+    ref = simulate(energy, at, NeighborGraph(CUTOFF, skin=1.0, row_groups=1), 20, capacity=40)
+    ng = NeighborGraph(CUTOFF, skin=1.0, group_rows=4)
+    first = ng.allocate(jnp.asarray(at.positions), np.asarray(at.cell), capacity=40)
+    in_sphere = len(at) / abs(np.linalg.det(np.asarray(at.cell))) * 4 / 3 * np.pi * CUTOFF**3
+    assert first.groups[1:] == (int(np.ceil(in_sphere)) - ng.group_extra,) * 3
+    got = simulate(energy, at, ng, 20, capacity=40)
+    assert got.stats["reallocations"] == 0 and got.stats["groups"][0] == 40
+    assert all(a < b for a, b in zip(got.stats["groups"][1:], first.groups[1:]))
+    np.testing.assert_allclose(got.positions, ref.positions, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got.energies, ref.energies, rtol=0, atol=1e-9)
+
+
 def _chunk_reuse_system(energy):
     """The 2×2×2 hcp cell of the chunk-reuse tests, its neighbour description, and a factory of
     fresh Langevin simulators for it (each with its own compiled chunks)."""

@@ -17,7 +17,7 @@ from ase import Atoms
 from ase.data import atomic_masses
 
 from .. import units
-from ..md.neighbors import NeighborGraph
+from ..md.neighbors import ROW_GROUPS, NeighborGraph
 from ..md.settings import Dynamics
 from ..md.simulate import Simulator, Trajectory, lattice_site_momenta
 from .potentials import Potential
@@ -44,9 +44,9 @@ def _simulator(pot: Potential, atoms: Atoms, rs: Dynamics, barostat) -> Simulato
     scan, an equilibration and its production) trace and compile once instead of once each."""
     # 100 frame slots of 500 steps per call: recording intervals down to 5 steps in full calls
     s = rs.md(1.0, steps=5, record_every=5, chunk=500, barostat=barostat)
+    ng = NeighborGraph(pot.cutoff, skin=1.0, row_groups=ROW_GROUPS if pot.triplets else 1)
     return pot.reuse(("md", tuple(atoms.numbers), rs, barostat),
-                     lambda: Simulator(pot.energy(atoms.numbers), _masses(atoms), s,
-                                       NeighborGraph(pot.cutoff, skin=1.0, **({} if pot.triplets else {"row_groups": 1}))))
+                     lambda: Simulator(pot.energy(atoms.numbers), _masses(atoms), s, ng))
 
 
 def simulate(pot: Potential, atoms: Atoms, temperature: float, rs: Dynamics, ps: float,

@@ -40,9 +40,9 @@ holds the fullest rows, has the graph capacity.
 
 Failures are never truncations: an overflowing list, a stale table, an atom with more neighbours
 than the graph capacity, a group's fullest row above the group's capacity, or more edges than the
-edge capacity sets ``did_buffer_overflow`` in the value; the MD driver discards the chunk, allocates again from the state before it with
-capacities above the largest counts seen (``grown_capacity``, ``grown_groups``,
-``grown_edge_capacity``), and recomputes.
+edge capacity sets ``did_buffer_overflow`` in the value; the MD driver discards the chunk,
+allocates again from the state before it with capacities above the largest counts seen
+(``grown_capacity``, ``grown_groups``, ``grown_edge_capacity``), and recomputes.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ CAPACITY_QUANTUM = 4
 # widths of one system's runs (its liquid at two temperatures, an equilibration and its
 # production) then coincide.
 WIDTH_QUANTUM = 16
+# Row groups of the triplet blocks of a large cell (``NeighborGraph.row_groups``)
+ROW_GROUPS = 8
 
 
 def round_capacity(k: int, quantum: int = CAPACITY_QUANTUM) -> int:
@@ -229,10 +231,10 @@ class NeighborGraph:
     quantum: int = CAPACITY_QUANTUM  # capacities are multiples of this (see round_capacity)
     # Triplet row groups (see above). 256 atoms of hcp Ti at 300 K: the fullest rows of eight
     # groups hold about 29, 26, 25, 24, 24, 23, 23, 22 neighbours, so the groups compute 1.3–1.5
-    # triplet slots per real triplet where one 32 × 32 block computes 1.9, and an energy, forces
-    # and virial of the paper model take 0.83-0.91 of the time (on 2 CPU cores). Group capacities
-    # are multiples of ``group_quantum``: fewer distinct shapes, fewer compilations.
-    row_groups: int = 8
+    # triplet slots per real triplet where one 32 × 32 block computes 1.9, and the paper model's
+    # MD ran 1.20x (NVT) and 1.11x (NPT) faster on 2 CPU cores (benchmarks/model_throughput.py).
+    # Group capacities are multiples of ``group_quantum``: fewer distinct shapes, fewer compilations.
+    row_groups: int = ROW_GROUPS
     group_rows: int = 32  # rows per group at least: smaller cells keep the one block
     group_extra: int = 2
     group_quantum: int = 2
@@ -322,9 +324,12 @@ class NeighborGraph:
         if len(starts) > 1:
             # A crystal at its lattice sites has every row at one count, and its groups fill up
             # as it warms (hcp Ti within 5 Å: 20 at the sites; group first rows 29 ... 22 at
-            # 300 K); the density floor keeps that first warming from reallocating.
-            group_floor = floor - self.group_extra if self.density_floor else 0
-            old = tuple(groups) if len(groups) == len(starts) else (0,) * len(starts)
+            # 300 K); the density floor keeps that first warming from reallocating, and the MD
+            # driver tightens the groups to the counts of its first chunk (``tight_groups``).
+            # (a fresh allocation only: given groups are a run's own, grown or tightened)
+            given = len(groups) == len(starts)
+            group_floor = floor - self.group_extra if self.density_floor and not given else 0
+            old = tuple(groups) if given else (0,) * len(starts)
             caps = (k, *(min(k, max(round_capacity(int(c) + self.group_extra, self.group_quantum), group_floor,
                                     int(o)))
                          for c, o in zip(firsts[1:], old[1:])))
@@ -359,6 +364,18 @@ class NeighborGraph:
         peaks = np.asarray(nbrs.group_peak)
         return tuple(max(c, round_capacity(int(p) + self.group_extra, self.group_quantum)) if p > c else c
                      for c, p in zip(nbrs.groups, peaks))
+
+    def tight_groups(self, nbrs: Neighbors) -> tuple[int, ...]:
+        """Row-group capacities that follow the counts ``nbrs`` saw: each group's fullest row's
+        largest count plus ``group_extra`` (rounded to the group quantum), where that is below
+        the group's capacity; () if no group would shrink. (A warmed crystal's groups sit below
+        the density floor of a fresh allocation: hcp Ti at 300 K, 24–28 against 28.)"""
+        if not nbrs.groups:
+            return ()
+        peaks = np.asarray(nbrs.group_peak)
+        tight = (nbrs.groups[0], *(min(c, round_capacity(int(p) + self.group_extra, self.group_quantum))
+                                   for c, p in zip(nbrs.groups[1:], peaks[1:])))
+        return tight if tight != nbrs.groups else ()
 
     def grown_capacity(self, nbrs: Neighbors) -> int:
         """The capacity to allocate with after ``nbrs`` overflowed: above the largest neighbour

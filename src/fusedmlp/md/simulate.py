@@ -117,7 +117,8 @@ class Simulator:
     ``energy(params, positions, box, graph) -> U``: ``params`` are an argument of the compiled
     step (not baked in), so a trainer that changes them between runs does not recompile.
     Compiled chunks are cached by (graph capacity, list kind, list width, edge capacity, row
-    groups) of the neighbour value: runs of any length, recording interval, temperature or pressure share one.
+    groups) of the neighbour value: runs of any length, recording interval, temperature or
+    pressure share one.
     """
 
     def __init__(self, energy: Callable, masses, s: MDSettings, ng: NeighborGraph):
@@ -320,7 +321,7 @@ class Simulator:
         # else one frame of up to ``per_call`` steps
         full = record * min(self.frames, max(1, self.per_call // record)) if record else self.per_call
         length = min(full, total) if total else full
-        reallocations, retries, last_bad, last_ckpt = 0, 0, -1, time.time()
+        reallocations, retries, last_bad, last_ckpt, tightened = 0, 0, -1, time.time(), False
         t0, first_call_s, start_step = time.time(), None, done
         while done < total:
             length = min(length, total - done)
@@ -358,6 +359,13 @@ class Simulator:
             state, box, nbrs, key = new_state, new_box, new_nbrs, new_key
             done += length
             length = min(full, 2 * length)  # a shortened chunk grows back
+            if not tightened and done < total:
+                # row groups sized at the start (a density floor for a crystal at its lattice
+                # sites) follow the counts of the first chunk for the rest of the run
+                tightened, tight = True, ng.tight_groups(nbrs)
+                if tight:
+                    nbrs = self._allocate(state.position, box, capacity=nbrs.capacity, width=nbrs.width,
+                                          edge_capacity=nbrs.edge_capacity, groups=tight)
             if record:
                 frames.append(tuple(np.asarray(x)[:n_frames] for x in out))
             if ckpt is not None and (time.time() - last_ckpt > s.checkpoint_s or done == total):

@@ -174,6 +174,8 @@ def build_graph(positions, box, candidates, candidate_shifts, candidate_mask, cu
     if groups:
         if groups[0] != capacity or max(groups) > capacity or min(groups) < 1:
             raise ValueError(f"row groups {groups}: the first must be the capacity {capacity}, none above it")
+        if len(group_starts(n, len(groups))) != len(groups):
+            raise ValueError(f"{len(groups)} row groups of ⌈N/G⌉ rows for {n} atoms: some would be empty")
         rows = jnp.argsort(-count, stable=True).astype(jnp.int32)
         group_counts = count[rows][jnp.asarray(group_starts(n, len(groups)))].astype(jnp.int32)
     else:
