@@ -210,7 +210,8 @@ def test_deformed_cell_makes_the_list_stale(kind, supercell):
                         (1.0, ((1 / 1.05, False),))):
         ng = NeighborGraph(CUTOFF, skin=skin, variable_box=True, **KIND[kind])
         # graph capacities that a compressed cell cannot overflow: staleness is tested
-        nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box), capacity=64, edge_capacity=64 * len(pos))
+        nbrs = ng.allocate(jnp.asarray(pos), jnp.asarray(box), capacity=64, edge_capacity=64 * len(pos),
+                           groups=(64,) * ng.n_groups(len(pos)))
         assert nbrs.kind == kind
         for scale, stale in cases:
             new = ng.update(jnp.asarray(pos * scale), jnp.asarray(box * scale), nbrs)
