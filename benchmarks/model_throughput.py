@@ -105,16 +105,6 @@ def _system(n_atoms: int, demo: bool, params_path: str):
     return settings, atoms, energy, np.asarray(atoms.cell)
 
 
-def _triplet_slots(n_atoms: int, capacity: int, groups) -> int:
-    """Triplet slots the model computes: N·K² in one block, Σ_g rows_g·c_g² in row groups."""
-    from fusedmlp.model.graph import group_starts
-
-    if not groups:
-        return n_atoms * capacity**2
-    starts = group_starts(n_atoms, len(groups))
-    return sum((b - a) * c * c for a, b, c in zip(starts, starts[1:] + [n_atoms], groups))
-
-
 def _real_triplets(positions, box, cutoff: float) -> int:
     from fusedmlp.model.graph import neighbor_table
 
@@ -132,6 +122,7 @@ def one_size(n_atoms: int, demo: bool, skin: float, params_path: str) -> dict:
     import jax.numpy as jnp
 
     from fusedmlp.md.neighbors import NeighborGraph
+    from fusedmlp.model.graph import triplet_slots
     from fusedmlp.quantity import energy_forces_virial
 
     settings, atoms, energy, box_np = _system(n_atoms, demo, params_path)
@@ -156,7 +147,7 @@ def one_size(n_atoms: int, demo: bool, skin: float, params_path: str) -> dict:
     return dict(atoms=n_atoms, edges=int(counts.sum()), triplets=int((counts * (counts - 1)).sum()),
                 max_neighbors=int(g.max_neighbors), capacity=nbrs.capacity, backend=nbrs.kind,
                 edge_capacity=nbrs.edge_capacity,
-                triplet_slots=_triplet_slots(n_atoms, nbrs.capacity, nbrs.groups),
+                triplet_slots=triplet_slots(n_atoms, nbrs.capacity, nbrs.groups),
                 efv_s=(time.time() - t) / reps, compile_s=compile_s, peak_rss_gb=_rss_gb())
 
 
@@ -182,6 +173,7 @@ def one_md(n_atoms: int, ensemble: str, steps: int, demo: bool, skin: float, ext
     import numpy as np
 
     from fusedmlp.md.neighbors import NeighborGraph
+    from fusedmlp.model.graph import triplet_slots
     from fusedmlp.md.simulate import Simulator, kinetic_temperature
 
     settings, atoms, energy, box_np = _system(n_atoms, demo, params_path)
@@ -202,7 +194,7 @@ def one_md(n_atoms: int, ensemble: str, steps: int, demo: bool, skin: float, ext
                 backend=timed.stats["neighbor_backend"], capacity=timed.stats["capacity"],
                 edge_capacity=timed.stats["edge_capacity"],
                 # per real triplet of the run's last configuration
-                slots_per_triplet=_triplet_slots(n_atoms, timed.stats["capacity"], timed.stats["groups"])
+                slots_per_triplet=triplet_slots(n_atoms, timed.stats["capacity"], timed.stats["groups"])
                 / _real_triplets(final["positions"], final["box"], settings.dimenet.cutoff),
                 reallocations=[first.stats["reallocations"], timed.stats["reallocations"]],
                 final_T=temp, volume_change=float(np.linalg.det(final["box"]) / np.linalg.det(box_np) - 1.0),

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fusedmlp.model import basis
-from fusedmlp.model.graph import neighbor_table
+from fusedmlp.model.graph import group_starts, neighbor_table, triplet_slots
 from fusedmlp.space import edge_displacements
 from fusedmlp.structures import crystal
 
@@ -75,21 +75,21 @@ def dense_fn(mask):
 
 def grouped_fn(mask, counts, groups: int):
     n, k = mask.shape
-    size = -(-n // groups)
+    starts = group_starts(n, groups)
     ranked = np.sort(counts)[::-1]
-    caps = [int(min(k, ranked[g * size] + 2)) for g in range(groups)]
+    caps = [int(min(k, ranked[a] + 2)) for a in starts]
     order = jnp.asarray(np.argsort(-counts, kind="stable"))  # on device in a real step: a sort per step
     inverse = jnp.argsort(order)
 
     def f(u, qs, out):
         parts = [[] for _ in qs]
-        for g, c in enumerate(caps):
-            rows = order[g * size:(g + 1) * size]
+        for a, b, c in zip(starts, starts[1:] + [n], caps):
+            rows = order[a:b]
             aggs = _contract(u[rows, :c], mask[rows, :c], [q[rows, :c] for q in qs])
             for b, a in enumerate(aggs):
                 parts[b].append(jnp.pad(a, ((0, 0), (0, k - c), (0, 0))))
         return sum(jnp.sum(jnp.tanh(jnp.concatenate(p)[inverse]) * w) for p, w in zip(parts, out))
-    return f, sum(size * c * c for c in caps[:-1]) + (n - size * (groups - 1)) * caps[-1] ** 2, caps
+    return f, triplet_slots(n, k, caps), caps
 
 
 def list_fn(mask, counts):

@@ -20,11 +20,12 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 from ase.build import bulk
-from model_throughput import SUPERCELLS, TI_MASS, _real_triplets, _triplet_slots
+from model_throughput import SUPERCELLS, TI_MASS, _real_triplets
 
 from fusedmlp.md.ensembles import Thermostat
 from fusedmlp.md.neighbors import NeighborGraph
 from fusedmlp.md.simulate import MDSettings, Simulator
+from fusedmlp.model.graph import triplet_slots
 from fusedmlp.reference import zhou2004
 from fusedmlp.reference.eam import graph_energy_fn
 
@@ -51,7 +52,7 @@ def main():
         tr = sim.run(jnp.asarray(atoms.positions), box, progress=lambda m: None)
         k, groups = tr.stats["capacity"], tr.stats["groups"]
         real = [_real_triplets(r, box, CUTOFF) for r in tr.positions[len(tr.positions) // 2:]]
-        grouped = [_triplet_slots(n, k, groups) / x for x in real]
+        grouped = [triplet_slots(n, k, groups) / x for x in real]
         print(f"{t:.0f} | {k} | {groups} | {tr.stats['reallocations']} | {np.mean(grouped):.2f} "
               f"({min(grouped):.2f}-{max(grouped):.2f}) | {np.mean([n * k * k / x for x in real]):.2f}")
 

@@ -58,7 +58,8 @@ import numpy as np
 from jax_md import partition
 from jax_md import space as jmd_space
 
-from ..model.graph import Graph, build_graph, first_inside, group_starts, minimum_image_shifts, neighbor_table
+from ..model.graph import (Graph, build_graph, first_inside, fullest_counts, group_starts, minimum_image_shifts,
+                           neighbor_table)
 from ..space import edge_displacements, image_shifts, plane_spacings
 
 # Graph capacities (neighbours per atom) are rounded up to a multiple of this: runs of different
@@ -319,7 +320,7 @@ class NeighborGraph:
         n = len(positions)
         e = min(n * k, max(int(edge_capacity), self.edge_list_size(n, edges)))
         starts = group_starts(n, self.n_groups(n))
-        firsts = np.sort(counts)[::-1][starts] if n else np.zeros(1, int)
+        firsts = np.asarray(fullest_counts(counts, len(starts))) if n else np.zeros(1, int)
         caps = ()
         if len(starts) > 1:
             # A crystal at its lattice sites has every row at one count, and its groups fill up
@@ -330,9 +331,7 @@ class NeighborGraph:
             given = len(groups) == len(starts)
             group_floor = floor - self.group_extra if self.density_floor and not given else 0
             old = tuple(groups) if given else (0,) * len(starts)
-            caps = (k, *(min(k, max(round_capacity(int(c) + self.group_extra, self.group_quantum), group_floor,
-                                    int(o)))
-                         for c, o in zip(firsts[1:], old[1:])))
+            caps = (k, *(min(k, max(self.group_size(c), group_floor, int(o))) for c, o in zip(firsts[1:], old[1:])))
         return dataclasses.replace(nbrs, peak=jnp.asarray(count, jnp.int32), capacity=k,
                                    edge_peak=jnp.asarray(edges, jnp.int32), edge_capacity=e,
                                    group_peak=jnp.asarray(firsts if caps else firsts[:0], jnp.int32), groups=caps)
@@ -357,13 +356,17 @@ class NeighborGraph:
             return nbrs.edge_capacity
         return max(nbrs.edge_capacity, self.edge_list_size(nbrs.reference.shape[0], int(nbrs.edge_peak)))
 
+    def group_size(self, count) -> int:
+        """Capacity of a row group whose fullest row has ``count`` neighbours: ``group_extra``
+        above it, rounded up to the group quantum."""
+        return round_capacity(int(count) + self.group_extra, self.group_quantum)
+
     def grown_groups(self, nbrs: Neighbors) -> tuple[int, ...]:
         """The row-group capacities to allocate with after ``nbrs`` overflowed: above the largest
         count each group's fullest row reached, never below the old ones (the first group's
         follows the graph capacity in ``allocate``)."""
         peaks = np.asarray(nbrs.group_peak)
-        return tuple(max(c, round_capacity(int(p) + self.group_extra, self.group_quantum)) if p > c else c
-                     for c, p in zip(nbrs.groups, peaks))
+        return tuple(max(c, self.group_size(p)) if p > c else c for c, p in zip(nbrs.groups, peaks))
 
     def tight_groups(self, nbrs: Neighbors) -> tuple[int, ...]:
         """Row-group capacities that follow the counts ``nbrs`` saw: each group's fullest row's
@@ -373,8 +376,7 @@ class NeighborGraph:
         if not nbrs.groups:
             return ()
         peaks = np.asarray(nbrs.group_peak)
-        tight = (nbrs.groups[0], *(min(c, round_capacity(int(p) + self.group_extra, self.group_quantum))
-                                   for c, p in zip(nbrs.groups[1:], peaks[1:])))
+        tight = (nbrs.groups[0], *(min(c, self.group_size(p)) for c, p in zip(nbrs.groups[1:], peaks[1:])))
         return tight if tight != nbrs.groups else ()
 
     def grown_capacity(self, nbrs: Neighbors) -> int:
@@ -417,8 +419,7 @@ class NeighborGraph:
         counts = self._counts(positions, box, nbrs).astype(nbrs.peak.dtype)
         group_peak = nbrs.group_peak
         if nbrs.groups:
-            firsts = -jnp.sort(-counts)[jnp.asarray(group_starts(counts.shape[0], len(nbrs.groups)))]
-            group_peak = jnp.maximum(group_peak, firsts)
+            group_peak = jnp.maximum(group_peak, fullest_counts(counts, len(nbrs.groups)))
         return dataclasses.replace(nbrs, peak=jnp.maximum(nbrs.peak, jnp.max(counts)),
                                    edge_peak=jnp.maximum(nbrs.edge_peak, jnp.sum(counts, dtype=nbrs.edge_peak.dtype)),
                                    group_peak=group_peak)

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import basis
 from .graph import (Graph, edge_receivers, edge_vectors, from_triplet_blocks, sum_into_atoms, to_edges,
-                    to_slots, triplet_blocks)
+                    to_slots, triplet_blocks, triplet_sources)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +105,7 @@ class DimeNetPP(hk.Module):
             angular = basis.sbf_angular(cos, s.n_spherical) * t_mask[..., None]  # (n, c, c, L)
             radial = basis.sbf_radial(take(x), s.n_spherical, s.n_radial, s.envelope_p)  # (n, c, L, R)
             blocks.append((take, angular, radial * mb[..., None, None]))
+        sources = triplet_sources(graph)
 
         edge_mask = graph.edge_mask
         rbf = basis.bessel_rbf(to_edges(graph, x), freq, s.envelope_p) * edge_mask[:, None]  # (E, R)
@@ -116,11 +117,11 @@ class DimeNetPP(hk.Module):
 
         out = self._output(m, rbf, graph, "output_0")
         for b in range(s.n_blocks):
-            m = self._interaction(m, rbf, blocks, graph, f"interaction_{b}")
+            m = self._interaction(m, rbf, blocks, sources, graph, f"interaction_{b}")
             out = out + self._output(m, rbf, graph, f"output_{b + 1}")
         return out  # (N, n_heads)
 
-    def _interaction(self, m, rbf, blocks, graph: Graph, name):
+    def _interaction(self, m, rbf, blocks, sources, graph: Graph, name):
         s = self.s
         with hk.experimental.name_scope(name):
             x_ji = swish(_dense(s.embed_size, "lin_ji")(m))
@@ -150,7 +151,7 @@ class DimeNetPP(hk.Module):
                 aggs.append(jnp.matmul(angular.reshape(n, c, c * n_l), q.reshape(n, c * n_l, -1)))
             # row j, slot a holds the triplet sum for the message j → i_a (masked through
             # ``angular``); move it to that edge
-            agg = from_triplet_blocks(graph, aggs) / s.aggregation_scale  # (E, I)
+            agg = from_triplet_blocks(graph, aggs, sources) / s.aggregation_scale  # (E, I)
             x = swish(_dense(s.embed_size, "lin_up", bias=False)(agg))
             h = x_ji + x
             for k in range(s.n_before_skip):

@@ -86,6 +86,11 @@ def group_starts(n_atoms: int, n_groups: int) -> list[int]:
     return list(range(0, n_atoms, size)) if n_atoms else [0]
 
 
+def fullest_counts(counts, n_groups: int):
+    """(G,) the neighbour count of each row group's first row, ``counts`` (N,) sorted largest first."""
+    return -jnp.sort(-jnp.asarray(counts))[jnp.asarray(group_starts(counts.shape[0], n_groups))]
+
+
 def triplet_blocks(graph: Graph):
     """[(rows, c)]: the triplet blocks, each the rows ``rows`` (an index array; None for all rows in
     order) and their first ``c`` slots."""
@@ -96,17 +101,33 @@ def triplet_blocks(graph: Graph):
     return [(graph.rows[a:b], c) for a, b, c in zip(starts, starts[1:] + [n], graph.groups)]
 
 
-def from_triplet_blocks(graph: Graph, blocks):
+def triplet_sources(graph: Graph):
+    """(E,) where each edge j → i_a finds its triplet sum among the stacked blocks of
+    ``from_triplet_blocks``: flat index rank(j)·K + a, with j = ``neighbors[i, s]``, a =
+    ``reverse[i, s]`` and rank(j) the row's place in ``rows`` (j itself without groups). The same
+    for every interaction block: computed once per evaluation."""
+    row = graph.neighbors
+    if graph.groups:
+        n = graph.rows.shape[0]
+        row = jnp.zeros_like(graph.rows).at[graph.rows].set(jnp.arange(n, dtype=graph.rows.dtype))[row]
+    return to_edges(graph, row * graph.capacity + graph.reverse)
+
+
+def from_triplet_blocks(graph: Graph, blocks, sources):
     """Per-row results of the triplet blocks, ``blocks[g]`` (rows of group g, c_g, F) at (row j,
-    slot a), moved to the edge list entry of the edge j → i_a: (E, F), the edge (i, s) reads row
-    ``neighbors[i, s]``, slot ``reverse[i, s]``."""
+    slot a), moved to the edge list entry of the edge j → i_a: (E, F); ``sources`` is
+    ``triplet_sources(graph)``."""
     k = graph.capacity
     stacked = jnp.concatenate([jnp.pad(b, ((0, 0), (0, k - b.shape[1]), (0, 0))) for b in blocks])
-    row = graph.neighbors
-    if graph.groups:  # row j sits at its rank in ``rows``
-        rank = jnp.zeros_like(graph.rows).at[graph.rows].set(jnp.arange(graph.rows.shape[0], dtype=graph.rows.dtype))
-        row = rank[row]
-    return to_edges(graph, stacked[row, graph.reverse])
+    return stacked.reshape(-1, stacked.shape[-1])[sources]
+
+
+def triplet_slots(n_atoms: int, capacity: int, groups=()) -> int:
+    """Triplet slots the blocks compute: N·K² in one block, Σ_g rows_g·c_g² in row groups."""
+    if not groups:
+        return n_atoms * capacity**2
+    starts = group_starts(n_atoms, len(groups))
+    return sum((b - a) * c * c for a, b, c in zip(starts, starts[1:] + [n_atoms], groups))
 
 
 def to_edges(graph: Graph, a):
@@ -177,6 +198,7 @@ def build_graph(positions, box, candidates, candidate_shifts, candidate_mask, cu
         if len(group_starts(n, len(groups))) != len(groups):
             raise ValueError(f"{len(groups)} row groups of ⌈N/G⌉ rows for {n} atoms: some would be empty")
         rows = jnp.argsort(-count, stable=True).astype(jnp.int32)
+        # ``fullest_counts`` without a second sort: the rows are in that order already
         group_counts = count[rows][jnp.asarray(group_starts(n, len(groups)))].astype(jnp.int32)
     else:
         rows, group_counts = jnp.arange(n, dtype=jnp.int32), jnp.zeros(0, jnp.int32)
