@@ -21,7 +21,10 @@ stand in for a trained model (``model_throughput``): the cost does not depend on
 The noise: NVT frames of the 36-atom cell at 323 K with the reference EAM (a physical thermal
 sample); over windows of F consecutive frames, the thermal standard deviation of the exact
 constants (across windows) against the standard deviation the directional estimator adds (across
-its D assignments of directions to the same frames).
+its D assignments of directions to the same frames), without and with the control variates of
+the normal Born stresses, their slopes fitted on the earlier windows as the trainer fits them
+on a state point's earlier trajectories (``--noise-frames 7000`` for 175 windows of 40 frames;
+``--noise-seed`` for another trajectory).
 """
 
 from __future__ import annotations
@@ -135,12 +138,13 @@ def noise(windows: list[int], n_frames: int, seed: int = 0) -> list[dict]:
     from fusedmlp.md.ensembles import Thermostat
     from fusedmlp.md.neighbors import NeighborGraph, frame_graphs
     from fusedmlp.md.simulate import MDSettings, Simulator
-    from fusedmlp.observables.born_directions import born_directions
+    from fusedmlp.observables.born_directions import MIN_FIT_FRAMES, born_directions, fit_init, fit_slopes, fit_update
     from fusedmlp.observables.reweighting import BatchedQuantities, directional_quantities
     from fusedmlp.observables.stress import kinetic_tensor, stress_fluctuation
     from fusedmlp.reference import zhou2004
     from fusedmlp.reference.eam import graph_energy_fn
     from fusedmlp.structures import crystal
+    from fusedmlp.training.top_down import FIRST_BORN_FACTOR
 
     jax.config.update("jax_enable_x64", True)
     p = zhou2004("Ti")
@@ -172,26 +176,42 @@ def noise(windows: list[int], n_frames: int, seed: int = 0) -> list[dict]:
     assert np.allclose(check, y_all[:k], rtol=1e-8, atol=1e-10), "directional program ≠ full tensor"
     v = abs(np.linalg.det(box))
 
+    adiabatic = jax.jit(lambda s, b, k, e: stress_fluctuation(s, b, k, e, v, n, 323.0)["adiabatic"])
+
     def constants(sel, born):
-        c = stress_fluctuation(jnp.asarray(q["born_stress"][sel]), born, jnp.asarray(kin[sel]),
-                               jnp.asarray(q["energy"][sel]), v, n, 323.0)["adiabatic"]
+        c = adiabatic(jnp.asarray(q["born_stress"][sel]), born, jnp.asarray(kin[sel]), jnp.asarray(q["energy"][sel]))
         r = reduce_stiffness(units.ev_per_a3_to_gpa(np.asarray(c)), "hexagonal")
         return np.array([float(r[c]) for c in names])
 
     out = []
     for f in windows:
-        exact, added = [], []
+        exact, added, added_cv, added_first, fit = [], [], [], [], fit_init(dirs.count)
+        # windows in time order, as a state point's trajectories: the control variates' slopes
+        # are fitted on the earlier windows' frames under the trainer's assignment (offset 0)
         for start in range(0, len(pos) - f + 1, f):
             sel = slice(start, start + f)
+            stress = jnp.asarray(q["born_stress"][sel])
             exact.append(constants(sel, jnp.asarray(q["born_stiffness"][sel])))
-            est = []
+            slopes = fit_slopes(fit)
+            est, est_cv, est_first = [], [], []
             for o in range(dirs.count):
                 idx = dirs.assign(f, 1, o)
-                y = np.take_along_axis(y_all[sel], idx, axis=1)
-                est.append(constants(sel, dirs.mean_stiffness(jnp.asarray(y), idx)))
+                y = jnp.asarray(np.take_along_axis(y_all[sel], idx, axis=1))
+                est.append(constants(sel, dirs.mean_stiffness(y, idx)))
+                est_cv.append(constants(sel, dirs.mean_stiffness(y, idx, None, stress, slopes)))
+                idx = dirs.assign(f, FIRST_BORN_FACTOR, o)  # a state point's first trajectory
+                y = jnp.asarray(np.take_along_axis(y_all[sel], idx, axis=1))
+                est_first.append(constants(sel, dirs.mean_stiffness(y, idx)))
             added.append(np.std(est, axis=0))
+            added_first.append(np.std(est_first, axis=0))
+            if np.all(np.asarray(fit.count) >= MIN_FIT_FRAMES):
+                added_cv.append(np.std(est_cv, axis=0))
+            idx = dirs.assign(f, 1)
+            fit = fit_update(fit, np.take_along_axis(y_all[sel], idx, axis=1), idx, q["born_stress"][sel])
         out.append(dict(frames=f, windows=len(exact), thermal=np.std(exact, axis=0, ddof=1).tolist(),
                         added=np.sqrt(np.mean(np.square(added), axis=0)).tolist(),
+                        added_cv=np.sqrt(np.mean(np.square(added_cv), axis=0)).tolist(), windows_cv=len(added_cv),
+                        added_first=np.sqrt(np.mean(np.square(added_first), axis=0)).tolist(),
                         mean=np.mean(exact, axis=0).tolist(), names=names))
     return out
 
@@ -220,6 +240,7 @@ def main():
     ap.add_argument("--single", action="store_true",
                     help="one call per program (memory runs): cost includes compile, no compile time")
     ap.add_argument("--noise-frames", type=int, default=800, help="EAM frames for the noise (0: skip)")
+    ap.add_argument("--noise-seed", type=int, default=0, help="seed of the EAM trajectory for the noise")
     ap.add_argument("--quick", action="store_true", help="demo model only, no noise")
     ap.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("--noise", action="store_true", help=argparse.SUPPRESS)
@@ -230,7 +251,7 @@ def main():
         print(json.dumps(one(model, int(d), int(f), int(b), args.params, args.single)))
         return
     if args.noise:
-        print(json.dumps(noise([20, 40, 80, 200], args.noise_frames)))
+        print(json.dumps(noise([20, 40, 90, 200], args.noise_frames, args.noise_seed)))
         return
     if args.quick:
         args.models, args.noise_frames = ["demo"], 0
@@ -252,7 +273,8 @@ def main():
                     rows.append(r)
                     print(f"  {model} {d} directions {f} frames: update {r['update_s'] / r['efv_s']:.1f} E+F/frame",
                           file=sys.stderr, flush=True)
-    noise_rows = (_subprocess(["--noise", "--noise-frames", str(args.noise_frames)]) or []) if args.noise_frames else []
+    noise_rows = (_subprocess(["--noise", "--noise-frames", str(args.noise_frames), "--noise-seed",
+                               str(args.noise_seed)]) or []) if args.noise_frames else []
 
     import jax
     print(f"DiffTRe update cost, JAX {jax.__version__} on {jax.devices()[0].platform}, float32 models with random "
@@ -269,12 +291,16 @@ def main():
                           f"{r['born_compile_s']:.1f}", f"{r['update_compile_s']:.1f}", f"{r['peak_rss_gb']:.2f}"]))
     if noise_rows:
         print(f"\nnoise of the adiabatic constants (GPa), reference EAM, 36 atoms, 323 K, frames every 20 fs "
-              f"({args.noise_frames} frames): thermal σ of the exact estimate over windows of F frames | σ the "
-              "1-direction-per-frame estimator adds over its assignments (rms over windows)")
-        print(" | ".join(["F", "windows"] + [f"{c} thermal | added" for c in noise_rows[0]["names"]]))
+              f"({args.noise_frames} frames, seed {args.noise_seed}): thermal σ of the exact estimate over windows "
+              "of F frames | σ the 1-direction-per-frame estimator adds over its assignments (rms over windows) | "
+              "the same with 2 directions per frame (a state point's first trajectory) | with 1 direction and "
+              "control variates, slopes fitted on the earlier windows (rms over the windows after every "
+              "direction has the frames the slopes need)")
+        print(" | ".join(["F", "windows"] + [f"{c} thermal | added | first | c.v." for c in noise_rows[0]["names"]]))
         for r in noise_rows:
-            print(" | ".join([str(r["frames"]), str(r["windows"])]
-                             + [f"{t:.2f} | {a:.2f}" for t, a in zip(r["thermal"], r["added"])]))
+            print(" | ".join([str(r["frames"]), f"{r['windows']} ({r['windows_cv']})"]
+                             + [f"{t:.2f} | {a:.2f} | {a2:.2f} | {b:.2f}" for t, a, a2, b
+                                in zip(r["thermal"], r["added"], r["added_first"], r["added_cv"])]))
     print(f"\ntotal {time.time() - t_start:.0f} s")
 
 

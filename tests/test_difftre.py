@@ -21,7 +21,7 @@ from fusedmlp.md.neighbors import NeighborGraph, frame_graphs
 from fusedmlp.md.simulate import MDSettings, Simulator
 from fusedmlp.model.graph import edge_vectors
 from fusedmlp.observables.averages import block_estimate
-from fusedmlp.observables.born_directions import born_directions
+from fusedmlp.observables.born_directions import born_directions, fit_init, fit_slopes, fit_update
 from fusedmlp.observables.reweighting import (Frames, directional_quantities, effective_sample_size,
                                               frame_quantities, make_frames,
                                               reweighting_weights)
@@ -314,14 +314,16 @@ def test_single_batch_program_equals_two_pass(rattled):
     assert len(one._one_pass.compiled) == 1
 
 
-def directional_frames(sp, fr, per_frame, offset=0, n_frames=None):
+def directional_frames(sp, fr, per_frame, offset=0, n_frames=None, slopes=None):
     """``fr`` (first ``n_frames``) carrying ``per_frame`` Born strain directions each, assigned from
-    ``offset``."""
+    ``offset``, with control-variate ``slopes`` (D, 3) if given."""
     n = len(fr.positions) if n_frames is None else n_frames
     fr = subset(fr, slice(0, n))
     dirs = born_directions(sp.symmetry, sp.stiffness_constants)
     index = dirs.assign(n, per_frame, offset)
     fixed = dict(fr.fixed, born_index=index, born_vectors=dirs.vectors[index])
+    if slopes is not None:
+        fixed["born_slopes"] = slopes
     return dataclasses.replace(fr, fixed=fixed), dirs
 
 
@@ -363,16 +365,19 @@ def test_directional_born_with_every_direction_equals_full_tensor(rattled):
     assert abs(float(grad_d["c"])) < 1e-9 * abs(loss)
 
 
-def test_directional_born_one_direction_per_frame(rattled):
+@pytest.mark.parametrize("control_variates", [False, True])
+def test_directional_born_one_direction_per_frame(rattled, control_variates):
     """One direction per frame: the gradient equals jax.grad of the same (stratified) loss
     written directly, and the constants averaged over the D assignments equal the exact ones at
-    uniform weights (the estimator adds noise, not bias)."""
+    uniform weights (the estimator adds noise, not bias), without and with control variates of
+    any fixed slopes (their gradient runs through the Born stresses)."""
     sp, fr, rw = rattled
     dirs = born_directions(sp.symmetry, sp.elastic_targets)
     n = (len(fr.positions) // dirs.count) * dirs.count
     sp1 = dataclasses.replace(sp, born_directions=1)
     theta = {"D": D0 * 1.03, "alpha": ALPHA0 * 0.985, "c": 0.2}
-    fr1, _ = directional_frames(sp, fr, 1, offset=2, n_frames=n)
+    slopes = np.random.default_rng(5).normal(scale=20.0, size=(dirs.count, 3)) if control_variates else None
+    fr1, _ = directional_frames(sp, fr, 1, offset=2, n_frames=n, slopes=slopes)
     loss, pred, ess, grad = rw.evaluate(theta, fr1, sp1)
     q_all = jax.vmap(directional_quantities(shifted_morse), (None, 0, None, 0, 0))
 
@@ -387,13 +392,68 @@ def test_directional_born_one_direction_per_frame(rattled):
     for k in ("D", "alpha"):
         assert float(grad[k]) == pytest.approx(float(ref[k]), rel=1e-9), k
 
+    if control_variates:  # the correction changes the estimate of this assignment
+        plain = rw.evaluate(theta, directional_frames(sp, fr, 1, offset=2, n_frames=n)[0], sp1, gradient=False)[1]
+        assert abs(plain["C11"] - pred["C11"]) > 1e-3 * abs(plain["C11"])
     exact = rw.evaluate(THETA0_C, subset(fr, slice(0, n)), sp, gradient=False)[1]
-    per_offset = [rw.evaluate(THETA0_C, directional_frames(sp, fr, 1, offset=o, n_frames=n)[0], sp1,
-                              gradient=False)[1] for o in range(dirs.count)]
+    per_offset = [rw.evaluate(THETA0_C, directional_frames(sp, fr, 1, offset=o, n_frames=n, slopes=slopes)[0],
+                              sp1, gradient=False)[1] for o in range(dirs.count)]
     for k in ("C11", "C12", "C44"):
         values = np.array([p[k] for p in per_offset])
         assert values.mean() == pytest.approx(exact[k], rel=1e-10), k
         assert np.std(values) > 1e-6 * abs(exact[k])  # one offset alone is not the exact mean
+
+
+def test_born_fit_matches_least_squares_and_its_control_variates_remove_the_stress_noise():
+    """``fit_update`` over five trajectories merges into the slopes of one least-squares fit of
+    all their frames (second method: numpy's lstsq with an intercept); with slopes fitted on
+    earlier frames, the estimate of ⟨y_d⟩ on new frames (directional stiffnesses linear in the
+    normal stresses plus small noise) averages over the D assignments to the exact mean, and
+    its spread over them falls from the stresses' noise to the small noise."""
+    dirs = born_directions("hexagonal", ["C11", "C33", "C44", "C12", "C13"])
+    d, rng = dirs.count, np.random.default_rng(11)
+    beta = rng.normal(scale=30.0, size=(d, 3))
+    mu = rng.uniform(1.0, 3.0, size=d)
+
+    def frames(n):
+        stress = 0.02 + 0.003 * rng.normal(size=(n, 6))
+        y_all = mu + stress[:, :3] @ beta.T + 1e-3 * rng.normal(size=(n, d))
+        return stress, y_all
+
+    fit, xs, ys, idx = fit_init(d), [], [], []
+    for offset, n in enumerate((27, 40, 13, 90, 60)):
+        stress, y_all = frames(n)
+        index = dirs.assign(n, 1, offset)
+        y = np.take_along_axis(y_all, index, axis=1)
+        fit = fit_update(fit, y, index, stress)
+        xs.append(stress[:, :3]), ys.append(y[:, 0]), idx.append(index[:, 0])
+    x, y, index = np.concatenate(xs), np.concatenate(ys), np.concatenate(idx)
+    unshrunk, slopes = fit_slopes(fit, prior_frames=0.0), fit_slopes(fit)
+    for k in range(d):
+        m = index == k
+        ref = np.linalg.lstsq(np.c_[np.ones(m.sum()), x[m]], y[m], rcond=None)[0][1:]
+        np.testing.assert_allclose(unshrunk[k], ref, rtol=1e-3)
+        # shrunk by a ridge of one frame's mean covariate variance, from the centred frames
+        xc, yc = x[m] - x[m].mean(0), y[m] - y[m].mean()
+        gram = xc.T @ xc
+        shrunk = np.linalg.solve(gram + np.trace(gram) / (3 * m.sum()) * np.eye(3), xc.T @ yc)
+        np.testing.assert_allclose(slopes[k], shrunk, rtol=1e-3)
+        assert np.linalg.norm(slopes[k]) < np.linalg.norm(ref)
+    np.testing.assert_allclose(unshrunk, beta, atol=0.5)  # the noise of y over that of x: ~0.1
+    assert np.all(fit_slopes(fit, min_frames=100) == 0.0)  # too few frames: no correction
+
+    stress, y_all = frames(9 * 8)
+    exact = dirs.to_stiffness @ y_all.mean(0)
+    spread = {}
+    for name, s in (("plain", None), ("control variates", slopes)):
+        est = []
+        for offset in range(d):
+            index = dirs.assign(len(y_all), 1, offset)
+            y = jnp.asarray(np.take_along_axis(y_all, index, axis=1))
+            est.append(np.asarray(dirs.mean_stiffness(y, index, None, jnp.asarray(stress), s)).ravel())
+        np.testing.assert_allclose(np.mean(est, axis=0), exact, atol=1e-12)
+        spread[name] = np.std(est, axis=0).max()
+    assert spread["control variates"] < 0.1 * spread["plain"]
 
 
 def test_state_point_validation():

@@ -23,6 +23,11 @@ TINY = dict(embed_size=4, out_embed_size=4, type_embed_size=2, int_embed_size=2,
 def setup(small_dataset):
     settings = ModelSettings.create(["Ti"], **TINY)
     params = init_params(settings, jax.random.PRNGKey(0), dtype=jnp.float64)
+    # init_params zeroes the output layers (a flat energy): small random ones give the first
+    # trajectory stresses and stiffnesses to fit the control variates' slopes on
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, x: x + 0.05 * rng.normal(size=x.shape) if "lin_out" in jax.tree_util.keystr(path) else x, params)
     at = crystal("Ti", "hcp", 2.95, 1.59, (2, 2, 1))
     sp = StatePoint("323K", 323.0, at.positions, np.asarray(at.cell), np.zeros(len(at), int),
                     np.full(len(at), 47.867), {"C44": 50.0, "pressure": 0.0}, {"C44": 1.0, "pressure": 10.0},
@@ -81,6 +86,9 @@ def test_trajectory_reuse_and_selection_of_end_parameters(setup, tmp_path):
     first, second = res.rows
     assert first["323K_trajectory_updates"] == 1 and np.isfinite(first["323K_md_steps_per_s"])
     assert second["323K_trajectory_updates"] == 2 and "323K_md_steps_per_s" not in second
+    # a reused trajectory's frames join the control variates' fit once (8 frames carrying both
+    # directions C44 reads: the first trajectory carries twice the configured one)
+    assert [r["323K_born_fit_frames"] for r in res.rows] == [16, 16]
     assert 0.01 <= second["323K_ess_before"] <= 1.0
     # the score is the end-of-epoch loss relative to the first epoch's loss during it
     assert second["exp_loss_rel"] == pytest.approx(second["exp_loss_end"] / first["exp_loss"])
@@ -99,6 +107,10 @@ def test_trajectory_reuse_and_selection_of_end_parameters(setup, tmp_path):
     fresh = fit_top_down(settings, params, sps, dataclasses.replace(ts, reuse_ess=1.0),
                          SchemeSettings(("exp",)), tmp_path / "f.npz", dft=dft, progress=lambda m: None)
     assert [r["323K_trajectory_updates"] for r in fresh.rows] == [1, 1]
+    # each fresh trajectory adds its frames (the first two directions each, the second one); the
+    # second uses the slopes fitted on the first's (8 frames per direction; 4 are needed)
+    assert [r["323K_born_fit_frames"] for r in fresh.rows] == [16, 24]
+    assert [r["323K_born_slopes"] for r in fresh.rows] == [False, True]
     assert all(np.isfinite(r["323K_md_steps_per_s"]) for r in fresh.rows)
 
 

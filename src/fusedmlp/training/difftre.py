@@ -177,7 +177,7 @@ def predictions(q: dict, fixed: dict, weights, sp: StatePoint | StateSpec) -> di
     if sp.stiffness_constants:
         if "born_directional" in q:  # sampled along strain directions: their weighted means
             born = born_directions(sp.symmetry, sp.stiffness_constants).mean_stiffness(
-                q["born_directional"], fixed["born_index"], weights)
+                q["born_directional"], fixed["born_index"], weights, q["born_stress"], fixed.get("born_slopes"))
         else:
             born = q["born_stiffness"]
         c = stress_fluctuation(q["born_stress"], born, kin, q["energy"], volume, sp.n_atoms,
@@ -242,6 +242,11 @@ class Reweighter(BatchedQuantities):
 
     def evaluate(self, params, fr: Frames, sp: StatePoint, gradient: bool = True):
         """(loss, predictions, ESS, gradient or None) of state point ``sp`` at ``params``."""
+        return self.evaluate_with_quantities(params, fr, sp, gradient)[:4]
+
+    def evaluate_with_quantities(self, params, fr: Frames, sp: StatePoint, gradient: bool = True):
+        """``evaluate``'s (loss, predictions, ESS, gradient or None) and the per-frame quantities
+        they came from (None where one compiled pass computed everything)."""
         dtype = jnp.asarray(fr.positions).dtype
         spec = sp.spec(dtype)
         directional = sp.needs_born and fr.directional
@@ -249,7 +254,7 @@ class Reweighter(BatchedQuantities):
             (value, (pred, w)), grads = self._one_pass(
                 params, jnp.asarray(fr.positions), jnp.asarray(fr.box), fr.graphs, jnp.asarray(fr.u_ref, dtype),
                 {k: jnp.asarray(v, dtype) for k, v in fr.fixed.items()}, spec)
-            return float(value), _to_host(pred), effective_sample_size(w), grads
+            return float(value), _to_host(pred), effective_sample_size(w), grads, None
         q = self.quantities(params, fr, sp.needs_born)
         u_ref = jnp.asarray(fr.u_ref, q["energy"].dtype)
 
@@ -258,7 +263,7 @@ class Reweighter(BatchedQuantities):
 
         if not gradient:
             value, (pred, w) = loss_of(q)
-            return float(value), _to_host(pred), effective_sample_size(w), None
+            return float(value), _to_host(pred), effective_sample_size(w), None, q
         (value, (pred, w)), cot = jax.value_and_grad(loss_of, has_aux=True)(q)
         grads = None
         for idx, padded in self._batches(len(fr.positions)):
@@ -270,7 +275,7 @@ class Reweighter(BatchedQuantities):
             else:
                 g = self._vjp(params, *self._take(fr, padded), c, sp.needs_born)
             grads = g if grads is None else jax.tree_util.tree_map(jnp.add, grads, g)
-        return float(value), _to_host(pred), effective_sample_size(w), grads
+        return float(value), _to_host(pred), effective_sample_size(w), grads, q
 
 
 def _to_host(pred: dict) -> dict:

@@ -38,6 +38,7 @@ from ..md.simulate import MDSettings, Simulator, lattice_site_momenta
 from ..model.energy import energy_fn
 from ..model.params import trainable, with_trainable
 from ..model.settings import ModelSettings
+from ..observables.born_directions import BornFit, born_directions, fit_init, fit_slopes, fit_update
 from ..observables.reweighting import Frames, effective_sample_size, make_frames, reweighting_weights
 from .difftre import Reweighter, StatePoint
 from . import loop
@@ -48,6 +49,11 @@ log = logging.getLogger(__name__)
 _SHORT = {"pressure": "P", "pressure_a": "Pa", "pressure_c": "Pc",  # progress lines' names
           "pressure_slope": "dP/dT", "pressure_a_slope": "dPa/dT", "pressure_c_slope": "dPc/dT"}
 STEPS = ("exp", "dft")  # the update steps a top-down scheme composes (config `schemes.<name>.steps`)
+# Born directions per frame of a state point's first trajectory, relative to the configured ones
+# (``Walker``): on EAM frames of hcp Ti at 323 K, 40 frames with two directions each add 0.53-0.62x
+# the thermal noise of C13 to it, one direction 0.95-1.10x; it costs one compilation more
+# (``benchmarks/difftre_cost.py``)
+FIRST_BORN_FACTOR = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,14 +137,21 @@ class SchemeSettings:
 
 @functools.partial(jax.tree_util.register_dataclass,
                    data_fields=["positions", "momenta", "started", "frame_capacity", "graph_capacity",
-                                "frame_positions", "frame_momenta", "u_ref", "served"],
+                                "frame_positions", "frame_momenta", "u_ref", "served", "born_fit",
+                                "born_slopes", "born_per_frame"],
                    meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class Walker:
     """One state point's sampling: where its next trajectory starts, the graph capacities its
     frames and MD used (they only grow, so a resumed run pads, and sums, exactly as the
     uninterrupted one), and its latest trajectory's kept frames with their sampling energies
-    (what a reused trajectory and the end-of-epoch score reweight)."""
+    (what a reused trajectory and the end-of-epoch score reweight). Where the frames sample the
+    Born stiffness along strain directions: the least-squares statistics of the directional
+    stiffnesses on their control variates over the trajectories so far (each added after its
+    first update), and the slopes and directions per frame the latest trajectory's frames use,
+    fixed when it was drawn (``observables.born_directions``). The first trajectory, with no
+    fit to correct it, carries ``FIRST_BORN_FACTOR`` times the directions: its own noise stays
+    below the thermal noise, and every direction gets the frames the next one's slopes need."""
 
     positions: jnp.ndarray  # (N, 3)
     momenta: jnp.ndarray  # (N, 3); drawn from the seed while ``started`` is false
@@ -149,6 +162,9 @@ class Walker:
     frame_momenta: jnp.ndarray  # (F, N, 3)
     u_ref: jnp.ndarray  # (F,) their energies under the parameters that sampled them
     served: np.ndarray  # () updates the latest trajectory has served (0: none yet)
+    born_fit: BornFit  # D directions (0 where the frames carry none)
+    born_slopes: np.ndarray  # (D, 3)
+    born_per_frame: np.ndarray  # () int
 
 
 class ExpState(NamedTuple):
@@ -193,8 +209,10 @@ class ExpTrainer:
 
         def walker(sp):
             n = np.shape(sp.positions)
+            fit = fit_init(_direction_count(sp))
             return Walker(jnp.asarray(sp.positions, dtype), jnp.zeros(n, dtype), np.asarray(False), zero, zero,
-                          jnp.zeros((f,) + n, dtype), jnp.zeros((f,) + n, dtype), jnp.zeros(f, dtype), zero)
+                          jnp.zeros((f,) + n, dtype), jnp.zeros((f,) + n, dtype), jnp.zeros(f, dtype), zero,
+                          fit, np.zeros(np.shape(fit.sxy), np.float32), np.asarray(sp.born_directions))
 
         return ExpState(self.optimizer.init(trainable(params)), tuple(walker(sp) for sp in self.sps))
 
@@ -206,7 +224,8 @@ class ExpTrainer:
         pos = np.asarray(w.frame_positions)
         graphs = frame_graphs(pos, sp.box, self.cutoff, extra=6,
                               min_capacity=max(int(v.frame_capacity) for v in shared))
-        return make_frames(pos, np.asarray(w.frame_momenta), sp.masses, sp.box, graphs, np.asarray(w.u_ref), sp)
+        return make_frames(pos, np.asarray(w.frame_momenta), sp.masses, sp.box, graphs, np.asarray(w.u_ref), sp,
+                           np.asarray(w.born_slopes), int(w.born_per_frame))
 
     def ess(self, k: int, params, frames: Frames) -> float:
         """Effective sample size (fraction) of state point k's frames under ``params``."""
@@ -234,7 +253,14 @@ class ExpTrainer:
         skip = min(self.ts.skip_frames, len(traj.positions) - 2)
         pos, mom_f = traj.positions[skip:], traj.momenta[skip:]
         graphs = frame_graphs(pos, sp.box, self.cutoff, extra=6, min_capacity=frame_capacity)
-        frames = make_frames(pos, mom_f, sp.masses, sp.box, graphs, np.zeros(len(pos)), sp)
+        # control-variate slopes from the earlier trajectories only: fitted on the frames they
+        # correct, they would bias the estimate (the regression estimator's O(1/n))
+        slopes = np.asarray(fit_slopes(w.born_fit), np.float32)
+        count = _direction_count(sp)
+        per_frame = sp.born_directions
+        if count and not np.any(np.asarray(w.born_fit.count)):
+            per_frame = min(FIRST_BORN_FACTOR * per_frame, count)
+        frames = make_frames(pos, mom_f, sp.masses, sp.box, graphs, np.zeros(len(pos)), sp, slopes, per_frame)
         # θ̂ = the sampling parameters: the weights are exactly uniform at θ̂
         frames = dataclasses.replace(frames, u_ref=self.rews[k].energies(params, frames))
         dtype = w.positions.dtype
@@ -243,7 +269,7 @@ class ExpTrainer:
         walker = Walker(jnp.asarray(traj.final["positions"], dtype), jnp.asarray(traj.final["momenta"], dtype),
                         np.asarray(True), np.asarray(graphs.neighbors.shape[-1]), np.asarray(traj.stats["capacity"]),
                         jnp.asarray(pos, dtype), jnp.asarray(mom_f, dtype), jnp.asarray(frames.u_ref, dtype),
-                        np.asarray(0))
+                        np.asarray(0), w.born_fit, slopes, np.asarray(per_frame))
         return frames, walker, traj.stats
 
     def update(self, k: int, params, opt_state, frames: Frames, penalty: Penalty | None = None, epoch: int = 0):
@@ -254,7 +280,7 @@ class ExpTrainer:
         parameters, optimizer state and a report (loss, predictions, ESS of the frames under the
         new parameters, the penalty's mean)."""
         sp, rew = self.sps[k], self.rews[k]
-        loss, pred, _, grads = rew.evaluate(params, frames, sp)
+        loss, pred, _, grads, q = rew.evaluate_with_quantities(params, frames, sp)
         net, grads, values = trainable(params), trainable(grads), []
         for i in range(penalty.substeps if penalty is not None else 1):
             g = grads
@@ -268,7 +294,7 @@ class ExpTrainer:
         w = reweighting_weights(jnp.asarray(rew.energies(new, frames)), jnp.asarray(frames.u_ref),
                                 sp.temperature)
         extra = {} if penalty is None else {penalty.report: float(np.mean(values))}
-        return new, opt_state, dict(loss=loss, pred=pred, ess=effective_sample_size(w), extra=extra)
+        return new, opt_state, dict(loss=loss, pred=pred, ess=effective_sample_size(w), extra=extra, quantities=q)
 
     def step(self, k: int, progress: Callable[[str], None], penalty: Penalty | None = None) -> loop.Step:
         """The loop step of state point k: frames (the latest trajectory's while its effective
@@ -277,7 +303,7 @@ class ExpTrainer:
         sp, ts = self.sps[k], self.ts
 
         def apply(params, state: ExpState, epoch: int):
-            walker, frames, report = state.walkers[k], None, {}
+            walker, frames, report, fresh = state.walkers[k], None, {}, False
             if ts.reuse_ess < 1.0 and int(walker.served) > 0:
                 frames = self.frames(k, state.walkers)
                 report[f"{sp.name}_ess_before"] = ess = self.ess(k, params, frames)
@@ -285,9 +311,20 @@ class ExpTrainer:
                     frames = None
             if frames is None:
                 frames, walker, stats = self.trajectory(k, params, state.walkers, epoch)
+                fresh = True
                 report[f"{sp.name}_md_steps_per_s"] = stats["steps"] / stats["wall_s"]
             walker = dataclasses.replace(walker, served=np.asarray(int(walker.served) + 1))
             params, opt_state, rep = self.update(k, params, state.opt_state, frames, penalty, epoch)
+            q = rep["quantities"]
+            if fresh and frames.directional and q is not None and "born_directional" in q:
+                # the new frames' stiffnesses join the fit of the control variates' slopes: once
+                # per trajectory, at the parameters that sampled it
+                walker = dataclasses.replace(walker, born_fit=fit_update(
+                    walker.born_fit, q["born_directional"], frames.fixed["born_index"], q["born_stress"]))
+            if frames.directional and len(walker.born_slopes):
+                # frame-directions the slopes are fitted on, and whether this update's frames used any
+                report[f"{sp.name}_born_fit_frames"] = int(np.sum(walker.born_fit.count))
+                report[f"{sp.name}_born_slopes"] = bool(np.any(np.asarray(walker.born_slopes) != 0))
             report.update({f"{sp.name}_loss": rep["loss"], f"{sp.name}_ess": rep["ess"],
                            f"{sp.name}_trajectory_updates": int(walker.served)}, **rep["extra"])
             scalars = scalar_predictions(rep["pred"])
@@ -320,6 +357,14 @@ class ExpTrainer:
             return params, state, report
 
         return loop.Step("exp score", "exp", apply)
+
+
+def _direction_count(sp: StatePoint) -> int:
+    """Strain directions the frames of ``sp`` sample the Born stiffness along (0: none, or the
+    full tensor)."""
+    if sp.born_directions and sp.needs_born and sp.stiffness_constants:
+        return born_directions(sp.symmetry, sp.stiffness_constants).count
+    return 0
 
 
 def _shown(name: str, value: float) -> str:
