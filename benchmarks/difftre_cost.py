@@ -144,7 +144,6 @@ def noise(windows: list[int], n_frames: int, seed: int = 0) -> list[dict]:
     from fusedmlp.reference import zhou2004
     from fusedmlp.reference.eam import graph_energy_fn
     from fusedmlp.structures import crystal
-    from fusedmlp.training.top_down import FIRST_BORN_FACTOR
 
     jax.config.update("jax_enable_x64", True)
     p = zhou2004("Ti")
@@ -185,33 +184,34 @@ def noise(windows: list[int], n_frames: int, seed: int = 0) -> list[dict]:
 
     out = []
     for f in windows:
-        exact, added, added_cv, added_first, fit = [], [], [], [], fit_init(dirs.count)
+        # (directions per frame, control variates) -> σ added per window; per p: the fit
+        exact, added, fit = [], {(p, cv): [] for p in (1, 2) for cv in (False, True)}, {}
+        fit = {p: fit_init(dirs.count) for p in (1, 2)}
         # windows in time order, as a state point's trajectories: the control variates' slopes
         # are fitted on the earlier windows' frames under the trainer's assignment (offset 0)
         for start in range(0, len(pos) - f + 1, f):
             sel = slice(start, start + f)
             stress = jnp.asarray(q["born_stress"][sel])
             exact.append(constants(sel, jnp.asarray(q["born_stiffness"][sel])))
-            slopes = fit_slopes(fit)
-            est, est_cv, est_first = [], [], []
+            slopes = {p: fit_slopes(fit[p]) for p in (1, 2)}
+            est = {k: [] for k in added}
             for o in range(dirs.count):
-                idx = dirs.assign(f, 1, o)
-                y = jnp.asarray(np.take_along_axis(y_all[sel], idx, axis=1))
-                est.append(constants(sel, dirs.mean_stiffness(y, idx)))
-                est_cv.append(constants(sel, dirs.mean_stiffness(y, idx, None, stress, slopes)))
-                idx = dirs.assign(f, FIRST_BORN_FACTOR, o)  # a state point's first trajectory
-                y = jnp.asarray(np.take_along_axis(y_all[sel], idx, axis=1))
-                est_first.append(constants(sel, dirs.mean_stiffness(y, idx)))
-            added.append(np.std(est, axis=0))
-            added_first.append(np.std(est_first, axis=0))
-            if np.all(np.asarray(fit.count) >= MIN_FIT_FRAMES):
-                added_cv.append(np.std(est_cv, axis=0))
-            idx = dirs.assign(f, 1)
-            fit = fit_update(fit, np.take_along_axis(y_all[sel], idx, axis=1), idx, q["born_stress"][sel])
+                for p in (1, 2):
+                    idx = dirs.assign(f, p, o)
+                    y = jnp.asarray(np.take_along_axis(y_all[sel], idx, axis=1))
+                    est[p, False].append(constants(sel, dirs.mean_stiffness(y, idx)))
+                    est[p, True].append(constants(sel, dirs.mean_stiffness(y, idx, None, stress, slopes[p])))
+            fitted = {p: np.all(np.asarray(fit[p].count) >= MIN_FIT_FRAMES) for p in (1, 2)}
+            for key, values in est.items():
+                if not key[1] or fitted[key[0]]:
+                    added[key].append(np.std(values, axis=0))
+            for p in (1, 2):
+                idx = dirs.assign(f, p)
+                fit[p] = fit_update(fit[p], np.take_along_axis(y_all[sel], idx, axis=1), idx, q["born_stress"][sel])
+        rms = {f"{p}{'cv' if cv else ''}": np.sqrt(np.mean(np.square(v), axis=0)).tolist()
+               for (p, cv), v in added.items()}
         out.append(dict(frames=f, windows=len(exact), thermal=np.std(exact, axis=0, ddof=1).tolist(),
-                        added=np.sqrt(np.mean(np.square(added), axis=0)).tolist(),
-                        added_cv=np.sqrt(np.mean(np.square(added_cv), axis=0)).tolist(), windows_cv=len(added_cv),
-                        added_first=np.sqrt(np.mean(np.square(added_first), axis=0)).tolist(),
+                        added=rms, windows_cv=len(added[1, True]),
                         mean=np.mean(exact, axis=0).tolist(), names=names))
     return out
 
@@ -292,15 +292,16 @@ def main():
     if noise_rows:
         print(f"\nnoise of the adiabatic constants (GPa), reference EAM, 36 atoms, 323 K, frames every 20 fs "
               f"({args.noise_frames} frames, seed {args.noise_seed}): thermal σ of the exact estimate over windows "
-              "of F frames | σ the 1-direction-per-frame estimator adds over its assignments (rms over windows) | "
-              "the same with 2 directions per frame (a state point's first trajectory) | with 1 direction and "
-              "control variates, slopes fitted on the earlier windows (rms over the windows after every "
-              "direction has the frames the slopes need)")
-        print(" | ".join(["F", "windows"] + [f"{c} thermal | added | first | c.v." for c in noise_rows[0]["names"]]))
+              "of F frames | σ the directional estimator adds over its assignments (rms over windows) with 1 "
+              "and 2 directions per frame, without | with control variates, their slopes fitted on the earlier "
+              "windows (rms over the windows after every direction has the frames the slopes need)")
+        print(" | ".join(["F", "windows"] + [f"{c} thermal | 1 dir | 1 + c.v. | 2 dir | 2 + c.v."
+                                             for c in noise_rows[0]["names"]]))
         for r in noise_rows:
+            a = r["added"]
             print(" | ".join([str(r["frames"]), f"{r['windows']} ({r['windows_cv']})"]
-                             + [f"{t:.2f} | {a:.2f} | {a2:.2f} | {b:.2f}" for t, a, a2, b
-                                in zip(r["thermal"], r["added"], r["added_first"], r["added_cv"])]))
+                             + [" | ".join(f"{v:.2f}" for v in row) for row
+                                in zip(r["thermal"], a["1"], a["1cv"], a["2"], a["2cv"])]))
     print(f"\ntotal {time.time() - t_start:.0f} s")
 
 

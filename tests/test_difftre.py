@@ -21,7 +21,7 @@ from fusedmlp.md.neighbors import NeighborGraph, frame_graphs
 from fusedmlp.md.simulate import MDSettings, Simulator
 from fusedmlp.model.graph import edge_vectors
 from fusedmlp.observables.averages import block_estimate
-from fusedmlp.observables.born_directions import born_directions, fit_init, fit_slopes, fit_update
+from fusedmlp.observables.born_directions import born_directions, fit_init, fit_pool, fit_slopes, fit_update
 from fusedmlp.observables.reweighting import (Frames, directional_quantities, effective_sample_size,
                                               frame_quantities, make_frames,
                                               reweighting_weights)
@@ -405,8 +405,9 @@ def test_directional_born_one_direction_per_frame(rattled, control_variates):
 
 
 def test_born_fit_matches_least_squares_and_its_control_variates_remove_the_stress_noise():
-    """``fit_update`` over five trajectories merges into the slopes of one least-squares fit of
-    all their frames (second method: numpy's lstsq with an intercept); with slopes fitted on
+    """``fit_update`` and ``fit_pool`` over five trajectories give the slopes of one least-squares
+    fit of all their frames with an intercept per trajectory (second method: numpy's lstsq); with
+    slopes fitted on
     earlier frames, the estimate of ⟨y_d⟩ on new frames (directional stiffnesses linear in the
     normal stresses plus small noise) averages over the D assignments to the exact mean, and
     its spread over them falls from the stresses' noise to the small noise."""
@@ -420,21 +421,27 @@ def test_born_fit_matches_least_squares_and_its_control_variates_remove_the_stre
         y_all = mu + stress[:, :3] @ beta.T + 1e-3 * rng.normal(size=(n, d))
         return stress, y_all
 
-    fit, xs, ys, idx = fit_init(d), [], [], []
+    fits, xs, ys, idx, trajectory = [], [], [], [], []
     for offset, n in enumerate((27, 40, 13, 90, 60)):
         stress, y_all = frames(n)
+        stress[:, :3] += 0.01 * offset  # trajectories of other means: the intercepts take them
+        y_all += 0.3 * offset
         index = dirs.assign(n, 1, offset)
         y = np.take_along_axis(y_all, index, axis=1)
-        fit = fit_update(fit, y, index, stress)
-        xs.append(stress[:, :3]), ys.append(y[:, 0]), idx.append(index[:, 0])
-    x, y, index = np.concatenate(xs), np.concatenate(ys), np.concatenate(idx)
+        fits.append(fit_update(fit_init(d), y, index, stress))
+        xs.append(stress[:, :3]), ys.append(y[:, 0]), idx.append(index[:, 0]), trajectory.append(np.full(n, offset))
+    fit = fit_pool([fit_pool(fits[:2]), *fits[2:]])  # pooled in two steps: the sums associate
+    x, y, index, trajectory = (np.concatenate(a) for a in (xs, ys, idx, trajectory))
     unshrunk, slopes = fit_slopes(fit, prior_frames=0.0), fit_slopes(fit)
     for k in range(d):
         m = index == k
-        ref = np.linalg.lstsq(np.c_[np.ones(m.sum()), x[m]], y[m], rcond=None)[0][1:]
+        intercepts = (trajectory[m][:, None] == np.arange(5)).astype(float)
+        ref = np.linalg.lstsq(np.c_[intercepts, x[m]], y[m], rcond=None)[0][5:]
         np.testing.assert_allclose(unshrunk[k], ref, rtol=1e-3)
-        # shrunk by a ridge of one frame's mean covariate variance, from the centred frames
-        xc, yc = x[m] - x[m].mean(0), y[m] - y[m].mean()
+        # shrunk by a ridge of one frame's mean covariate variance, from the frames centred per trajectory
+        centred = [(x[m & (trajectory == t)] - x[m & (trajectory == t)].mean(0),
+                    y[m & (trajectory == t)] - y[m & (trajectory == t)].mean()) for t in range(5)]
+        xc, yc = np.concatenate([c[0] for c in centred]), np.concatenate([c[1] for c in centred])
         gram = xc.T @ xc
         shrunk = np.linalg.solve(gram + np.trace(gram) / (3 * m.sum()) * np.eye(3), xc.T @ yc)
         np.testing.assert_allclose(slopes[k], shrunk, rtol=1e-3)

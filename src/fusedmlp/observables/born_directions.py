@@ -32,23 +32,21 @@ The normal stresses are known on every frame, so with slopes β_d
 replaces the noise of x over the frames that carry d by its noise over all frames. For any β_d
 that does not depend on which frames carry d, the second term cancels the first's x part on
 average over the D offsets, so the estimator stays exactly as unbiased as without it. The
-trainer fits β_d by least squares (shrunk toward zero while frames are few) on the frames of a
-state point's earlier trajectories (``BornFit``; ``fit_update``, ``fit_slopes``), never on the
-frames it is applied to. On the EAM
-frames this halves the added noise of C12 and C13 and cuts that of C11, C33, C44 by a third
-(``benchmarks/difftre_cost.py``). The shear stresses are left out: for a crystal with mirror
+trainer fits β_d by least squares (an intercept per trajectory; shrunk toward zero while frames
+are few) on every trajectory but the one it corrects: the state point's earlier ones and those of
+the state points that share its structure and directions (``BornFit``; ``fit_update``,
+``fit_pool``, ``fit_slopes``). On the EAM frames this halves the added noise of C12 and C13 and cuts
+that of C11, C33, C44 by a third (``benchmarks/difftre_cost.py``). The shear stresses are left out: for a crystal with mirror
 planes the stiffnesses are even in them, so they would add coefficients to fit and no signal.
 
 The direction set depends only on the crystal's symmetry and the targeted constants.
 """
 
-
 from __future__ import annotations
 
 import dataclasses
-import functools
+from typing import NamedTuple
 
-import jax
 import numpy as np
 
 from ..elastic import SYMMETRY_CONSTANTS, reduce_stiffness
@@ -57,9 +55,9 @@ COVARIATES = 3  # the normal Born stresses (Voigt 0-2)
 # frames per direction before its slopes are used (fewer: β = 0): one per fitted coefficient
 MIN_FIT_FRAMES = COVARIATES + 1
 # The slopes shrink toward zero (no correction) as if one more frame had the covariates' mean
-# variance and no response: a fit on one 40-frame trajectory (4-5 frames per direction) then
-# cuts the added noise of C13 by a quarter instead of doubling it (unshrunk), and barely
-# shrinks a fit on hundreds (EAM frames, ``benchmarks/difftre_cost.py``).
+# variance and no response: fitted on 4-5 frames per direction (one 40-frame trajectory with one
+# direction per frame), they then cut the added noise of C13 by a quarter where unshrunk ones
+# quadruple it, and a fit on hundreds barely shrinks (EAM frames of hcp Ti at 323 K).
 PRIOR_FRAMES = 1.0
 
 
@@ -114,19 +112,15 @@ class BornDirections:
         return (jnp.asarray(self.to_stiffness, y.dtype) @ y_mean).reshape(6, 6)
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["count", "mean_x", "mean_y", "sxx", "sxy"],
-                   meta_fields=[])
-@dataclasses.dataclass(frozen=True)
-class BornFit:
+class BornFit(NamedTuple):
     """Least-squares statistics of each direction's stiffness y on the covariates x of the frames
-    that carried it: counts (D,), means of x (D, 3) and y (D,), centred sums Σ δx δxᵀ (D, 3, 3) and
-    Σ δx δy (D, 3). Centred sums, merged as Chan et al. merge variances, keep the float32 of a
+    that carried it, each batch of frames (a trajectory) centred on its own means (an intercept
+    per trajectory: the relation within a trajectory, whatever its mean or its model): counts
+    (D,), sums Σ δx δxᵀ (D, 3, 3) and Σ δx δy (D, 3). Centred sums keep the float32 of a
     checkpoint exact enough (raw sums would cancel: the stresses fluctuate by a few % of their
-    mean)."""
+    mean). A pytree (a named tuple), so that a trainer's checkpointed state can hold it."""
 
     count: np.ndarray
-    mean_x: np.ndarray
-    mean_y: np.ndarray
     sxx: np.ndarray
     sxy: np.ndarray
 
@@ -134,33 +128,33 @@ class BornFit:
 def fit_init(count: int, dtype=np.float32) -> BornFit:
     """No frames yet, for ``count`` directions."""
     c = COVARIATES
-    return BornFit(np.zeros(count, dtype), np.zeros((count, c), dtype), np.zeros(count, dtype),
-                   np.zeros((count, c, c), dtype), np.zeros((count, c), dtype))
+    return BornFit(np.zeros(count, dtype), np.zeros((count, c, c), dtype), np.zeros((count, c), dtype))
 
 
 def fit_update(fit: BornFit, y, index, born_stress) -> BornFit:
-    """``fit`` with the frames' directional stiffnesses ``y`` (F, p) along ``index`` (F, p) and
-    their Born stresses (F, 6) added (unweighted: the relation, not an ensemble average)."""
+    """``fit`` with one trajectory's frames added: their directional stiffnesses ``y`` (F, p)
+    along ``index`` (F, p) and their Born stresses (F, 6) (unweighted: the relation, not an
+    ensemble average)."""
     y, index = np.asarray(y, float), np.asarray(index)
     x = np.asarray(covariates(np.asarray(born_stress, float)))
-    count, mean_x, mean_y = (np.array(a, float) for a in (fit.count, fit.mean_x, fit.mean_y))
-    sxx, sxy = np.array(fit.sxx, float), np.array(fit.sxy, float)
+    count, sxx, sxy = (np.array(a, float) for a in fit)
     for d in range(len(count)):
         frame, slot = np.nonzero(index == d)
         if not len(frame):
             continue
-        xb, yb = x[frame], y[frame, slot]
-        nb, mxb, myb = len(frame), xb.mean(0), yb.mean()
-        n = count[d] + nb
-        dx, dy = mxb - mean_x[d], myb - mean_y[d]
-        shared = count[d] * nb / n
-        sxx[d] += (xb - mxb).T @ (xb - mxb) + shared * np.outer(dx, dx)
-        sxy[d] += (xb - mxb).T @ (yb - myb) + shared * dx * dy
-        mean_x[d] += dx * nb / n
-        mean_y[d] += dy * nb / n
-        count[d] = n
+        xc, yc = x[frame] - x[frame].mean(0), y[frame, slot] - y[frame, slot].mean()
+        count[d] += len(frame)
+        sxx[d] += xc.T @ xc
+        sxy[d] += xc.T @ yc
     dtype = np.asarray(fit.count).dtype
-    return BornFit(*(np.asarray(a, dtype) for a in (count, mean_x, mean_y, sxx, sxy)))
+    return BornFit(*(np.asarray(a, dtype) for a in (count, sxx, sxy)))
+
+
+def fit_pool(fits) -> BornFit:
+    """The statistics of several fits' trajectories together (each keeps its intercepts)."""
+    fits = list(fits)
+    dtype = np.asarray(fits[0].count).dtype
+    return BornFit(*(np.asarray(sum(np.asarray(f[i], float) for f in fits), dtype) for i in range(3)))
 
 
 def fit_slopes(fit: BornFit, min_frames: int = MIN_FIT_FRAMES, prior_frames: float = PRIOR_FRAMES) -> np.ndarray:

@@ -119,20 +119,17 @@ class Frames:
         return "born_index" in self.fixed
 
 
-def make_frames(positions, momenta, masses_u, box, graphs, u_ref, sp, born_slopes=None,
-                born_per_frame: int | None = None) -> Frames:
+def make_frames(positions, momenta, masses_u, box, graphs, u_ref, sp, born_slopes=None) -> Frames:
     """Frames with their kinetic tensors; if the state point ``sp`` (a ``name``, ``targets`` and
     the DiffTRe state point's Born settings) has an ``rdf`` target, their RDFs on the target's
     bins; if it samples the Born stiffness along ``born_directions`` per frame, the directions of
-    each frame (``born_index`` into the state point's direction set, ``born_vectors``; as many
-    as ``born_per_frame`` says if given) and, if given, the slopes (D, 3) of its control
-    variates (``born_slopes``, ``born_directions.mean_stiffness``)."""
+    each frame (``born_index`` into the state point's direction set, ``born_vectors``) and, if
+    given, the slopes (D, 3) of its control variates (``born_slopes``,
+    ``born_directions.mean_stiffness``)."""
     mass = units.mass_to_internal(np.asarray(masses_u, float))
     kin = np.asarray(jax.vmap(kinetic_tensor, (0, None))(jnp.asarray(momenta), jnp.asarray(mass)))
     fixed = {"kinetic": kin}
     per_frame = getattr(sp, "born_directions", 0)
-    if per_frame and born_per_frame is not None:
-        per_frame = born_per_frame
     if per_frame and getattr(sp, "needs_born", False):
         if sp.stiffness_constants:
             dirs = born_directions(sp.symmetry, sp.stiffness_constants)

@@ -38,7 +38,7 @@ from ..md.simulate import MDSettings, Simulator, lattice_site_momenta
 from ..model.energy import energy_fn
 from ..model.params import trainable, with_trainable
 from ..model.settings import ModelSettings
-from ..observables.born_directions import BornFit, born_directions, fit_init, fit_slopes, fit_update
+from ..observables.born_directions import BornFit, born_directions, fit_init, fit_pool, fit_slopes, fit_update
 from ..observables.reweighting import Frames, effective_sample_size, make_frames, reweighting_weights
 from .difftre import Reweighter, StatePoint
 from . import loop
@@ -49,11 +49,6 @@ log = logging.getLogger(__name__)
 _SHORT = {"pressure": "P", "pressure_a": "Pa", "pressure_c": "Pc",  # progress lines' names
           "pressure_slope": "dP/dT", "pressure_a_slope": "dPa/dT", "pressure_c_slope": "dPc/dT"}
 STEPS = ("exp", "dft")  # the update steps a top-down scheme composes (config `schemes.<name>.steps`)
-# Born directions per frame of a state point's first trajectory, relative to the configured ones
-# (``Walker``): on EAM frames of hcp Ti at 323 K, 40 frames with two directions each add 0.53-0.62x
-# the thermal noise of C13 to it, one direction 0.95-1.10x; it costs one compilation more
-# (``benchmarks/difftre_cost.py``)
-FIRST_BORN_FACTOR = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +133,7 @@ class SchemeSettings:
 @functools.partial(jax.tree_util.register_dataclass,
                    data_fields=["positions", "momenta", "started", "frame_capacity", "graph_capacity",
                                 "frame_positions", "frame_momenta", "u_ref", "served", "born_fit",
-                                "born_slopes", "born_per_frame"],
+                                "born_current"],
                    meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class Walker:
@@ -147,11 +142,9 @@ class Walker:
     uninterrupted one), and its latest trajectory's kept frames with their sampling energies
     (what a reused trajectory and the end-of-epoch score reweight). Where the frames sample the
     Born stiffness along strain directions: the least-squares statistics of the directional
-    stiffnesses on their control variates over the trajectories so far (each added after its
-    first update), and the slopes and directions per frame the latest trajectory's frames use,
-    fixed when it was drawn (``observables.born_directions``). The first trajectory, with no
-    fit to correct it, carries ``FIRST_BORN_FACTOR`` times the directions: its own noise stays
-    below the thermal noise, and every direction gets the frames the next one's slopes need."""
+    stiffnesses on their control variates (``observables.born_directions``) over its earlier
+    trajectories and, apart, over the latest one (added after its first update): its own frames
+    are corrected with the slopes of every trajectory but that one (``ExpTrainer.born_slopes``)."""
 
     positions: jnp.ndarray  # (N, 3)
     momenta: jnp.ndarray  # (N, 3); drawn from the seed while ``started`` is false
@@ -162,9 +155,8 @@ class Walker:
     frame_momenta: jnp.ndarray  # (F, N, 3)
     u_ref: jnp.ndarray  # (F,) their energies under the parameters that sampled them
     served: np.ndarray  # () updates the latest trajectory has served (0: none yet)
-    born_fit: BornFit  # D directions (0 where the frames carry none)
-    born_slopes: np.ndarray  # (D, 3)
-    born_per_frame: np.ndarray  # () int
+    born_fit: BornFit  # earlier trajectories; D directions (0 where the frames carry none)
+    born_current: BornFit  # the latest trajectory
 
 
 class ExpState(NamedTuple):
@@ -212,7 +204,7 @@ class ExpTrainer:
             fit = fit_init(_direction_count(sp))
             return Walker(jnp.asarray(sp.positions, dtype), jnp.zeros(n, dtype), np.asarray(False), zero, zero,
                           jnp.zeros((f,) + n, dtype), jnp.zeros((f,) + n, dtype), jnp.zeros(f, dtype), zero,
-                          fit, np.zeros(np.shape(fit.sxy), np.float32), np.asarray(sp.born_directions))
+                          fit, fit)
 
         return ExpState(self.optimizer.init(trainable(params)), tuple(walker(sp) for sp in self.sps))
 
@@ -225,7 +217,21 @@ class ExpTrainer:
         graphs = frame_graphs(pos, sp.box, self.cutoff, extra=6,
                               min_capacity=max(int(v.frame_capacity) for v in shared))
         return make_frames(pos, np.asarray(w.frame_momenta), sp.masses, sp.box, graphs, np.asarray(w.u_ref), sp,
-                           np.asarray(w.born_slopes), int(w.born_per_frame))
+                           self.born_slopes(k, walkers)[0])
+
+    def born_slopes(self, k: int, walkers: tuple) -> tuple[np.ndarray, int]:
+        """The control-variate slopes (D, 3) for state point k's latest frames and the frame
+        directions they are fitted on: every trajectory of the state points that share k's
+        structure and strain directions but k's latest, whose frames they correct (fitted on
+        those, they would bias the estimate: the regression estimator's O(1/n)). Its earlier
+        trajectories and the others' are independent of its frames' directions, so the estimate
+        stays unbiased, and the state points, visited in turn, lend each other their fits."""
+        sp = self.sps[k]
+        fits = [walkers[k].born_fit] + [
+            f for j, other in enumerate(self.sps) if j != k and self.sims[j] is self.sims[k]
+            and _direction_key(other) == _direction_key(sp) for f in (walkers[j].born_fit, walkers[j].born_current)]
+        pooled = fit_pool(fits)
+        return np.asarray(fit_slopes(pooled), np.float32), int(np.sum(pooled.count))
 
     def ess(self, k: int, params, frames: Frames) -> float:
         """Effective sample size (fraction) of state point k's frames under ``params``."""
@@ -253,14 +259,8 @@ class ExpTrainer:
         skip = min(self.ts.skip_frames, len(traj.positions) - 2)
         pos, mom_f = traj.positions[skip:], traj.momenta[skip:]
         graphs = frame_graphs(pos, sp.box, self.cutoff, extra=6, min_capacity=frame_capacity)
-        # control-variate slopes from the earlier trajectories only: fitted on the frames they
-        # correct, they would bias the estimate (the regression estimator's O(1/n))
-        slopes = np.asarray(fit_slopes(w.born_fit), np.float32)
-        count = _direction_count(sp)
-        per_frame = sp.born_directions
-        if count and not np.any(np.asarray(w.born_fit.count)):
-            per_frame = min(FIRST_BORN_FACTOR * per_frame, count)
-        frames = make_frames(pos, mom_f, sp.masses, sp.box, graphs, np.zeros(len(pos)), sp, slopes, per_frame)
+        # (the control variates' slopes are attached by the step, from the walkers it returns)
+        frames = make_frames(pos, mom_f, sp.masses, sp.box, graphs, np.zeros(len(pos)), sp)
         # θ̂ = the sampling parameters: the weights are exactly uniform at θ̂
         frames = dataclasses.replace(frames, u_ref=self.rews[k].energies(params, frames))
         dtype = w.positions.dtype
@@ -269,7 +269,7 @@ class ExpTrainer:
         walker = Walker(jnp.asarray(traj.final["positions"], dtype), jnp.asarray(traj.final["momenta"], dtype),
                         np.asarray(True), np.asarray(graphs.neighbors.shape[-1]), np.asarray(traj.stats["capacity"]),
                         jnp.asarray(pos, dtype), jnp.asarray(mom_f, dtype), jnp.asarray(frames.u_ref, dtype),
-                        np.asarray(0), w.born_fit, slopes, np.asarray(per_frame))
+                        np.asarray(0), fit_pool([w.born_fit, w.born_current]), fit_init(len(w.born_fit.count)))
         return frames, walker, traj.stats
 
     def update(self, k: int, params, opt_state, frames: Frames, penalty: Penalty | None = None, epoch: int = 0):
@@ -314,17 +314,20 @@ class ExpTrainer:
                 fresh = True
                 report[f"{sp.name}_md_steps_per_s"] = stats["steps"] / stats["wall_s"]
             walker = dataclasses.replace(walker, served=np.asarray(int(walker.served) + 1))
+            walkers = state.walkers[:k] + (walker,) + state.walkers[k + 1:]
+            if frames.directional and len(walker.born_fit.count):
+                slopes, fitted = self.born_slopes(k, walkers)
+                frames = dataclasses.replace(frames, fixed=dict(frames.fixed, born_slopes=slopes))
+                # frame directions the slopes are fitted on, and whether they correct anything yet
+                report[f"{sp.name}_born_fit_frames"] = fitted
+                report[f"{sp.name}_born_slopes"] = bool(np.any(slopes != 0))
             params, opt_state, rep = self.update(k, params, state.opt_state, frames, penalty, epoch)
             q = rep["quantities"]
             if fresh and frames.directional and q is not None and "born_directional" in q:
-                # the new frames' stiffnesses join the fit of the control variates' slopes: once
-                # per trajectory, at the parameters that sampled it
-                walker = dataclasses.replace(walker, born_fit=fit_update(
-                    walker.born_fit, q["born_directional"], frames.fixed["born_index"], q["born_stress"]))
-            if frames.directional and len(walker.born_slopes):
-                # frame-directions the slopes are fitted on, and whether this update's frames used any
-                report[f"{sp.name}_born_fit_frames"] = int(np.sum(walker.born_fit.count))
-                report[f"{sp.name}_born_slopes"] = bool(np.any(np.asarray(walker.born_slopes) != 0))
+                # the new frames join the control variates' fit: once per trajectory, at the
+                # parameters that sampled it
+                walker = dataclasses.replace(walker, born_current=fit_update(
+                    walker.born_current, q["born_directional"], frames.fixed["born_index"], q["born_stress"]))
             report.update({f"{sp.name}_loss": rep["loss"], f"{sp.name}_ess": rep["ess"],
                            f"{sp.name}_trajectory_updates": int(walker.served)}, **rep["extra"])
             scalars = scalar_predictions(rep["pred"])
@@ -357,6 +360,11 @@ class ExpTrainer:
             return params, state, report
 
         return loop.Step("exp score", "exp", apply)
+
+
+def _direction_key(sp: StatePoint) -> tuple:
+    """What a state point's strain directions depend on (``observables.born_directions``)."""
+    return sp.symmetry, tuple(sp.stiffness_constants)
 
 
 def _direction_count(sp: StatePoint) -> int:
