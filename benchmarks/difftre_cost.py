@@ -23,7 +23,7 @@ sample); over windows of F consecutive frames, the thermal standard deviation of
 constants (across windows) against the standard deviation the directional estimator adds (across
 its D assignments of directions to the same frames), without and with the control variates of
 the normal Born stresses, their slopes fitted on the earlier windows as the trainer fits them
-on a state point's earlier trajectories (``--noise-frames 7000`` for 175 windows of 40 frames;
+on the trajectories other than the one they correct (``--noise-frames 7000`` for 175 windows of 40 frames;
 ``--noise-seed`` for another trajectory).
 """
 
@@ -185,7 +185,7 @@ def noise(windows: list[int], n_frames: int, seed: int = 0) -> list[dict]:
     out = []
     for f in windows:
         # (directions per frame, control variates) -> σ added per window; per p: the fit
-        exact, added, fit = [], {(p, cv): [] for p in (1, 2) for cv in (False, True)}, {}
+        exact, added = [], {(p, cv): [] for p in (1, 2) for cv in (False, True)}
         fit = {p: fit_init(dirs.count) for p in (1, 2)}
         # windows in time order, as a state point's trajectories: the control variates' slopes
         # are fitted on the earlier windows' frames under the trainer's assignment (offset 0)

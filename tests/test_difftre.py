@@ -407,10 +407,10 @@ def test_directional_born_one_direction_per_frame(rattled, control_variates):
 def test_born_fit_matches_least_squares_and_its_control_variates_remove_the_stress_noise():
     """``fit_update`` and ``fit_pool`` over five trajectories give the slopes of one least-squares
     fit of all their frames with an intercept per trajectory (second method: numpy's lstsq); with
-    slopes fitted on
-    earlier frames, the estimate of ⟨y_d⟩ on new frames (directional stiffnesses linear in the
-    normal stresses plus small noise) averages over the D assignments to the exact mean, and
-    its spread over them falls from the stresses' noise to the small noise."""
+    slopes fitted on earlier frames, the estimate of ⟨y_d⟩ on new frames (directional
+    stiffnesses linear in the normal stresses plus small noise) averages over the D assignments
+    to the exact mean, and its spread over them falls from the stresses' noise to the small
+    noise."""
     dirs = born_directions("hexagonal", ["C11", "C33", "C44", "C12", "C13"])
     d, rng = dirs.count, np.random.default_rng(11)
     beta = rng.normal(scale=30.0, size=(d, 3))
