@@ -35,9 +35,10 @@ average over the D offsets, so the estimator stays exactly as unbiased as withou
 trainer fits β_d by least squares (an intercept per trajectory; shrunk toward zero while frames
 are few) on every trajectory but the one it corrects: the state point's earlier ones and those of
 the state points that share its structure and directions (``BornFit``; ``fit_update``,
-``fit_pool``, ``fit_slopes``). On the EAM frames this halves the added noise of C12 and C13 and cuts
-that of C11, C33, C44 by a third (``benchmarks/difftre_cost.py``). The shear stresses are left out: for a crystal with mirror
-planes the stiffnesses are even in them, so they would add coefficients to fit and no signal.
+``fit_pool``, ``fit_slopes``). On the EAM frames this halves the added noise of C12 and C13 and
+cuts that of C11, C33 and C44 by a quarter to a third (``benchmarks/difftre_cost.py``). The
+shear stresses are left out: for a crystal with mirror planes the stiffnesses are even in them,
+so they would add coefficients to fit and no signal.
 
 The direction set depends only on the crystal's symmetry and the targeted constants.
 """
