@@ -119,13 +119,11 @@ class Frames:
         return "born_index" in self.fixed
 
 
-def make_frames(positions, momenta, masses_u, box, graphs, u_ref, sp, born_slopes=None) -> Frames:
+def make_frames(positions, momenta, masses_u, box, graphs, u_ref, sp) -> Frames:
     """Frames with their kinetic tensors; if the state point ``sp`` (a ``name``, ``targets`` and
     the DiffTRe state point's Born settings) has an ``rdf`` target, their RDFs on the target's
     bins; if it samples the Born stiffness along ``born_directions`` per frame, the directions of
-    each frame (``born_index`` into the state point's direction set, ``born_vectors``) and, if
-    given, the slopes (D, 3) of its control variates (``born_slopes``,
-    ``born_directions.mean_stiffness``)."""
+    each frame (``born_index`` into the state point's direction set, ``born_vectors``)."""
     mass = units.mass_to_internal(np.asarray(masses_u, float))
     kin = np.asarray(jax.vmap(kinetic_tensor, (0, None))(jnp.asarray(momenta), jnp.asarray(mass)))
     fixed = {"kinetic": kin}
@@ -139,8 +137,6 @@ def make_frames(positions, momenta, masses_u, box, graphs, u_ref, sp, born_slope
             index, vectors = np.zeros((len(positions), 0), int), np.zeros((len(positions), 0, 6))
         fixed["born_index"] = index
         fixed["born_vectors"] = vectors.astype(np.asarray(positions).dtype)
-        if born_slopes is not None and sp.stiffness_constants:
-            fixed["born_slopes"] = np.asarray(born_slopes, np.asarray(positions).dtype)
     if "rdf" in sp.targets:
         r_target = np.asarray(sp.targets["rdf"][0])
         dr = r_target[1] - r_target[0]

@@ -216,8 +216,16 @@ class ExpTrainer:
         pos = np.asarray(w.frame_positions)
         graphs = frame_graphs(pos, sp.box, self.cutoff, extra=6,
                               min_capacity=max(int(v.frame_capacity) for v in shared))
-        return make_frames(pos, np.asarray(w.frame_momenta), sp.masses, sp.box, graphs, np.asarray(w.u_ref), sp,
-                           self.born_slopes(k, walkers)[0])
+        frames = make_frames(pos, np.asarray(w.frame_momenta), sp.masses, sp.box, graphs, np.asarray(w.u_ref), sp)
+        return self.with_born_slopes(k, frames, walkers)[0]
+
+    def with_born_slopes(self, k: int, frames: Frames, walkers: tuple) -> tuple[Frames, int | None]:
+        """State point k's ``frames`` with their control-variate slopes (``born_slopes``) and the
+        frame directions those are fitted on (None where the frames carry no directions)."""
+        if not (frames.directional and len(walkers[k].born_fit.count)):
+            return frames, None
+        slopes, fitted = self.born_slopes(k, walkers)
+        return dataclasses.replace(frames, fixed=dict(frames.fixed, born_slopes=slopes)), fitted
 
     def born_slopes(self, k: int, walkers: tuple) -> tuple[np.ndarray, int]:
         """The control-variate slopes (D, 3) for state point k's latest frames and the frame
@@ -315,12 +323,11 @@ class ExpTrainer:
                 report[f"{sp.name}_md_steps_per_s"] = stats["steps"] / stats["wall_s"]
             walker = dataclasses.replace(walker, served=np.asarray(int(walker.served) + 1))
             walkers = state.walkers[:k] + (walker,) + state.walkers[k + 1:]
-            if frames.directional and len(walker.born_fit.count):
-                slopes, fitted = self.born_slopes(k, walkers)
-                frames = dataclasses.replace(frames, fixed=dict(frames.fixed, born_slopes=slopes))
+            frames, fitted = self.with_born_slopes(k, frames, walkers)
+            if fitted is not None:
                 # frame directions the slopes are fitted on, and whether they correct anything yet
                 report[f"{sp.name}_born_fit_frames"] = fitted
-                report[f"{sp.name}_born_slopes"] = bool(np.any(slopes != 0))
+                report[f"{sp.name}_born_slopes"] = bool(np.any(frames.fixed["born_slopes"] != 0))
             params, opt_state, rep = self.update(k, params, state.opt_state, frames, penalty, epoch)
             q = rep["quantities"]
             if fresh and frames.directional and q is not None and "born_directional" in q:
